@@ -1,0 +1,1 @@
+"""Pure-torch core: configs, task distributions, models, algorithms, engine. Never imports Qt or the catalog."""

@@ -1,0 +1,11 @@
+"""Meta-learning algorithms, one module each, registered by name in ALGORITHMS."""
+
+from workbench.core.algorithms.base import Algorithm
+from workbench.core.registry import Registry
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "algorithm.name")
+
+# One line per algorithm module; importing it registers it.
+from workbench.core.algorithms import maml  # noqa: E402,F401
+
+__all__ = ["ALGORITHMS", "Algorithm"]

@@ -1,0 +1,64 @@
+"""The contract between the engine and an algorithm."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.tasks.base import EpisodeBatch, TaskKind
+
+
+class Algorithm(nn.Module, ABC):
+    """An nn.Module holding everything that is meta-learned (its parameters are what Adam updates).
+
+    The engine owns the optimiser, clipping, schedules, checkpoints and the loop; an algorithm
+    only turns a meta-batch into meta-gradients and an episode into per-task scores.
+    """
+
+    Params: ClassVar[type[AlgorithmParams]]
+    supports: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
+
+    def __init__(self, params: AlgorithmParams, model: nn.Module, kind: TaskKind) -> None:
+        super().__init__()
+        self.params = params
+        self.model = model
+        self.kind = kind
+
+    @abstractmethod
+    def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
+        """Accumulate the meta-gradient of the mean query loss into `.grad`; return metrics.
+
+        Metrics: "loss" and "accuracy" (classification) or "mse" (regression), query set,
+        after adaptation, averaged over the batch's tasks.
+        """
+
+    @abstractmethod
+    def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
+        """Per-task scores [B] after adapting with `shape.inner_steps` steps.
+
+        Must return "accuracy" (classification) or "mse" (regression); may add more keys
+        (for example "mse_after_1" for an adaptation-curve protocol).
+        """
+
+    def predict_after(
+        self, batch: EpisodeBatch, x: torch.Tensor, steps: list[int], shape: TaskShape
+    ) -> dict[int, torch.Tensor]:
+        """Outputs of the model on x [B, M, ...] after each number of adaptation steps (for plots)."""
+        raise NotImplementedError
+
+
+def loss_and_score(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean loss and per-batch score: cross-entropy + accuracy, or MSE + MSE."""
+    if kind == "classification":
+        loss = nn.functional.cross_entropy(out, y)
+        return loss, (out.argmax(-1) == y).float().mean()
+    loss = nn.functional.mse_loss(out, y)
+    return loss, loss.detach()
+
+
+def score_name(kind: str) -> str:
+    return "accuracy" if kind == "classification" else "mse"

@@ -1,0 +1,198 @@
+"""The one typed run configuration: what the form edits, the CLI parses, the catalog stores.
+
+Built on pydantic so that every field carries its default, range and a description the GUI
+shows as a tooltip; per-algorithm hyperparameters are a subclass of `AlgorithmParams`
+declared in the algorithm's own module and looked up by name in the algorithm registry.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+
+from workbench.core.errors import ConfigError
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, so a typo in `--set` is reported rather than ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskShape(StrictModel):
+    """Shape of the tasks in one phase; training and evaluation differ in the papers."""
+
+    ways: int = Field(5, ge=1, le=5000, description="Classes per task (N-way); ignored for regression")
+    shots: int = Field(1, ge=1, le=1000, description="Labelled support examples per class (K-shot); K points for regression")
+    queries: int = Field(15, ge=1, le=1000, description="Query examples per class the adapted model is scored on")
+    meta_batch: int = Field(32, ge=1, le=1024, description="Tasks per meta-update (training) or per evaluation chunk")
+    inner_steps: int = Field(1, ge=0, le=1000, description="Adaptation steps on the support set (MAML, Meta-LSTM, fine-tuning)")
+
+
+class DatasetConfig(StrictModel):
+    """Which task distribution, where its files are, and how its classes are split."""
+
+    name: str = Field("sinusoid", description="Registered dataset: sinusoid, glyphs, omniglot, image-folder")
+    data_dir: str | None = Field(None, description="Folder holding the dataset files (default: $WORKBENCH_DATA)")
+    split: str = Field("default", description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'")
+    split_seed: int = Field(0, description="Seed of a random class split")
+    rotations: bool = Field(True, description="Omniglot: rotations by 90 degree multiples as extra classes")
+    image_size: int = Field(28, ge=4, le=512, description="Images are resized to this square size")
+    channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB")
+    download: bool = Field(False, description="Download the official archives when missing (checksums verified)")
+
+
+class ModelConfig(StrictModel):
+    """The learner network shared by the algorithms."""
+
+    name: Literal["auto", "conv4", "mlp"] = Field("auto", description="auto: conv4 for images, mlp for regression")
+    width: int = Field(64, ge=1, le=1024, description="Conv-4 filters per layer (64 in MAML/ProtoNet, 32 in Meta-LSTM)")
+    downsample: Literal["stride", "maxpool"] = Field("stride", description="Conv-4: strided convs (MAML Omniglot) or 2x2 max-pool (ProtoNet, mini-ImageNet)")
+    hidden: list[int] = Field(default_factory=lambda: [40, 40], description="MLP hidden layer sizes (MAML sinusoid: 40, 40)")
+    batch_norm: Literal["batch", "none"] = Field(
+        "batch",
+        description="batch: batch statistics in training and test, no running statistics (as in the MAML paper); none: no BN",
+    )
+
+
+class AlgorithmParams(StrictModel):
+    """Hyperparameters every algorithm has; each algorithm subclasses this in its own module."""
+
+    name: str = Field(description="Registered algorithm")
+    meta_lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the meta (outer) update")
+    lr_halve_every: int = Field(0, ge=0, description="Halve the meta learning rate every N steps (0 = never; ProtoNet: 2000)")
+    grad_clip: float = Field(0.0, ge=0, description="Clip the meta-gradient norm to this value (0 = no clipping)")
+
+
+class RunConfig(StrictModel):
+    """A complete, reproducible description of one run."""
+
+    name: str = Field("", description="Run name shown in the browser (empty: generated)")
+    algorithm: SerializeAsAny[AlgorithmParams]
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TaskShape = Field(default_factory=TaskShape, description="Task shape during meta-training")
+    eval: TaskShape = Field(default_factory=lambda: TaskShape(inner_steps=3), description="Task shape for validation and test")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:i | mps")
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast for the forward passes (CPU with avx512_bf16, CUDA)")
+    seed: int = Field(0, description="Seeds weights, task sampling and the validation/test episodes")
+    steps: int = Field(1000, ge=1, le=10_000_000, description="Meta-training steps (meta-updates)")
+    val_every: int = Field(100, ge=0, description="Validate every N steps (0 = never)")
+    val_episodes: int = Field(100, ge=1, description="Validation tasks per validation")
+    ckpt_every: int = Field(500, ge=0, description="Checkpoint every N steps (0 = only best and final)")
+    keep_last: int = Field(2, ge=0, description="Periodic checkpoints kept besides best and final")
+    test_episodes: int = Field(600, ge=1, description="Test tasks evaluated when the run finishes (600 in the papers)")
+    test_on_finish: bool = Field(True, description="Evaluate the best checkpoint on the test split when the run finishes")
+    threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads (empty: torch default)")
+    preset: str | None = Field(None, description="Preset this run was made from")
+    tags: list[str] = Field(default_factory=list)
+    notes: str = ""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _algorithm_by_name(cls, data: Any) -> Any:
+        """Validate `algorithm` against the schema of the algorithm it names."""
+        if isinstance(data, dict) and isinstance(data.get("algorithm"), dict):
+            from workbench.core.algorithms import ALGORITHMS
+
+            raw = dict(data["algorithm"])
+            raw.setdefault("name", "maml")
+            params_cls = ALGORITHMS.get(str(raw["name"])).Params
+            try:
+                data = {**data, "algorithm": params_cls.model_validate(raw)}
+            except ValidationError as exc:
+                raise _config_error(exc, prefix="algorithm") from None
+        return data
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        from workbench.core.algorithms import ALGORITHMS
+        from workbench.core.tasks import DATASETS
+
+        algo = ALGORITHMS.get(self.algorithm.name)
+        kind = DATASETS.get(self.dataset.name).kind
+        if kind not in algo.supports:
+            ok = [n for n in DATASETS.names() if DATASETS.get(n).kind in algo.supports]
+            raise ConfigError(
+                "algorithm.name",
+                f"{self.algorithm.name} does not work on {kind} datasets like {self.dataset.name}; "
+                f"its datasets: {', '.join(ok)}",
+            )
+        return self
+
+    # ---- construction and round trip -------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        """Validate, turning pydantic's report into one ConfigError naming the key."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError("config", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config", "must be a JSON object")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def with_overrides(self, assignments: list[str]) -> RunConfig:
+        return RunConfig.from_dict(apply_overrides(self.to_dict(), assignments))
+
+    @property
+    def task_kind(self) -> str:
+        from workbench.core.tasks import DATASETS
+
+        return DATASETS.get(self.dataset.name).kind
+
+
+def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+    if err["type"] == "extra_forbidden":
+        return ConfigError(key, "unknown key")
+    if err["type"] == "missing":
+        return ConfigError(key, "is required")
+    return ConfigError(key, f"{err.get('input')!r} is not allowed: {err['msg'].lower()}")
+
+
+def parse_value(text: str) -> Any:
+    """`--set` values are JSON where they parse (numbers, true, null, lists), else strings."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
+    """Apply `key.sub=value` assignments to a config dict (a deep copy is returned)."""
+    out = json.loads(json.dumps(data))
+    for item in assignments:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError("--set", f"{item!r} is not key=value (for example algorithm.inner_lr=0.4)")
+        parts = key.strip().split(".")
+        node = out
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts[: i + 1]), "unknown key (not a section)")
+            node = child
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def default_config(algorithm: str = "maml", dataset: str = "sinusoid") -> RunConfig:
+    """A sensible small starting point (the form's and the CLI's defaults)."""
+    return RunConfig.from_dict({"algorithm": {"name": algorithm}, "dataset": {"name": dataset}})

@@ -1,0 +1,59 @@
+"""Conv-4: the backbone of MAML, ProtoNet and Meta-LSTM (4 x [conv3x3, BN, ReLU, (pool)])."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from workbench.core.config import ModelConfig
+from workbench.core.models import MODELS
+
+
+class Conv4(nn.Module):
+    """With `downsample="stride"` (MAML Omniglot) each conv has stride 2 and the final feature
+    map is averaged, as in Finn et al.'s code; with "maxpool" (ProtoNet, mini-ImageNet) each
+    block ends in a 2x2 max-pool and the map is flattened.
+
+    Batch norm keeps no running statistics: it always normalises with the statistics of the
+    batch it sees (the MAML paper's transductive setting), so train and test behave alike and
+    nothing leaks between episodes.
+    """
+
+    def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> None:
+        super().__init__()
+        channels, height, _ = input_shape
+        stride = cfg.downsample == "stride"
+        layers: list[nn.Module] = []
+        c, size = channels, height
+        for _ in range(4):
+            layers.append(nn.Conv2d(c, cfg.width, 3, stride=2 if stride else 1, padding=1))
+            if cfg.batch_norm == "batch":
+                layers.append(nn.BatchNorm2d(cfg.width, track_running_stats=False))
+            layers.append(nn.ReLU())
+            if stride:
+                size = (size + 1) // 2
+            else:
+                layers.append(nn.MaxPool2d(2))
+                size = size // 2
+            c = cfg.width
+        self.features = nn.Sequential(*layers)
+        self.average = stride
+        self.embedding_dim = cfg.width if stride else cfg.width * max(size, 1) ** 2
+        self.head = nn.Linear(self.embedding_dim, out_dim) if out_dim > 0 else None
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.features(x)
+        return h.mean(dim=(2, 3)) if self.average else h.flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        return self.head(h) if self.head is not None else h
+
+
+@MODELS.register("conv4")
+def build_conv4(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
+    return Conv4(cfg, input_shape, out_dim)

@@ -1,0 +1,86 @@
+"""What a task distribution hands the algorithms: stacked meta-batches of episodes."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+
+from workbench.core.config import DatasetConfig, TaskShape
+
+Split = Literal["train", "val", "test"]
+TaskKind = Literal["classification", "regression"]
+
+
+@dataclass
+class EpisodeBatch:
+    """B tasks stacked on dim 0 so that work the tasks share can be batched.
+
+    classification: support_x [B, N*K, C, H, W] float in [0, 1], support_y [B, N*K] long in
+    0..N-1 (labels remapped per task), query_x [B, N*Q, C, H, W], query_y [B, N*Q].
+    regression: support_x [B, K, 1], support_y [B, K, 1] float; query likewise.
+    `info` carries per-task extras (sinusoid: "amplitude", "phase" tensors [B]).
+    """
+
+    support_x: torch.Tensor
+    support_y: torch.Tensor
+    query_x: torch.Tensor
+    query_y: torch.Tensor
+    ways: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.support_x.shape[0])
+
+    def to(self, device: torch.device | str) -> EpisodeBatch:
+        return EpisodeBatch(
+            self.support_x.to(device, non_blocking=True),
+            self.support_y.to(device, non_blocking=True),
+            self.query_x.to(device, non_blocking=True),
+            self.query_y.to(device, non_blocking=True),
+            self.ways,
+            self.info,
+        )
+
+    def task(self, i: int) -> EpisodeBatch:
+        """Task i as a batch of one."""
+        s = slice(i, i + 1)
+        info = {k: (v[s] if isinstance(v, torch.Tensor) else v) for k, v in self.info.items()}
+        return EpisodeBatch(self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s], self.ways, info)
+
+
+class TaskDistribution(ABC):
+    """One split (train / val / test) of a dataset; sampling is pure tensor indexing."""
+
+    kind: ClassVar[TaskKind]
+
+    @property
+    @abstractmethod
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one example: (C, H, W) for images, (1,) for sinusoid."""
+
+    @property
+    def num_classes(self) -> int | None:
+        """Classes in this split (None for regression)."""
+        return None
+
+    @abstractmethod
+    def sample(self, shape: TaskShape, batch: int, generator: torch.Generator) -> EpisodeBatch:
+        """Draw `batch` tasks of `shape`; the same generator state gives the same tasks."""
+
+
+class DatasetSpec(ABC):
+    """A registered dataset: its kind is static so configs validate without loading files."""
+
+    kind: ClassVar[TaskKind]
+    needs_data_dir: ClassVar[bool] = False
+
+    @abstractmethod
+    def build(self, cfg: DatasetConfig, split: Split) -> TaskDistribution:
+        """Load (from the cache when possible) one split; raises DataError/ConfigError with a clear message."""
+
+    def describe(self, cfg: DatasetConfig) -> str:
+        """One line on what was found (classes, images) or what is missing; never raises."""
+        return self.kind
