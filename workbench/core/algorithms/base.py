@@ -21,6 +21,8 @@ class Algorithm(nn.Module, ABC):
 
     Params: ClassVar[type[AlgorithmParams]]
     supports: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
+    uses_head: ClassVar[bool] = True  # False: the model is an embedding network (ProtoNet)
+    same_ways: ClassVar[bool] = True  # the output layer fixes the ways: eval.ways must equal train.ways
 
     def __init__(self, params: AlgorithmParams, model: nn.Module, kind: TaskKind) -> None:
         super().__init__()

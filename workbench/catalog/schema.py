@@ -1,0 +1,163 @@
+"""ORM schema of the run catalog (SQLAlchemy 2, SQLite).
+
+Times are Unix seconds (float, UTC by construction). Status is plain text validated in code
+against `workbench.core.events.STATUSES` (SQLite cannot alter a CHECK constraint, so none is
+declared). Every change here needs a new Alembic revision in `migrations/versions/`, written
+by hand: migrations never import these classes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    false,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, validates
+
+from workbench.core.events import STATUSES
+
+TERMINAL_STATUSES: tuple[str, ...] = ("finished", "failed", "cancelled", "interrupted")
+LIVE_STATUSES: tuple[str, ...] = ("running", "paused")
+CHECKPOINT_KINDS: tuple[str, ...] = ("periodic", "best", "final", "stop")
+
+
+def check_status(status: str) -> str:
+    """Return `status` if it is one of `STATUSES`, else raise ValueError."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown run status {status!r}; expected one of {', '.join(STATUSES)}")
+    return status
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False, default="")
+    parent_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    status: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    algorithm: Mapped[str] = mapped_column(String, nullable=False, default="", index=True)
+    dataset: Mapped[str] = mapped_column(String, nullable=False, default="", index=True)
+    device: Mapped[str] = mapped_column(String, nullable=False, default="")
+    device_name: Mapped[str | None] = mapped_column(String, nullable=True)
+    config_json: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
+    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    environment_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    notes: Mapped[str] = mapped_column(Text, nullable=False, default="")
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    preset: Mapped[str | None] = mapped_column(String, nullable=True)
+
+    @validates("status")
+    def _validate_status(self, _key: str, value: str) -> str:
+        return check_status(value)
+
+
+class RunTag(Base):
+    __tablename__ = "run_tags"
+    __table_args__ = (Index("ix_run_tags_tag", "tag"),)
+
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String, primary_key=True)
+
+
+class Metric(Base):
+    """Every logged point, never down-sampled. Points of an earlier attempt past the step a
+    run was resumed from are kept with `superseded = True`."""
+
+    __tablename__ = "metrics"
+    __table_args__ = (Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    )
+    attempt: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
+    step: Mapped[int] = mapped_column(Integer, nullable=False)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # NaN is stored as NULL
+    wall_time: Mapped[float] = mapped_column(Float, nullable=False)
+    superseded: Mapped[bool] = mapped_column(
+        Boolean, nullable=False, default=False, server_default=false()
+    )
+
+
+class RunSummary(Base):
+    """Per (run, metric name): latest and best value, kept by the writer in the same
+    transaction as the points, so run lists never scan the metric history."""
+
+    __tablename__ = "run_summary"
+
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+    )
+    name: Mapped[str] = mapped_column(String, primary_key=True)
+    latest_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    latest_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    latest_wall_time: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    best_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    count: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class Checkpoint(Base):
+    __tablename__ = "checkpoints"
+    __table_args__ = (Index("ix_checkpoints_run_step", "run_id", "step"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    )
+    step: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String, nullable=False)  # periodic | best | final | stop
+    path: Mapped[str] = mapped_column(Text, nullable=False)
+    bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    sha256: Mapped[str | None] = mapped_column(String, nullable=True)
+    metrics_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+    @validates("kind")
+    def _validate_kind(self, _key: str, value: str) -> str:
+        if value not in CHECKPOINT_KINDS:
+            raise ValueError(f"unknown checkpoint kind {value!r}; expected one of {CHECKPOINT_KINDS}")
+        return value
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    checkpoint_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("checkpoints.id", ondelete="SET NULL"), nullable=True
+    )
+    checkpoint_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    split: Mapped[str] = mapped_column(String, nullable=False)
+    protocol_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    episodes: Mapped[int] = mapped_column(Integer, nullable=False)
+    metric: Mapped[str] = mapped_column(String, nullable=False)
+    mean: Mapped[float | None] = mapped_column(Float, nullable=True)
+    ci95: Mapped[float | None] = mapped_column(Float, nullable=True)
+    values_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)

@@ -1,0 +1,119 @@
+"""MAML (Finn, Abbeel & Levine 2017) and its first-order approximation.
+
+Parameters stay functional: a dict of tensors passed to `torch.func.functional_call`, so the
+adapted weights theta' = theta - alpha * grad are differentiable functions of the
+initialisation theta and the meta-gradient reaches it (second order: `create_graph=True`).
+Reloading a state_dict inside the inner loop would silently cut that path; the tests check
+the meta-gradient against finite differences to catch exactly that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch.func import functional_call
+
+from workbench.core.algorithms import ALGORITHMS
+from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
+from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.tasks.base import EpisodeBatch
+
+Params = dict[str, torch.Tensor]
+REGRESSION_CURVE = (0, 1, 5, 10)  # MSE reported after these many steps (MAML paper, Fig. 2)
+
+
+class MAMLParams(AlgorithmParams):
+    name: Literal["maml"] = "maml"
+    inner_lr: float = Field(0.4, gt=0, le=100, description="Inner-loop step size alpha during meta-training (0.4 Omniglot 5-way, 0.01 sinusoid)")
+    eval_inner_lr: float | None = Field(None, gt=0, le=100, description="Inner-loop step size at validation/test (empty: same as inner_lr)")
+    first_order: bool = Field(False, description="Drop second-order terms (first-order MAML): inner gradients are detached")
+
+
+@ALGORITHMS.register("maml")
+class MAML(Algorithm):
+    Params = MAMLParams
+
+    # ---- the inner loop -------------------------------------------------------------
+    def initial_params(self) -> Params:
+        return dict(self.model.named_parameters())
+
+    def adapt(
+        self, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, create_graph: bool
+    ) -> Params:
+        """`steps` gradient steps on (x, y) from `params`; differentiable when create_graph."""
+        for _ in range(steps):
+            loss, _ = loss_and_score(self.kind, functional_call(self.model, params, (x,)), y)
+            grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
+            params = {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
+        return params
+
+    def train_inner_steps(self, shape: TaskShape) -> int:
+        return shape.inner_steps
+
+    def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
+        second_order = not self.params.first_order
+        steps = self.train_inner_steps(shape)
+        n = len(batch)
+        loss_sum = score_sum = 0.0
+        theta = self.initial_params()
+        for i in range(n):
+            adapted = self.adapt(theta, batch.support_x[i], batch.support_y[i], steps, self.params.inner_lr, second_order)
+            out = functional_call(self.model, adapted, (batch.query_x[i],))
+            loss, score = loss_and_score(self.kind, out, batch.query_y[i])
+            (loss / n).backward()  # one task's graph at a time keeps memory flat in the meta-batch
+            loss_sum += float(loss.detach())
+            score_sum += float(score)
+        return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+
+    # ---- evaluation -----------------------------------------------------------------
+    @property
+    def eval_lr(self) -> float:
+        return self.params.eval_inner_lr or self.params.inner_lr
+
+    def trace(self, batch: EpisodeBatch, i: int, steps: list[int]) -> Iterator[tuple[int, Params]]:
+        """Task i's adapted parameters after each count in `steps` (ascending), without a meta-graph."""
+        params = {k: p.detach().requires_grad_() for k, p in self.initial_params().items()}
+        done = 0
+        for s in steps:
+            params = self.adapt(params, batch.support_x[i], batch.support_y[i], s - done, self.eval_lr, False)
+            params = {k: p.detach().requires_grad_() for k, p in params.items()}
+            done = s
+            yield s, params
+
+    def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
+        record = sorted({shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())})
+        scores: dict[int, list[float]] = {s: [] for s in record}
+        for i in range(len(batch)):
+            for s, params in self.trace(batch, i, record):
+                with torch.no_grad():
+                    out = functional_call(self.model, params, (batch.query_x[i],))
+                    scores[s].append(float(loss_and_score(self.kind, out, batch.query_y[i])[1]))
+        result = {score_name(self.kind): torch.tensor(scores[shape.inner_steps])}
+        if self.kind == "regression":
+            result.update({f"mse_after_{s}": torch.tensor(scores[s]) for s in REGRESSION_CURVE})
+        return result
+
+    def predict_after(
+        self, batch: EpisodeBatch, x: torch.Tensor, steps: list[int], shape: TaskShape
+    ) -> dict[int, torch.Tensor]:
+        out: dict[int, list[torch.Tensor]] = {s: [] for s in steps}
+        for i in range(len(batch)):
+            for s, params in self.trace(batch, i, sorted(steps)):
+                with torch.no_grad():
+                    out[s].append(functional_call(self.model, params, (x[i],)))
+        return {s: torch.stack(v) for s, v in out.items()}
+
+
+class FOMAMLParams(MAMLParams):
+    name: Literal["fomaml"] = "fomaml"  # type: ignore[assignment]
+    first_order: Literal[True] = Field(True, description="First-order MAML: inner gradients are detached")  # type: ignore[assignment]
+
+
+@ALGORITHMS.register("fomaml")
+class FOMAML(MAML):
+    """First-order MAML: the query gradient at theta' is applied to theta."""
+
+    Params = FOMAMLParams

@@ -1,0 +1,303 @@
+"""The Trainer: one loop shared by the GUI, the CLI and the tests.
+
+It knows nothing of Qt or SQL. Listeners hear about steps, evaluations, checkpoints and the
+end of the run; pause, resume and cancel are flags checked between steps, so each takes effect
+within one step. A checkpoint holds everything needed to continue bit-for-bit on CPU: model,
+optimiser, meta-learner, step, RNG states and the config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import math
+import platform
+import socket
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from workbench import __version__
+from workbench.core.algorithms import ALGORITHMS, Algorithm
+from workbench.core.checkpoint import load_checkpoint, save_checkpoint
+from workbench.core.config import RunConfig
+from workbench.core.devices import device_name, resolve_device
+from workbench.core.errors import CheckpointError, ConfigError, DataError
+from workbench.core.evaluate import Score, evaluate
+from workbench.core.events import (
+    CheckpointRemoved,
+    CheckpointSaved,
+    EvalResult,
+    Listener,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+)
+from workbench.core.models import build_model
+from workbench.core.tasks import DATASETS, TaskDistribution
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def build(config: RunConfig, device: torch.device | None = None, splits: tuple[str, ...] = ("train",)) -> tuple[Algorithm, dict[str, TaskDistribution]]:
+    """Datasets and algorithm for a config, with shape checks against the classes available."""
+    device = device or resolve_device(config.device)
+    spec = DATASETS.get(config.dataset.name)()
+    dists = {s: spec.build(config.dataset, s) for s in splits}  # type: ignore[arg-type]
+    algo_cls = ALGORITHMS.get(config.algorithm.name)
+    if algo_cls.same_ways and config.task_kind == "classification" and config.eval.ways != config.train.ways:
+        raise ConfigError("eval.ways", f"{config.algorithm.name} learns a {config.train.ways}-way output layer; eval.ways must equal train.ways")
+    for split, dist in dists.items():
+        phases = ("train",) if split == "train" else ("eval",)
+        for phase in phases:
+            shape = getattr(config, phase)
+            if dist.num_classes is not None and shape.ways > dist.num_classes:
+                raise ConfigError(f"{phase}.ways", f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes")
+    any_dist = next(iter(dists.values()))
+    out_dim = (config.train.ways if config.task_kind == "classification" else 1) if algo_cls.uses_head else 0
+    model = build_model(config.model, any_dist.input_shape, out_dim, config.task_kind)
+    algo = algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
+    return algo, dists
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    import numpy
+
+    env = {
+        "workbench": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "user": _user(),
+        "threads": torch.get_num_threads(),
+        "device": str(device),
+        "device_name": device_name(device),
+    }
+    if device.type == "cuda":
+        env["cuda"] = torch.version.cuda
+    return env
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return ""
+
+
+class Trainer:
+    """Meta-trains one run. `run()` blocks; call pause/resume/cancel from any thread."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        listeners: list[Listener] | None = None,
+        checkpoint_dir: str | Path | None = None,
+        resume_from: str | Path | None = None,
+        resume_sha256: str | None = None,
+    ) -> None:
+        self.config = config
+        self.listeners = list(listeners or [])
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.resume_from = Path(resume_from) if resume_from else None
+        self.resume_sha256 = resume_sha256
+        self._cancel = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self.step = 0
+        self.best: tuple[float, int] | None = None  # (score, step)
+        self._files: dict[str, list[str]] = {"periodic": [], "best": [], "final": [], "stop": []}
+        self.algo: Algorithm | None = None
+        self.device: torch.device | None = None
+        if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
+            # a resumed run keeps managing the files its earlier attempts wrote
+            for kind, files in self._files.items():
+                files.extend(str(p) for p in sorted(self.checkpoint_dir.glob(f"{kind}-step*.pt")))
+
+    # ---- control (thread-safe) ---------------------------------------------------------
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self._running.set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set()
+
+    # ---- events ------------------------------------------------------------------------
+    def _emit(self, method: str, *args: Any) -> None:
+        for listener in self.listeners:
+            getattr(listener, method)(*args)
+
+    # ---- the run -----------------------------------------------------------------------
+    def run(self) -> RunFinished:
+        """Train to the step budget (or until cancelled/failed); always ends with on_finish."""
+        try:
+            finished = self._run()
+        except (ConfigError, DataError, CheckpointError, NonFiniteLoss) as exc:
+            finished = RunFinished("failed", self.step, str(exc))
+        except Exception as exc:  # an unexpected error still ends the run as failed, with its reason
+            tb = traceback.format_exc(limit=-3)
+            finished = RunFinished("failed", self.step, f"{type(exc).__name__}: {exc}\n{tb}")
+        self._emit("on_finish", finished)
+        return finished
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        assert self.device is not None
+        if self.config.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def _run(self) -> RunFinished:
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = device = resolve_device(cfg.device)
+        torch.manual_seed(cfg.seed)
+        algo, dists = build(cfg, device, ("train", "val", "test") if cfg.test_on_finish or cfg.val_every else ("train",))
+        self.algo = algo
+        train = dists["train"]
+        params = [p for p in algo.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
+        task_gen = torch.Generator().manual_seed(cfg.seed)
+        if self.resume_from is not None:
+            self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, task_gen)
+        self._emit("on_start", RunStarted(cfg.to_json(), self.step, cfg.steps, str(device), device_name(device), environment(device)))
+
+        t_last = time.perf_counter()
+        rate = 0.0
+        while self.step < cfg.steps:
+            if not self._running.is_set():
+                self._emit("on_status", "paused")
+                self._running.wait()
+                self._emit("on_status", "running")
+                t_last = time.perf_counter()
+            if self._cancel.is_set():
+                return self._stop(opt, task_gen)
+            lr = self._lr()
+            for group in opt.param_groups:
+                group["lr"] = lr
+            batch = train.sample(cfg.train, cfg.train.meta_batch, task_gen).to(device)
+            opt.zero_grad(set_to_none=True)
+            algo.train()
+            with self._autocast():
+                values = algo.meta_train_step(batch, cfg.train)
+            if not math.isfinite(values["loss"]):
+                raise NonFiniteLoss(f"non-finite loss ({values['loss']}) at step {self.step + 1}")
+            if cfg.algorithm.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.algorithm.grad_clip)
+            opt.step()
+            self.step += 1
+            dt = time.perf_counter() - t_last
+            rate = 1.0 / dt if rate == 0.0 else 0.9 * rate + 0.1 / dt
+            values.update(meta_lr=lr, steps_per_s=rate, step_time=dt)
+            self._emit("on_step", StepMetrics(self.step, values, time.time()))
+            if cfg.val_every and self.step % cfg.val_every == 0:
+                self._validate(dists["val"], opt, task_gen)
+            if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
+                self._checkpoint("periodic", opt, task_gen)
+            t_last = time.perf_counter()  # steps/s counts training only, not validation or I/O
+        self._checkpoint("final", opt, task_gen)
+        test = self._test(dists.get("test")) if cfg.test_on_finish else None
+        return RunFinished("finished", self.step, None, test)
+
+    def _lr(self) -> float:
+        a = self.config.algorithm
+        return a.meta_lr * (0.5 ** (self.step // a.lr_halve_every) if a.lr_halve_every else 1.0)
+
+    def _score(self, dist: TaskDistribution, split: str, episodes: int) -> Score:
+        assert self.algo is not None and self.device is not None
+        return evaluate(self.algo, dist, self.config.eval, episodes, self.device, split, self._autocast)
+
+    def _validate(self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+        s = self._score(dist, "val", self.config.val_episodes)
+        self._emit("on_eval", EvalResult(self.step, "val", s.mean, s.ci95, s.episodes, s.metric, s.values))
+        better = self.best is None or (s.mean > self.best[0] if s.metric == "accuracy" else s.mean < self.best[0])
+        if better and math.isfinite(s.mean):
+            self.best = (s.mean, self.step)
+            self._checkpoint("best", opt, gen, {f"val_{s.metric}": s.mean, f"val_{s.metric}_ci95": s.ci95})
+
+    def _test(self, dist: TaskDistribution | None) -> EvalResult | None:
+        """Score the best-validation checkpoint (else the final weights) on the test split."""
+        if dist is None:
+            return None
+        assert self.algo is not None
+        ckpt_step = self.step
+        if self._files["best"]:
+            state = load_checkpoint(self._files["best"][-1])
+            self.algo.load_state_dict(state["algorithm"])
+            ckpt_step = int(state["step"])
+        s = self._score(dist, "test", self.config.test_episodes)
+        result = EvalResult(self.step, "test", s.mean, s.ci95, s.episodes, s.metric, s.values, ckpt_step, protocol_of(self.config))
+        self._emit("on_eval", result)
+        return result
+
+    def _stop(self, opt: torch.optim.Optimizer, gen: torch.Generator) -> RunFinished:
+        self._checkpoint("stop", opt, gen)
+        return RunFinished("cancelled", self.step, "stopped by the user")
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def _state(self, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, Any]:
+        assert self.algo is not None
+        rng = {"torch": torch.get_rng_state(), "tasks": gen.get_state()}
+        if self.device is not None and self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "config_json": self.config.to_json(),
+            "step": self.step,
+            "algorithm": self.algo.state_dict(),
+            "optimizer": opt.state_dict(),
+            "rng": rng,
+            "best_score": self.best[0] if self.best else float("nan"),
+            "best_step": self.best[1] if self.best else -1,
+        }
+
+    def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+        assert self.algo is not None
+        try:
+            self.algo.load_state_dict(state["algorithm"])
+            opt.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            torch.set_rng_state(state["rng"]["torch"])
+            gen.set_state(state["rng"]["tasks"])
+            if "cuda" in state["rng"] and self.device is not None and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not fit this run's configuration: {str(exc).splitlines()[0]}") from None
+        if state.get("best_step", -1) >= 0:
+            self.best = (float(state["best_score"]), int(state["best_step"]))
+
+    def _checkpoint(self, kind: str, opt: torch.optim.Optimizer, gen: torch.Generator, metrics: dict[str, float] | None = None) -> None:
+        if self.checkpoint_dir is None:
+            return
+        path = self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt"
+        size, sha = save_checkpoint(path, self._state(opt, gen))
+        self._emit("on_checkpoint", CheckpointSaved(self.step, kind, str(path), size, sha, metrics or {}))  # type: ignore[arg-type]
+        files = self._files[kind]
+        if str(path) not in files:
+            files.append(str(path))
+        keep = self.config.keep_last if kind == "periodic" else 1
+        while len(files) > keep:
+            old = files.pop(0)
+            Path(old).unlink(missing_ok=True)
+            self._emit("on_checkpoint_removed", CheckpointRemoved(old))
+
+
+def protocol_of(config: RunConfig) -> dict[str, Any]:
+    e = config.eval
+    return {"ways": e.ways, "shots": e.shots, "queries": e.queries, "inner_steps": e.inner_steps, "episodes": config.test_episodes, "split": "test"}
+
