@@ -193,6 +193,36 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
     return out
 
 
+# Starting points by task kind and algorithm, so that a fresh form or a bare `workbench run`
+# is sensible (the papers' full settings are presets in resources/presets).
+_START: dict[str, dict[str, Any]] = {
+    "regression": {
+        "train": {"ways": 1, "shots": 10, "queries": 10, "meta_batch": 25, "inner_steps": 1},
+        "eval": {"ways": 1, "shots": 10, "queries": 100, "meta_batch": 25, "inner_steps": 10},
+        "algorithm": {"inner_lr": 0.01},
+    },
+    "classification": {
+        "train": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 8, "inner_steps": 1},
+        "eval": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 25, "inner_steps": 3},
+        "algorithm": {"inner_lr": 0.4},
+    },
+}
+_ALGO_START: dict[str, dict[str, Any]] = {
+    "meta-lstm": {"train": {"inner_steps": 5, "meta_batch": 1}, "eval": {"inner_steps": 5}},
+    "protonet": {"train": {"inner_steps": 0, "meta_batch": 1}, "eval": {"inner_steps": 0}},
+    "pretrain-finetune": {"algorithm": {"inner_lr": 0.01}, "train": {"inner_steps": 0}},
+}
+
+
 def default_config(algorithm: str = "maml", dataset: str = "sinusoid") -> RunConfig:
-    """A sensible small starting point (the form's and the CLI's defaults)."""
-    return RunConfig.from_dict({"algorithm": {"name": algorithm}, "dataset": {"name": dataset}})
+    """A sensible small starting point for an algorithm and dataset (the form's and CLI's defaults)."""
+    from workbench.core.algorithms import ALGORITHMS
+    from workbench.core.tasks import DATASETS
+
+    kind = DATASETS.get(dataset).kind
+    start = json.loads(json.dumps(_START[kind]))
+    for section, values in _ALGO_START.get(algorithm, {}).items():
+        start[section].update(values)
+    fields = ALGORITHMS.get(algorithm).Params.model_fields
+    algo = {"name": algorithm, **{k: v for k, v in start.pop("algorithm").items() if k in fields}}
+    return RunConfig.from_dict({"algorithm": algo, "dataset": {"name": dataset}, **start})

@@ -48,15 +48,12 @@ def available_devices() -> list[DeviceInfo]:
 
 def resolve_device(spec: str) -> torch.device:
     """auto prefers cuda, then mps, then cpu; an unavailable device is a ConfigError naming what exists."""
-    spec = spec.strip().lower()
-    found = available_devices()
-    ids = [d.id for d in found]
-    if spec == "auto":
+    asked = spec.strip().lower()
+    ids = [d.id for d in available_devices()]
+    if asked == "auto":
         return torch.device(ids[0])
-    if spec == "cuda":
-        spec = "cuda:0"
-    if spec in ids:
-        return torch.device(spec)
+    if (asked if asked != "cuda" else "cuda:0") in ids:
+        return torch.device(asked if asked != "cuda" else "cuda:0")
     raise ConfigError("device", f"{spec!r} is not available on this machine; available: auto, {', '.join(ids)}")
 
 

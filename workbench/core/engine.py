@@ -46,25 +46,27 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def build(config: RunConfig, device: torch.device | None = None, splits: tuple[str, ...] = ("train",)) -> tuple[Algorithm, dict[str, TaskDistribution]]:
-    """Datasets and algorithm for a config, with shape checks against the classes available."""
-    device = device or resolve_device(config.device)
+def load_datasets(config: RunConfig, splits: tuple[str, ...] = ("train",)) -> dict[str, TaskDistribution]:
+    """The config's dataset splits, checked against the task shapes (a ConfigError names the key)."""
     spec = DATASETS.get(config.dataset.name)()
     dists = {s: spec.build(config.dataset, s) for s in splits}  # type: ignore[arg-type]
     algo_cls = ALGORITHMS.get(config.algorithm.name)
     if algo_cls.same_ways and config.task_kind == "classification" and config.eval.ways != config.train.ways:
         raise ConfigError("eval.ways", f"{config.algorithm.name} learns a {config.train.ways}-way output layer; eval.ways must equal train.ways")
     for split, dist in dists.items():
-        phases = ("train",) if split == "train" else ("eval",)
-        for phase in phases:
-            shape = getattr(config, phase)
-            if dist.num_classes is not None and shape.ways > dist.num_classes:
-                raise ConfigError(f"{phase}.ways", f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes")
-    any_dist = next(iter(dists.values()))
+        phase = "train" if split == "train" else "eval"
+        shape = getattr(config, phase)
+        if dist.num_classes is not None and shape.ways > dist.num_classes:
+            raise ConfigError(f"{phase}.ways", f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes")
+    return dists
+
+
+def build_algorithm(config: RunConfig, input_shape: tuple[int, ...], device: torch.device) -> Algorithm:
+    """The algorithm with a freshly initialised learner (seed torch first for reproducibility)."""
+    algo_cls = ALGORITHMS.get(config.algorithm.name)
     out_dim = (config.train.ways if config.task_kind == "classification" else 1) if algo_cls.uses_head else 0
-    model = build_model(config.model, any_dist.input_shape, out_dim, config.task_kind)
-    algo = algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
-    return algo, dists
+    model = build_model(config.model, input_shape, out_dim, config.task_kind)
+    return algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -104,8 +106,11 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         resume_from: str | Path | None = None,
         resume_sha256: str | None = None,
+        datasets: dict[str, TaskDistribution] | None = None,
     ) -> None:
+        """`datasets` (train/val/test) may be passed when the caller already loaded them."""
         self.config = config
+        self.datasets = datasets
         self.listeners = list(listeners or [])
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         self.resume_from = Path(resume_from) if resume_from else None
@@ -168,8 +173,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         self.device = device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
-        algo, dists = build(cfg, device, ("train", "val", "test") if cfg.test_on_finish or cfg.val_every else ("train",))
-        self.algo = algo
+        dists = self.datasets or load_datasets(cfg, ("train", "val", "test"))
+        self.algo = algo = build_algorithm(cfg, dists["train"].input_shape, device)
         train = dists["train"]
         params = [p for p in algo.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)

@@ -1,0 +1,140 @@
+"""A small public Python API over the catalog and the engine (used by the CLI and the GUI).
+
+    from workbench import api
+    cat = api.open_catalog("experiments.db")
+    runs = api.list_runs(cat, algorithm="maml")
+    steps, values = api.load_metric(cat, runs[0].id, "loss")
+    algo, config = api.load_model(cat, runs[0].id, "best")
+    score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from workbench.catalog import Catalog, RunRecord
+from workbench.core.algorithms import Algorithm
+from workbench.core.checkpoint import load_checkpoint
+from workbench.core.config import RunConfig
+from workbench.core.devices import resolve_device
+from workbench.core.engine import Trainer, build_algorithm, load_datasets, protocol_of
+from workbench.core.errors import CheckpointError, ConfigError
+from workbench.core.evaluate import Score, evaluate
+from workbench.core.events import Listener
+
+
+def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
+    return Catalog.open(path)
+
+
+def list_runs(catalog: Catalog, **filters: Any) -> list[RunRecord]:
+    return catalog.list_runs(**filters)
+
+
+def load_metric(catalog: Catalog, run_id: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    steps, values, _ = catalog.metrics(run_id, name)
+    return steps, values
+
+
+def run_config(catalog: Catalog, run_id: int) -> RunConfig:
+    return RunConfig.from_json(catalog.get_run(run_id).config_json)
+
+
+def resolve_checkpoint(catalog: Catalog, run_id: int, which: str | int = "best") -> Any:
+    """A checkpoint record by 'best' | 'final' | 'latest' | step (best falls back to final, then latest)."""
+    if isinstance(which, str) and which.isdigit():
+        which = int(which)
+    if which not in ("best", "final", "latest") and not isinstance(which, int):
+        raise ConfigError("--checkpoint", f"{which!r} is not allowed: use best, final, latest or a step number")
+    rec = catalog.checkpoint(run_id, which)  # type: ignore[arg-type]
+    if rec is None and which == "best":
+        rec = catalog.checkpoint(run_id, "final") or catalog.checkpoint(run_id, "latest")
+    if rec is None:
+        steps = sorted({c.step for c in catalog.checkpoints(run_id)})
+        raise ConfigError("--checkpoint", f"run {run_id} has no {which} checkpoint; its checkpoint steps: {steps or 'none'}")
+    return rec
+
+
+def load_model(
+    catalog: Catalog, run_id: int, which: str | int = "best", device: str = "cpu"
+) -> tuple[Algorithm, RunConfig]:
+    """The run's algorithm with a checkpoint's weights (sha256 checked, never executes code)."""
+    rec = resolve_checkpoint(catalog, run_id, which)
+    state = load_checkpoint(rec.path, rec.sha256)
+    config = RunConfig.from_json(str(state["config_json"]))
+    dists = load_datasets(config, ("test",))
+    algo = build_algorithm(config, dists["test"].input_shape, resolve_device(device))
+    try:
+        algo.load_state_dict(state["algorithm"])
+    except RuntimeError as exc:
+        raise CheckpointError(f"checkpoint {rec.path} does not fit its configuration: {str(exc).splitlines()[0]}") from None
+    return algo, config
+
+
+def evaluate_checkpoint(
+    catalog: Catalog,
+    run_id: int,
+    which: str | int = "best",
+    episodes: int | None = None,
+    shape: dict[str, int] | None = None,
+    device: str = "cpu",
+    should_stop: Callable[[], bool] = lambda: False,
+    store: bool = True,
+) -> Score:
+    """Evaluate a checkpoint on the test split's fixed episodes and store the result."""
+    rec = resolve_checkpoint(catalog, run_id, which)
+    algo, config = load_model(catalog, run_id, rec.step if which not in ("best", "final") else which, device)
+    if shape:
+        config = RunConfig.from_dict({**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}})
+    if episodes:
+        config = RunConfig.from_dict({**config.to_dict(), "test_episodes": episodes})
+    dists = load_datasets(config, ("test",))
+    score = evaluate(algo, dists["test"], config.eval, config.test_episodes, resolve_device(device), "test", should_stop=should_stop)
+    if store and score.episodes == config.test_episodes:
+        catalog.add_evaluation(
+            run_id, "test", score.metric, score.mean, score.ci95, score.episodes, score.values,
+            protocol_of(config), checkpoint_step=rec.step, checkpoint_id=rec.id,
+        )  # fmt: skip
+    return score
+
+
+def trainer_for(
+    catalog: Catalog,
+    config: RunConfig,
+    listeners: list[Listener],
+    run_id: int | None = None,
+    resume: Any = None,
+    datasets: Any = None,
+) -> tuple[Trainer, int]:
+    """A Trainer wired to the catalog: a new run (or `run_id`), resumed from a checkpoint record.
+
+    Resuming from the run's latest checkpoint continues the same run (a new attempt); from an
+    older one, it creates a child run linked to its parent.
+    """
+    from workbench.catalog import CatalogListener
+
+    if run_id is None:
+        run_id = catalog.create_run_from_config(config)
+    elif resume is not None:
+        latest = catalog.checkpoint(run_id, "latest")
+        if latest is not None and resume.step < latest.step:
+            parent = run_id
+            run_id = catalog.create_run_from_config(config, parent_id=parent)
+    ckpt_dir = catalog.checkpoint_dir(run_id, create=True)
+    trainer = Trainer(
+        config, [CatalogListener(catalog, run_id), *listeners], ckpt_dir,
+        resume_from=Path(resume.path) if resume is not None else None,
+        resume_sha256=resume.sha256 if resume is not None else None, datasets=datasets,
+    )  # fmt: skip
+    return trainer, run_id
+
+
+__all__ = [
+    "evaluate_checkpoint", "list_runs", "load_metric", "load_model", "open_catalog",
+    "resolve_checkpoint", "run_config", "trainer_for",
+]  # fmt: skip

@@ -1,0 +1,361 @@
+"""`workbench` command line: the GUI by default; run / eval / resume / runs / export / presets.
+
+Bad input exits with status 2 and one line naming the field and what is allowed; nothing in
+the catalog is touched before the input has been checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn
+
+from workbench.core.errors import CheckpointError, ConfigError, DataError
+
+USER_ERRORS = (ConfigError, DataError, CheckpointError)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line (no usage block) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_task_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ways", type=int, help="classes per task (train and eval)")
+    p.add_argument("--shots", type=int, help="support examples per class (train and eval)")
+    p.add_argument("--queries", type=int, help="query examples per class (train and eval)")
+
+
+def parser() -> Parser:
+    top = Parser(prog="workbench", description="Meta-Learning Workbench: with no command, opens the desktop app.")
+    top.add_argument("--db", help="catalog file (default: $WORKBENCH_DB or ./experiments.db)")
+    sub = top.add_subparsers(dest="command", parser_class=Parser)
+
+    g = sub.add_parser("gui", help="open the desktop app (the default)")
+    g.add_argument("--db", dest="db_sub")
+
+    r = sub.add_parser("run", help="meta-train headless with a progress bar")
+    r.add_argument("--preset", help="start from a paper preset (see `workbench presets`)")
+    r.add_argument("--config", help="run configuration JSON file")
+    r.add_argument("--algorithm", help="maml, fomaml, meta-lstm, protonet, pretrain-finetune")
+    r.add_argument("--dataset", help="sinusoid, glyphs, omniglot, image-folder")
+    _add_task_flags(r)
+    r.add_argument("--meta-batch", type=int, help="tasks per meta-update")
+    r.add_argument("--steps", type=int, help="meta-training steps")
+    r.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--data-dir", help="dataset folder (default: $WORKBENCH_DATA)")
+    r.add_argument("--name", help="run name")
+    r.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. algorithm.inner_lr=0.4")
+    r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument("--db", dest="db_sub")
+
+    e = sub.add_parser("eval", help="evaluate a run's checkpoint on test episodes")
+    e.add_argument("run_id", type=int)
+    e.add_argument("--checkpoint", default="best", help="best, final, latest or a step number")
+    e.add_argument("--episodes", type=int, help="test episodes (default: the run's, 600)")
+    _add_task_flags(e)
+    e.add_argument("--inner-steps", type=int, help="adaptation steps at test")
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--db", dest="db_sub")
+
+    s = sub.add_parser("resume", help="continue a run from its latest (or an older) checkpoint")
+    s.add_argument("run_id", type=int)
+    s.add_argument("--checkpoint", default="latest", help="latest or a step (an older one starts a child run)")
+    s.add_argument("--steps", type=int, help="new total step budget")
+    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--db", dest="db_sub")
+
+    ls = sub.add_parser("runs", help="list runs as a table")
+    ls.add_argument("--status")
+    ls.add_argument("--algorithm")
+    ls.add_argument("--dataset")
+    ls.add_argument("--tag")
+    ls.add_argument("--db", dest="db_sub")
+
+    x = sub.add_parser("export", help="export a run's metrics as CSV")
+    x.add_argument("run_id", type=int)
+    x.add_argument("--csv", required=True, help="output file; columns run_id,step,metric,value,wall_time")
+    x.add_argument("--db", dest="db_sub")
+
+    sub.add_parser("presets", help="list the papers' presets and their published numbers")
+    return top
+
+
+# ---- config assembly ------------------------------------------------------------------
+def build_config(args: argparse.Namespace) -> Any:
+    """defaults < preset < --config file < flags < --set; every error is a ConfigError."""
+    from workbench.core.config import RunConfig, apply_overrides, default_config
+    from workbench.core.presets import get_preset
+
+    if args.preset and args.config:
+        raise ConfigError("--config", "give either --preset or --config, not both")
+    if args.preset:
+        data = get_preset(args.preset).run_config().to_dict()
+    elif args.config:
+        try:
+            text = Path(args.config).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {args.config}: {exc.strerror}") from None
+        data = RunConfig.from_json(text).to_dict()
+    else:
+        data = default_config(args.algorithm or "maml", args.dataset or "sinusoid").to_dict()
+        args.algorithm = args.dataset = None
+    if args.dataset and args.dataset != data["dataset"]["name"]:
+        data["dataset"] = {"name": args.dataset}
+    if args.algorithm and args.algorithm != data["algorithm"]["name"]:
+        from workbench.core.algorithms import ALGORITHMS
+
+        fields = ALGORITHMS.get(args.algorithm).Params.model_fields
+        data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k in fields and k not in ("name", "first_order")}
+        data["algorithm"]["name"] = args.algorithm
+    for phase in ("train", "eval"):
+        for flag in ("ways", "shots", "queries"):
+            if getattr(args, flag) is not None:
+                data[phase][flag] = getattr(args, flag)
+    if args.meta_batch is not None:
+        data["train"]["meta_batch"] = args.meta_batch
+    for flag in ("steps", "device", "seed", "threads", "name"):
+        if getattr(args, flag) is not None:
+            data[flag] = getattr(args, flag)
+    if args.data_dir is not None:
+        if not Path(args.data_dir).is_dir():
+            raise ConfigError("--data-dir", f"{args.data_dir} is not a folder")
+        data["dataset"]["data_dir"] = str(Path(args.data_dir).resolve())
+    if args.tag:
+        data["tags"] = [*data.get("tags", []), *args.tag]
+    return RunConfig.from_dict(apply_overrides(data, args.set))
+
+
+# ---- listeners ------------------------------------------------------------------------
+class ProgressBar:
+    """tqdm progress bar listener for the terminal."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar: Any = None
+        self.last_val = ""
+
+    def on_start(self, e: Any) -> None:
+        if not self.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=e.total_steps, initial=e.start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+
+    def on_step(self, e: Any) -> None:
+        if self.bar is not None:
+            self.bar.update(e.step - self.bar.n)
+            if e.step % 10 == 0:
+                score = {k: f"{v:.4g}" for k, v in e.values.items() if k in ("loss", "accuracy", "mse")}
+                self.bar.set_postfix(score | ({"val": self.last_val} if self.last_val else {}), refresh=False)
+
+    def on_eval(self, e: Any) -> None:
+        self.last_val = f"{e.mean:.4f}±{e.ci95:.4f}"
+        if self.bar is not None and e.split == "test":
+            self.bar.write(f"test {e.metric}: {e.mean:.4f} ± {e.ci95:.4f} ({e.episodes} episodes)")
+
+    def on_checkpoint(self, e: Any) -> None: ...
+    def on_checkpoint_removed(self, e: Any) -> None: ...
+    def on_status(self, s: Any) -> None: ...
+
+    def on_finish(self, e: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _train(catalog: Any, trainer: Any, run_id: int) -> int:
+    """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled)."""
+    def stop(signum: int, _frame: Any) -> None:
+        print(f"\nworkbench: {signal.Signals(signum).name}: stopping after this step", file=sys.stderr)
+        trainer.cancel()
+
+    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = trainer.run()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for listener in trainer.listeners:
+            getattr(listener, "close", lambda: None)()
+    print(f"run {run_id}: {result.status} at step {result.step}")
+    if result.test is not None:
+        t = result.test
+        extra = "".join(f", {k} {v:.4f}" for k, v in t.values.items() if k.startswith("mse_after") and not k.endswith("ci95"))
+        print(f"test {t.metric}: {t.mean:.4f} ± {t.ci95:.4f} over {t.episodes} episodes{extra}")
+    if result.error:
+        print(f"error: {result.error.splitlines()[0]}", file=sys.stderr)
+    return {"finished": 0, "cancelled": 130}.get(result.status, 1)
+
+
+# ---- commands -------------------------------------------------------------------------
+def _db(args: argparse.Namespace) -> str | None:
+    return getattr(args, "db_sub", None) or args.db
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from workbench.api import open_catalog, trainer_for
+    from workbench.core.devices import resolve_device
+    from workbench.core.engine import load_datasets
+
+    config = build_config(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    resolve_device(config.device)
+    datasets = load_datasets(config, ("train", "val", "test"))  # fails before the catalog is touched
+    catalog = open_catalog(_db(args))
+    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], datasets=datasets)
+    print(f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.path}")
+    return _train(catalog, trainer, run_id)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from workbench.api import open_catalog, resolve_checkpoint, trainer_for
+    from workbench.core.checkpoint import load_checkpoint
+    from workbench.core.config import RunConfig
+
+    catalog = open_catalog(_db(args))
+    _known_run(catalog, args.run_id)
+    rec = resolve_checkpoint(catalog, args.run_id, args.checkpoint)
+    state = load_checkpoint(rec.path, rec.sha256)  # tampered or unreadable: exit 2 before anything changes
+    config = RunConfig.from_json(str(state["config_json"]))
+    if args.steps is not None:
+        if args.steps <= rec.step:
+            raise ConfigError("--steps", f"{args.steps} is not allowed: must exceed the checkpoint's step {rec.step}")
+        config = RunConfig.from_dict({**config.to_dict(), "steps": args.steps})
+    elif rec.step >= config.steps:
+        raise ConfigError("--steps", f"the run already reached its budget of {config.steps} steps; pass a larger --steps")
+    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec)
+    print(f"run {run_id}: resuming from step {rec.step} ({rec.kind} checkpoint){' as a child of run ' + str(args.run_id) if run_id != args.run_id else ''}")
+    return _train(catalog, trainer, run_id)
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from workbench.api import evaluate_checkpoint, open_catalog
+
+    catalog = open_catalog(_db(args))
+    _known_run(catalog, args.run_id)
+    if args.episodes is not None and args.episodes < 1:
+        raise ConfigError("--episodes", f"{args.episodes} is not allowed: must be at least 1")
+    shape = {k: getattr(args, k) for k in ("ways", "shots", "queries", "inner_steps") if getattr(args, k) is not None}
+    score = evaluate_checkpoint(catalog, args.run_id, args.checkpoint, args.episodes, shape, args.device)
+    extra = "".join(f", {k} {v:.4f}" for k, v in score.values.items() if not k.endswith("ci95"))
+    print(f"run {args.run_id} ({args.checkpoint}): test {score.metric} {score.mean:.4f} ± {score.ci95:.4f} over {score.episodes} episodes{extra}")
+    return 0
+
+
+def _known_run(catalog: Any, run_id: int) -> None:
+    if not catalog.has_run(run_id):
+        raise ConfigError("RUN_ID", f"no run {run_id} in {catalog.path}")
+
+
+def _fmt(v: float | None, pct: bool) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.2f}" if pct else f"{v:.4g}"
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from workbench.api import open_catalog
+    from workbench.core.events import STATUSES
+
+    if args.status and args.status not in STATUSES:
+        raise ConfigError("--status", f"{args.status!r} is not allowed; allowed: {', '.join(STATUSES)}")
+    catalog = open_catalog(_db(args))
+    runs = catalog.list_runs(status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag)
+    rows = [("id", "name", "status", "algorithm", "dataset", "step", "best val", "test ± ci95", "created")]
+    for r in runs:
+        summ = r.summary
+        pct = any(k.endswith("accuracy") for k in summ)
+        metric = "accuracy" if pct else "mse"
+        val = summ.get(f"val_{metric}")
+        test = summ.get(f"test_{metric}")
+        test_ci = summ.get(f"test_{metric}_ci95")
+        test_s = f"{_fmt(test.latest, pct)} ± {_fmt(test_ci.latest if test_ci else None, pct)}" if test else "-"
+        rows.append((
+            str(r.id), r.name[:24], r.status, r.algorithm, r.dataset, f"{r.step}/{r.total_steps or '?'}",
+            _fmt(val.best if val else None, pct), test_s, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+        ))  # fmt: skip
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    if not runs:
+        print(f"(no runs in {catalog.path})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """CSV columns: run_id, step, metric, value, wall_time (unix seconds); every stored point
+    of the current attempt, by metric then step."""
+    from workbench.api import open_catalog
+
+    catalog = open_catalog(_db(args))
+    _known_run(catalog, args.run_id)
+    out = Path(args.csv)
+    if not out.parent.is_dir():
+        raise ConfigError("--csv", f"folder {out.parent} does not exist")
+    n = 0
+    with out.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["run_id", "step", "metric", "value", "wall_time"])
+        for name in catalog.metric_names(args.run_id):
+            steps, values, walls = catalog.metrics(args.run_id, name)
+            for s, v, t in zip(steps, values, walls, strict=True):
+                w.writerow([args.run_id, int(s), name, repr(float(v)), f"{t:.3f}"])
+                n += 1
+    print(f"wrote {n} points to {out}")
+    return 0
+
+
+def cmd_presets(args: argparse.Namespace) -> int:
+    from workbench.core.presets import load_presets
+
+    for p in load_presets().values():
+        print(f"{p.name}\n    {p.title}\n    published: {p.published}")
+    return 0
+
+
+def cmd_gui(args: argparse.Namespace) -> int:
+    try:
+        from workbench.gui.app import main as gui_main
+    except ImportError as exc:
+        print(f"workbench: the desktop app cannot start ({exc}); headless commands: workbench run --help", file=sys.stderr)
+        return 1
+    db = _db(args)
+    return gui_main(["--db", db] if db else [])
+
+
+COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
+    None: cmd_gui, "gui": cmd_gui, "run": cmd_run, "resume": cmd_resume, "eval": cmd_eval,
+    "runs": cmd_runs, "export": cmd_export, "presets": cmd_presets,
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "threads", None) is None and os.environ.get("WORKBENCH_THREADS"):
+        args.threads = int(os.environ["WORKBENCH_THREADS"])
+    try:
+        return COMMANDS[args.command](args)
+    except USER_ERRORS as exc:
+        print(f"workbench {args.command or 'gui'}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
