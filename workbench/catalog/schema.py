@@ -138,7 +138,9 @@ class Checkpoint(Base):
     @validates("kind")
     def _validate_kind(self, _key: str, value: str) -> str:
         if value not in CHECKPOINT_KINDS:
-            raise ValueError(f"unknown checkpoint kind {value!r}; expected one of {CHECKPOINT_KINDS}")
+            raise ValueError(
+                f"unknown checkpoint kind {value!r}; expected one of {CHECKPOINT_KINDS}"
+            )
         return value
 
 

@@ -24,7 +24,9 @@ def upgrade() -> None:
         "runs",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("name", sa.String(), nullable=False),
-        sa.Column("parent_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="SET NULL"), nullable=True),
+        sa.Column(
+            "parent_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="SET NULL"), nullable=True
+        ),
         sa.Column("status", sa.String(), nullable=False),
         sa.Column("algorithm", sa.String(), nullable=False),
         sa.Column("dataset", sa.String(), nullable=False),
@@ -51,7 +53,9 @@ def upgrade() -> None:
 
     op.create_table(
         "run_tags",
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("tag", sa.String(), primary_key=True),
     )
     op.create_index("ix_run_tags_tag", "run_tags", ["tag"])
@@ -59,7 +63,9 @@ def upgrade() -> None:
     op.create_table(
         "metrics",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(), nullable=False),
@@ -71,7 +77,9 @@ def upgrade() -> None:
 
     op.create_table(
         "run_summary",
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+        sa.Column(
+            "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True
+        ),
         sa.Column("name", sa.String(), primary_key=True),
         sa.Column("latest_value", sa.Float(), nullable=True),
         sa.Column("latest_step", sa.Integer(), nullable=True),
@@ -84,7 +92,9 @@ def upgrade() -> None:
     op.create_table(
         "checkpoints",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("step", sa.Integer(), nullable=False),
         sa.Column("kind", sa.String(), nullable=False),
         sa.Column("path", sa.Text(), nullable=False),
@@ -98,7 +108,9 @@ def upgrade() -> None:
     op.create_table(
         "evaluations",
         sa.Column("id", sa.Integer(), primary_key=True),
-        sa.Column("run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "run_id", sa.Integer(), sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column(
             "checkpoint_id",
             sa.Integer(),

@@ -1,0 +1,532 @@
+"""Run catalog: schema and migrations, store API, the listener's writer and heartbeat threads,
+and several processes sharing one database."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import insert, inspect
+
+from workbench.catalog import Catalog, CatalogListener, RunRecord, UnknownRunError, default_db_path
+from workbench.catalog import store as store_module
+from workbench.catalog.schema import Base, Run, RunSummary, RunTag
+from workbench.core.events import (
+    CheckpointRemoved,
+    CheckpointSaved,
+    EvalResult,
+    RunFinished,
+    RunStarted,
+    StepMetrics,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+HELPER = Path(__file__).with_name("helpers_catalog_writer.py")
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "experiments.db"
+
+
+@pytest.fixture
+def cat(db: Path):
+    c = Catalog.open(db)
+    yield c
+    c.close()
+
+
+def _helper(*args: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+def _new_run(cat: Catalog, **kw: object) -> int:
+    args: dict = {
+        "name": "r",
+        "algorithm": "maml",
+        "dataset": "sinusoid",
+        "device": "cpu",
+        "seed": 0,
+    }
+    args.update(kw)
+    return cat.create_run(json.dumps({"seed": 0}), **args)
+
+
+# ---- schema and migrations ----------------------------------------------------------------
+def test_migrations_create_schema_and_reopen_is_noop(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cat = Catalog.open(db)
+    assert cat.migrated
+    with cat._read_engine.connect() as conn:
+        names = set(inspect(conn).get_table_names())
+        assert {
+            "runs",
+            "run_tags",
+            "metrics",
+            "run_summary",
+            "checkpoints",
+            "evaluations",
+            "alembic_version",
+        } <= names
+        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        # the hand-written migration and the ORM models describe the same schema
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+    rid = _new_run(cat)
+    cat.close()
+
+    def no_upgrade(*_a: object, **_k: object) -> None:
+        raise AssertionError("an up-to-date database must not be migrated again")
+
+    monkeypatch.setattr(store_module.command, "upgrade", no_upgrade)
+    with Catalog.open(db) as again:
+        assert not again.migrated
+        assert again.get_run(rid).name == "r"
+
+
+def test_default_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cat: Catalog) -> None:
+    monkeypatch.setenv("WORKBENCH_DB", str(tmp_path / "x.db"))
+    assert default_db_path() == tmp_path / "x.db"
+    monkeypatch.delenv("WORKBENCH_DB")
+    assert default_db_path() == Path.cwd() / "experiments.db"
+    assert cat.checkpoint_dir(7) == cat.path.parent / "experiments.db.checkpoints" / "7"
+
+
+def test_catalog_imports_neither_qt_nor_torch() -> None:
+    code = "import sys, workbench.catalog; bad = [m for m in ('torch', 'PySide6', 'pyqtgraph') if m in sys.modules]; print(bad)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
+    )
+    assert out.stdout.strip() == "[]"
+
+
+# ---- store API ------------------------------------------------------------------------------
+def test_round_trip(cat: Catalog, tmp_path: Path) -> None:
+    parent = _new_run(cat, name="parent")
+    rid = cat.create_run(
+        '{"a": 1}', name="maml-5w1s", algorithm="maml", dataset="omniglot", device="cuda",
+        seed=3, tags=["paper", "omniglot", "paper"], notes="first try", parent_id=parent,
+        preset="maml-omniglot-5w1s", total_steps=100,
+    )  # fmt: skip
+    r = cat.get_run(rid)
+    assert isinstance(r, RunRecord)
+    assert (r.name, r.algorithm, r.dataset, r.device, r.seed, r.notes) == (
+        "maml-5w1s",
+        "maml",
+        "omniglot",
+        "cuda",
+        3,
+        "first try",
+    )
+    assert (r.status, r.attempt, r.step, r.total_steps, r.parent_id, r.preset) == (
+        "queued",
+        1,
+        0,
+        100,
+        parent,
+        "maml-omniglot-5w1s",
+    )
+    assert r.tags == ["omniglot", "paper"] and r.config == {"a": 1}
+
+    cat.add_metrics(
+        rid,
+        [
+            (1, "loss", 2.0, 1.0),
+            (2, "loss", 1.0, 2.0),
+            (3, "loss", 1.5, 3.0),
+            (1, "accuracy", 0.2, 1.0),
+            (2, "accuracy", float("nan"), 2.0),
+        ],
+    )
+    cat.add_metrics(rid, [(4, "loss", 0.5, 4.0), (3, "accuracy", 0.1, 3.0)])
+    steps, values, walls = cat.metrics(rid, "loss")
+    assert (
+        steps.tolist() == [1, 2, 3, 4]
+        and values.tolist() == [2.0, 1.0, 1.5, 0.5]
+        and walls.tolist() == [1, 2, 3, 4]
+    )
+    assert np.isnan(cat.metrics(rid, "accuracy")[1][1])
+    assert cat.metric_names(rid) == ["accuracy", "loss"]
+    s = cat.get_run(rid).summary
+    assert (
+        s["loss"].latest,
+        s["loss"].latest_step,
+        s["loss"].best,
+        s["loss"].best_step,
+        s["loss"].count,
+    ) == (0.5, 4, 0.5, 4, 4)
+    assert (
+        s["accuracy"].latest,
+        s["accuracy"].best,
+        s["accuracy"].best_step,
+        s["accuracy"].count,
+    ) == (0.1, 0.2, 1, 3)
+    assert cat.get_run(rid).step == 4
+
+    p1, p2, pb = (str(tmp_path / n) for n in ("s10.pt", "s20.pt", "best.pt"))
+    c1 = cat.add_checkpoint(rid, 10, "periodic", p1, 100, "aa", {"loss": 1.0})
+    cat.add_checkpoint(rid, 20, "periodic", p2, 100, "bb")
+    cb = cat.add_checkpoint(rid, 10, "best", pb, 100, "cc", {"val_accuracy": 0.9})
+    assert cat.add_checkpoint(rid, 20, "best", pb, 101, "dd") == cb  # re-saved best.pt: same row
+    assert [c.step for c in cat.checkpoints(rid)] == [10, 20, 20]
+    assert cat.checkpoint(rid, "best").sha256 == "dd"
+    assert cat.checkpoint(rid, "latest").step == 20
+    assert cat.checkpoint(rid, 10).id == c1 and cat.checkpoint(rid, 10).metrics == {"loss": 1.0}
+    assert cat.checkpoint(rid, "final") is None
+    assert cat.remove_checkpoint(p1) and not cat.remove_checkpoint(p1)
+    with pytest.raises(ValueError):
+        cat.add_checkpoint(rid, 1, "sometimes", p1)  # type: ignore[arg-type]
+
+    eid = cat.add_evaluation(
+        rid,
+        "test",
+        "accuracy",
+        0.95,
+        0.01,
+        600,
+        {"acc_step_3": 0.95},
+        {"ways": 5},
+        checkpoint_step=20,
+    )
+    (ev,) = cat.evaluations(rid)
+    assert (ev.id, ev.checkpoint_id, ev.split, ev.episodes, ev.mean, ev.ci95) == (
+        eid,
+        cb,
+        "test",
+        600,
+        0.95,
+        0.01,
+    )
+    assert ev.values == {"acc_step_3": 0.95} and ev.protocol == {"ways": 5}
+    assert cat.get_run(rid).summary["test_accuracy"].latest == 0.95
+
+    cat.rename(rid, "renamed")
+    cat.set_notes(rid, "better notes")
+    cat.set_tags(rid, ["b", "a", ""])
+    r = cat.get_run(rid)
+    assert (r.name, r.notes, r.tags) == ("renamed", "better notes", ["a", "b"])
+    with pytest.raises(UnknownRunError):
+        cat.get_run(10_000)
+    with pytest.raises(UnknownRunError):
+        cat.rename(10_000, "x")
+
+
+def test_status_validation(cat: Catalog) -> None:
+    rid = _new_run(cat)
+    with pytest.raises(ValueError, match="unknown run status"):
+        cat.set_status(rid, "done")
+    with pytest.raises(ValueError):
+        _new_run(cat, status="bogus")
+    with pytest.raises(ValueError):
+        cat.list_runs(status="bogus")
+    cat.set_status(rid, "failed", error="boom")
+    r = cat.get_run(rid)
+    assert (r.status, r.error) == ("failed", "boom") and r.ended_at is not None
+    cat.set_status(rid, "running")
+    r = cat.get_run(rid)
+    assert r.status == "running" and r.ended_at is None and r.heartbeat_at is not None
+
+
+def test_list_runs_filters(cat: Catalog) -> None:
+    a = _new_run(cat, name="alpha_1", tags=["keep"])
+    b = _new_run(cat, name="beta", algorithm="protonet", dataset="omniglot", notes="100% done")
+    c = _new_run(cat, name="gamma", status="finished")
+    assert [r.id for r in cat.list_runs()] == [c, b, a]
+    assert [r.id for r in cat.list_runs(status="finished")] == [c]
+    assert [r.id for r in cat.list_runs(status=["queued", "finished"], limit=2)] == [c, b]
+    assert [r.id for r in cat.list_runs(algorithm="protonet")] == [b]
+    assert [r.id for r in cat.list_runs(dataset="omniglot")] == [b]
+    assert [r.id for r in cat.list_runs(tag="keep")] == [a]
+    assert [r.id for r in cat.list_runs(text="KEEP")] == [a]  # tags, case-insensitive
+    assert [r.id for r in cat.list_runs(text="ALPHA")] == [a]
+    assert [r.id for r in cat.list_runs(text="%")] == [b]  # LIKE wildcards are escaped
+    assert [r.id for r in cat.list_runs(text="a_1")] == [a]
+    assert cat.list_runs(text="nothing") == []
+
+
+def test_begin_attempt_supersedes_later_points(cat: Catalog) -> None:
+    rid = _new_run(cat)
+    cat.add_metrics(rid, [(s, "loss", 10.0 - s, float(s)) for s in range(1, 11)])
+    assert cat.begin_attempt(rid, 6) == 2
+    r = cat.get_run(rid)
+    assert (r.status, r.attempt, r.step) == ("running", 2, 6)
+    assert (
+        r.summary["loss"].count == 6
+        and r.summary["loss"].best == 4.0
+        and r.summary["loss"].latest_step == 6
+    )
+    cat.add_metrics(rid, [(s, "loss", 20.0, 100.0 + s) for s in range(7, 9)])
+    steps, values, _ = cat.metrics(rid, "loss")
+    assert steps.tolist() == [1, 2, 3, 4, 5, 6, 7, 8] and values[-2:].tolist() == [20.0, 20.0]
+    steps_all, _, _ = cat.metrics(rid, "loss", include_superseded=True)
+    assert len(steps_all) == 12  # the old attempt's steps 7..10 are kept
+    s = cat.get_run(rid).summary["loss"]
+    assert (s.count, s.latest, s.latest_step, s.best) == (8, 20.0, 8, 4.0)
+
+
+def test_delete_run_removes_checkpoint_files(cat: Catalog, tmp_path: Path) -> None:
+    rid = _new_run(cat)
+    keep = _new_run(cat)
+    child = _new_run(cat, parent_id=rid)
+    folder = cat.checkpoint_dir(rid, create=True)
+    inside = folder / "step_10.pt"
+    inside.write_bytes(b"x" * 10)
+    (folder / "stray.tmp").write_bytes(b"")
+    outside = tmp_path / "elsewhere.pt"
+    outside.write_bytes(b"y")
+    other = cat.checkpoint_dir(keep, create=True) / "best.pt"
+    other.write_bytes(b"z")
+    cat.add_checkpoint(rid, 10, "periodic", inside, 10, "h")
+    cat.add_checkpoint(rid, 10, "best", outside, 1, "h")
+    cat.add_checkpoint(keep, 5, "best", other, 1, "h")
+    cat.add_metrics(rid, [(1, "loss", 1.0, 1.0)])
+    cat.add_evaluation(rid, "test", "accuracy", 0.5, 0.1, 10, checkpoint_step=10)
+    cat.delete_run(rid)
+    assert not inside.exists() and not outside.exists() and not folder.exists()
+    assert other.exists() and len(cat.checkpoints(keep)) == 1
+    with pytest.raises(UnknownRunError):
+        cat.get_run(rid)
+    assert cat.metric_names(rid) == [] and cat.evaluations(rid) == [] and cat.checkpoints(rid) == []
+    assert cat.get_run(child).parent_id is None
+    with pytest.raises(UnknownRunError):
+        cat.delete_run(rid)
+
+
+def test_list_runs_10k_is_fast(cat: Catalog) -> None:
+    n = 10_000
+    config = json.dumps({"blob": "x" * 1500})  # about the size of a RunConfig
+    now = time.time()
+    runs = [
+        {"name": f"run {i}", "status": "finished", "algorithm": ("maml", "protonet", "meta_lstm")[i % 3],
+         "dataset": "omniglot", "device": "cpu", "config_json": config, "seed": i, "created_at": now,
+         "notes": "", "attempt": 1, "step": 1000}
+        for i in range(n)
+    ]  # fmt: skip
+    with cat._write_engine.begin() as conn:
+        conn.execute(insert(Run.__table__), runs)
+        ids = [r for (r,) in conn.exec_driver_sql("SELECT id FROM runs")]
+        conn.execute(
+            insert(RunSummary.__table__),
+            [{"run_id": i, "name": m, "latest_value": 0.5, "latest_step": 1000, "latest_wall_time": now,
+              "best_value": 0.4, "best_step": 900, "count": 1000}
+             for i in ids for m in ("loss", "accuracy", "val_accuracy", "test_accuracy")],
+        )  # fmt: skip
+        conn.execute(insert(RunTag.__table__), [{"run_id": i, "tag": f"t{i % 7}"} for i in ids])
+    cat.list_runs(limit=1)  # warm the connection
+    t0 = time.perf_counter()
+    runs_out = cat.list_runs()
+    dt = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    filtered = cat.list_runs(algorithm="maml", tag="t3")
+    dt_filtered = time.perf_counter() - t1
+    print(
+        f"\nlist_runs: {len(runs_out)} runs in {dt * 1000:.0f} ms; filtered ({len(filtered)}) in {dt_filtered * 1000:.0f} ms"
+    )
+    assert (
+        len(runs_out) == n and runs_out[0].summary["val_accuracy"].best == 0.4 and runs_out[0].tags
+    )
+    assert all(r.algorithm == "maml" and r.tags == ["t3"] for r in filtered) and filtered
+    assert dt < 1.0
+
+
+# ---- lifecycle and listener -----------------------------------------------------------------
+def test_listener_commits_every_point_within_a_second(db: Path) -> None:
+    writer_cat = Catalog.open(db)
+    rid = _new_run(writer_cat)
+    listener = CatalogListener(writer_cat, rid)
+    listener.on_start(RunStarted("{}", 0, 5000, "cpu", "test cpu", {"torch": "2.x"}))
+    events = [
+        StepMetrics(i, {"loss": 1.0 / i, "accuracy": i / 5000, "meta_lr": 1e-3}, time.time())
+        for i in range(1, 5001)
+    ]
+    t0 = time.perf_counter()
+    for e in events:
+        listener.on_step(e)
+    per_point_us = (time.perf_counter() - t0) / len(events) * 1e6
+    t_logged = time.perf_counter()
+    reader = Catalog.open(db)
+    try:
+        latency = None
+        while time.perf_counter() - t_logged < 3.0:
+            if (
+                len(reader.metrics(rid, "loss")[0]) == 5000
+                and len(reader.metrics(rid, "meta_lr")[0]) == 5000
+            ):
+                latency = time.perf_counter() - t_logged
+                break
+            time.sleep(0.02)
+        print(
+            f"\non_step: {per_point_us:.2f} us per call on the training thread; all 15,000 points readable after {latency}s"
+        )
+        assert latency is not None and latency < 1.5
+        assert per_point_us < 50
+        r = reader.get_run(rid)
+        assert r.status == "running" and r.step == 5000 and r.summary["loss"].count == 5000
+        assert (
+            r.environment["torch"] == "2.x"
+            and "python" in r.environment
+            and r.device_name == "test cpu"
+        )
+    finally:
+        listener.close()
+        reader.close()
+        writer_cat.close()
+    with Catalog.open(db) as c:
+        assert c.get_run(rid).status == "interrupted"  # closed without on_finish
+
+
+def test_listener_full_run(cat: Catalog, tmp_path: Path) -> None:
+    rid = _new_run(cat)
+    ck = cat.checkpoint_dir(rid, create=True)
+    listener = CatalogListener(cat.path, rid, flush_s=0.05, heartbeat_s=0.05)
+    listener.on_start(RunStarted("{}", 0, 20, "cpu", "cpu"))
+    for i in range(1, 11):
+        listener.on_step(StepMetrics(i, {"loss": 1.0 / i}, time.time()))
+    listener.on_eval(EvalResult(10, "val", 0.8, 0.05, 100, "accuracy", {"acc_step_1": 0.7}))
+    listener.on_checkpoint(
+        CheckpointSaved(10, "periodic", str(ck / "s10.pt"), 5, "a", {"loss": 0.1})
+    )
+    listener.on_checkpoint(CheckpointSaved(10, "best", str(ck / "best.pt"), 5, "b"))
+    listener.on_status("paused")
+    listener.flush()
+    assert cat.get_run(rid).status == "paused"
+    hb = cat.get_run(rid).heartbeat_at
+    time.sleep(0.3)
+    assert cat.get_run(rid).heartbeat_at > hb  # heartbeat continues while paused
+    listener.on_status("running")
+    listener.on_checkpoint_removed(CheckpointRemoved(str(ck / "s10.pt")))
+    for i in range(11, 21):
+        listener.on_step(StepMetrics(i, {"loss": 1.0 / i}, time.time()))
+    listener.on_checkpoint(CheckpointSaved(20, "final", str(ck / "final.pt"), 5, "c"))
+    test = EvalResult(
+        10, "test", 0.9, 0.01, 600, "accuracy", checkpoint_step=10, protocol={"episodes_seed": 1}
+    )
+    listener.on_finish(RunFinished("finished", 20, test=test))
+    listener.close()  # idempotent
+    r = cat.get_run(rid)
+    assert (r.status, r.step, r.error) == ("finished", 20, None) and r.ended_at is not None
+    assert r.summary["val_accuracy"].latest == 0.8 and r.summary["val_accuracy_ci95"].latest == 0.05
+    assert r.summary["val_acc_step_1"].latest == 0.7 and r.summary["loss"].count == 20
+    assert r.summary["test_accuracy"].latest == 0.9
+    assert [c.kind for c in cat.checkpoints(rid)] == ["best", "final"]
+    (ev,) = cat.evaluations(rid)
+    assert ev.checkpoint_id == cat.checkpoint(rid, "best").id and ev.protocol == {
+        "episodes_seed": 1
+    }
+    assert listener.errors == []
+
+
+def test_listener_resume_starts_new_attempt(cat: Catalog) -> None:
+    rid = _new_run(cat)
+    first = CatalogListener(cat, rid)
+    first.on_start(RunStarted("{}", 0, 10, "cpu", "cpu"))
+    for i in range(1, 9):
+        first.on_step(StepMetrics(i, {"loss": float(i)}, time.time()))
+    first.close()  # crash-like stop: interrupted
+    assert cat.get_run(rid).status == "interrupted"
+    second = CatalogListener(cat, rid)
+    second.on_start(RunStarted("{}", 5, 10, "cpu", "cpu"))  # resumed from the step-5 checkpoint
+    assert second.attempt == 2
+    for i in range(6, 11):
+        second.on_step(StepMetrics(i, {"loss": 100.0 + i}, time.time()))
+    second.on_finish(RunFinished("finished", 10))
+    steps, values, _ = cat.metrics(rid, "loss")
+    assert steps.tolist() == list(range(1, 11)) and values[5:].tolist() == [
+        106.0,
+        107.0,
+        108.0,
+        109.0,
+        110.0,
+    ]
+    assert len(cat.metrics(rid, "loss", include_superseded=True)[0]) == 13
+    r = cat.get_run(rid)
+    assert (r.status, r.attempt, r.summary["loss"].count) == ("finished", 2, 10)
+
+
+def test_stale_runs_marked_interrupted_and_revived_by_heartbeat(db: Path) -> None:
+    with Catalog.open(db) as cat:
+        rid = _new_run(cat)
+        queued = _new_run(cat)
+        cat.set_status(rid, "running")
+    time.sleep(0.3)
+    with Catalog.open(db, stale_s=0.1) as cat:
+        assert cat.marked_interrupted == [rid]
+        r = cat.get_run(rid)
+        assert r.status == "interrupted" and "heartbeat" in r.error
+        assert cat.get_run(queued).status == "queued"
+        cat.heartbeat(rid, live_status="paused")  # the process was only suspended
+        r = cat.get_run(rid)
+        assert (r.status, r.error, r.ended_at) == ("paused", None, None)
+
+
+# ---- several processes ----------------------------------------------------------------------
+def test_two_processes_log_concurrently(db: Path) -> None:
+    with Catalog.open(db) as cat:
+        runs = [_new_run(cat), _new_run(cat)]
+    start_at = time.time() + 1.5
+    procs = [_helper("log", db, rid, 2000, start_at) for rid in runs]
+    outs = [p.communicate(timeout=60) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert "locked" not in err.lower() and "Traceback" not in err, err
+        assert out.strip() == "done 4000"
+    with Catalog.open(db) as cat:
+        for rid in runs:
+            steps, _, _ = cat.metrics(rid, "loss")
+            assert steps.tolist() == list(range(1, 2001))
+            r = cat.get_run(rid)
+            assert r.status == "finished" and r.summary["accuracy"].count == 2000
+
+
+def test_concurrent_read_modify_write_loses_no_update(db: Path) -> None:
+    with Catalog.open(db) as cat:
+        rid = _new_run(cat)
+    n = 150
+    start_at = time.time() + 1.5
+    procs = [_helper("increment", db, rid, n, start_at) for _ in range(2)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    for p, (_out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+    with Catalog.open(db) as cat:
+        assert cat.get_run(rid).attempt == 1 + 2 * n  # begin_attempt reads, then writes attempt + 1
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
+def test_killed_process_becomes_interrupted(db: Path) -> None:
+    with Catalog.open(db) as cat:
+        rid = _new_run(cat)
+    proc = _helper("heartbeat", db, rid)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        with Catalog.open(db, stale_s=0.5) as cat:  # alive: heartbeat is fresh
+            assert cat.marked_interrupted == [] and cat.get_run(rid).status == "running"
+            assert len(cat.metrics(rid, "loss")[0]) > 0
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=10)
+    time.sleep(1.0)
+    with Catalog.open(db, stale_s=0.5) as cat:
+        assert cat.marked_interrupted == [rid]
+        assert cat.get_run(rid).status == "interrupted"
