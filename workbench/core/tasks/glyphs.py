@@ -132,11 +132,9 @@ class GlyphsSpec(DatasetSpec):
 
     def build(self, cfg: DatasetConfig, split: Split) -> TaskDistribution:
         images = load_images(cfg.split_seed, cfg.image_size)
-        if cfg.channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()
         lo, hi = SPLITS[split]
         index = [torch.arange(c * SAMPLES_PER_CLASS, (c + 1) * SAMPLES_PER_CLASS) for c in range(lo, hi)]
-        return ClassImages(images, index, name="glyphs", split=split)
+        return ClassImages(images, index, name="glyphs", split=split, channels=cfg.channels)
 
     def describe(self, cfg: DatasetConfig) -> str:
         tr, va, te = (hi - lo for lo, hi in SPLITS.values())

@@ -303,7 +303,7 @@ def split_files_dir(cfg: DatasetConfig, src: Sources) -> Path | None:
     """A folder with Vinyals split files: dataset.split as a path, else beside the archives."""
     if cfg.split not in ("default", "vinyals"):
         return Path(cfg.split).expanduser()
-    for d in [src.root, *data_dirs(cfg)]:
+    for d in [src.root, *data_dirs(cfg), cache_dir() / "data" / "omniglot"]:
         for sub in ("splits/vinyals", "vinyals", "splits"):
             if (d / sub / "train.txt").is_file():
                 return d / sub
@@ -403,16 +403,14 @@ class OmniglotSpec(DatasetSpec):
                 f"(first: {missing[0]}); the split files do not match these archives"
             )
         index = [torch.arange(int(starts[where[c]]), int(starts[where[c] + 1])) for c, _ in classes]
-        images = data["images"]
-        if cfg.channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()
         tasks = OmniglotTasks(
-            images,
+            data["images"],
             index,
             [k for _, k in classes],
             name="omniglot",
             split=split,
             class_names=[f"{c}/rot{k * 90:03d}" for c, k in classes],
+            channels=cfg.channels,
         )
         tasks.verification = note
         return tasks

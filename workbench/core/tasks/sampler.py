@@ -24,6 +24,8 @@ class ClassImages(TaskDistribution):
     class_index: one LongTensor of image indices per class (lengths may differ).
     rotation: per-class multiples of 90 degrees (0..3), or None for no rotations.
     invert: store 255 - images (Omniglot: strokes become 1, background 0).
+    channels: repeat single-channel images to this many channels when sampling (grayscale data
+        for an RGB model), instead of storing the copies.
     name/split: only for error messages ("the val split of omniglot").
     phase: config section named in errors ("train" or "eval"); default "train" for the train
         split, else "eval"; `sample(..., phase=...)` overrides it per call.
@@ -42,12 +44,13 @@ class ClassImages(TaskDistribution):
         split: str = "train",
         phase: str | None = None,
         class_names: Sequence[str] | None = None,
+        channels: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
             raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
         if not class_index:
             raise ValueError("no classes")
-        self.images = (255 - images) if invert else images
+        self.images = ((255 - images) if invert else images).contiguous()
         counts = torch.tensor([len(ix) for ix in class_index], dtype=torch.long)
         width = int(counts.max())
         # padded [num_classes, max_count] table; padding is never selected (see _positions)
@@ -68,10 +71,15 @@ class ClassImages(TaskDistribution):
         self.split = split
         self.phase = phase if phase is not None else ("train" if split == "train" else "eval")
         self.class_names = list(class_names) if class_names is not None else None
+        c = int(images.shape[1])
+        self.channels = c if channels is None else channels
+        if self.channels != c and c != 1:
+            raise ValueError(f"cannot turn {c}-channel images into {self.channels} channels")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.images.shape[1:])
+        _, _, h, w = self.images.shape
+        return (self.channels, int(h), int(w))
 
     @property
     def num_classes(self) -> int:
@@ -123,13 +131,20 @@ class ClassImages(TaskDistribution):
                 sel = (rot == k).nonzero().squeeze(1)
                 if len(sel):
                     x[sel] = torch.rot90(x[sel], k, dims=(-2, -1))
-        x = x.view(batch, ways, n, *x.shape[2:]).to(torch.float32).mul_(1.0 / 255.0)
-        support_x = x[:, :, :shots].reshape(batch, ways * shots, *x.shape[3:])
-        query_x = x[:, :, shots:].reshape(batch, ways * (n - shots), *x.shape[3:])
+        c, h, w = self.input_shape
+        u = x.view(batch, ways, n, -1, h, w)
+        support_x = self._to_float(u[:, :, :shots], c).view(batch, ways * shots, c, h, w)
+        query_x = self._to_float(u[:, :, shots:], c).view(batch, ways * (n - shots), c, h, w)
         labels = torch.arange(ways)
         support_y = labels.repeat_interleave(shots).expand(batch, -1).contiguous()
         query_y = labels.repeat_interleave(n - shots).expand(batch, -1).contiguous()
         return EpisodeBatch(support_x, support_y, query_x, query_y, ways, info={"classes": classes})
+
+    @staticmethod
+    def _to_float(u: torch.Tensor, channels: int) -> torch.Tensor:
+        """uint8 -> contiguous float32 in [0, 1] in one copy (channel repeat included)."""
+        u = u.expand(-1, -1, -1, channels, -1, -1)
+        return u.to(torch.float32, memory_format=torch.contiguous_format).div_(255.0)
 
     def _positions(self, classes: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
         """n distinct slots per class row: the n smallest of uniform keys, padding keyed past 1."""

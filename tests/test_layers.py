@@ -1,0 +1,47 @@
+"""Dependencies point one way: gui -> catalog, core; catalog and core never import Qt."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "workbench"
+QT = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "workbench.gui")
+FORBIDDEN = {"core": QT + ("workbench.catalog", "sqlalchemy", "alembic", "workbench.api"), "catalog": QT + ("torch",)}
+
+
+def imported_modules(path: Path) -> set[str]:
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.add(node.module)
+    return out
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_layer_does_not_import_what_it_must_not(layer: str) -> None:
+    files = sorted((ROOT / layer).rglob("*.py"))
+    assert files, f"no files found in {layer}"
+    bad = [
+        f"{f.relative_to(ROOT.parent)} imports {m}"
+        for f in files
+        for m in imported_modules(f)
+        if any(m == x or m.startswith(x + ".") for x in FORBIDDEN[layer])
+    ]
+    assert not bad, "\n".join(bad)
+
+
+def test_importing_engine_and_catalog_loads_no_qt() -> None:
+    code = (
+        "import sys, workbench.core.engine, workbench.catalog, workbench.cli;"
+        "bad=[m for m in sys.modules if m.split('.')[0] in ('PySide6','pyqtgraph','shiboken6')];"
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
