@@ -96,7 +96,7 @@ def parser() -> Parser:
 # ---- config assembly ------------------------------------------------------------------
 def build_config(args: argparse.Namespace) -> Any:
     """defaults < preset < --config file < flags < --set; every error is a ConfigError."""
-    from workbench.core.config import RunConfig, apply_overrides, default_config
+    from workbench.core.config import RunConfig, apply_overrides, default_config, switch_algorithm
     from workbench.core.presets import get_preset
 
     if args.preset and args.config:
@@ -114,12 +114,8 @@ def build_config(args: argparse.Namespace) -> Any:
         args.algorithm = args.dataset = None
     if args.dataset and args.dataset != data["dataset"]["name"]:
         data["dataset"] = {"name": args.dataset}
-    if args.algorithm and args.algorithm != data["algorithm"]["name"]:
-        from workbench.core.algorithms import ALGORITHMS
-
-        fields = ALGORITHMS.get(args.algorithm).Params.model_fields
-        data["algorithm"] = {k: v for k, v in data["algorithm"].items() if k in fields and k not in ("name", "first_order")}
-        data["algorithm"]["name"] = args.algorithm
+    if args.algorithm:
+        data["algorithm"] = switch_algorithm(data["algorithm"], args.algorithm)
     for phase in ("train", "eval"):
         for flag in ("ways", "shots", "queries"):
             if getattr(args, flag) is not None:

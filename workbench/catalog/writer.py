@@ -151,9 +151,7 @@ class CatalogListener(Listener):
         self._op(f"status {status}", lambda: self.catalog.set_status(self.run_id, status))
 
     def on_finish(self, event: RunFinished) -> None:
-        if event.test is not None:
-            test = event.test
-            self._op("test evaluation", lambda: self._add_evaluation(test))
+        # event.test repeats the test result the Trainer already announced through on_eval
         self._stop_heartbeat()
         self._finished = True
         self._op(

@@ -189,8 +189,21 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(".".join(parts[: i + 1]), "unknown key (not a section)")
             node = child
-        node[parts[-1]] = parse_value(value)
+        if parts == ["algorithm", "name"]:
+            out["algorithm"] = switch_algorithm(node, str(parse_value(value)))
+        else:
+            node[parts[-1]] = parse_value(value)
     return out
+
+
+def switch_algorithm(section: dict[str, Any], name: str) -> dict[str, Any]:
+    """The algorithm section for another algorithm, keeping the settings the new one shares."""
+    if section.get("name") == name:
+        return section
+    from workbench.core.algorithms import ALGORITHMS
+
+    fields = ALGORITHMS.get(name).Params.model_fields
+    return {**{k: v for k, v in section.items() if k in fields and k not in ("name", "first_order")}, "name": name}
 
 
 # Starting points by task kind and algorithm, so that a fresh form or a bare `workbench run`

@@ -60,7 +60,7 @@ class RunFinished:
     status: Literal["finished", "failed", "cancelled"]
     step: int
     error: str | None = None
-    test: EvalResult | None = None
+    test: EvalResult | None = None  # a copy of the test result already sent through on_eval
 
 
 class Listener:

@@ -6,9 +6,9 @@ from workbench.core.registry import Registry
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "algorithm.name")
 
 # One line per algorithm module; importing it registers it.
-from workbench.core.algorithms import maml  # noqa: E402,F401
-from workbench.core.algorithms import meta_lstm  # noqa: E402,F401
-from workbench.core.algorithms import protonet  # noqa: E402,F401
-from workbench.core.algorithms import pretrain_finetune  # noqa: E402,F401
+from workbench.core.algorithms import maml  # noqa: E402,F401  # isort: skip
+from workbench.core.algorithms import meta_lstm  # noqa: E402,F401  # isort: skip
+from workbench.core.algorithms import protonet  # noqa: E402,F401  # isort: skip
+from workbench.core.algorithms import pretrain_finetune  # noqa: E402,F401  # isort: skip
 
 __all__ = ["ALGORITHMS", "Algorithm"]

@@ -1,0 +1,116 @@
+"""Reproduce the papers' Omniglot numbers within a CPU budget; resumable across sessions.
+
+    python bench/accuracy.py protonet            # trains (or resumes) then tests, writes RESULTS.md
+    python bench/accuracy.py maml --steps 10000 --threads 1
+    python bench/accuracy.py --tiny maml         # a few steps on glyphs (what the test suite runs)
+
+Runs go into a catalog like any other run (default bench/out/bench.db), named bench-<method>,
+so the GUI shows them; a run that was stopped is resumed from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from bench.results import stamp, write_section  # noqa: E402
+from workbench import api  # noqa: E402
+from workbench.core.config import RunConfig  # noqa: E402
+from workbench.core.presets import get_preset  # noqa: E402
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "omniglot"
+
+# method -> preset, overrides, CPU step budget (about 60 minutes at 1 thread here), test protocols
+METHODS: dict[str, dict] = {
+    "protonet": {
+        "preset": "protonet-omniglot-5w1s", "set": [], "steps": 6000, "episodes": 1000,
+        "tests": {"5-way 1-shot": {"ways": 5, "shots": 1, "queries": 15}, "20-way 1-shot": {"ways": 20, "shots": 1, "queries": 15}},
+        "published": {"5-way 1-shot": 98.8, "20-way 1-shot": 96.0}, "target": {"5-way 1-shot": 98.0, "20-way 1-shot": 94.0},
+    },
+    "maml": {
+        "preset": "maml-omniglot-5w1s", "set": [], "steps": 10000, "episodes": 600,
+        "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": 98.7}, "target": {"5-way 1-shot": 97.5},
+    },
+    "fomaml": {
+        "preset": "maml-omniglot-5w1s", "set": ["algorithm.name=fomaml"], "steps": 25000, "episodes": 600,
+        "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
+    },
+    "meta-lstm": {
+        "preset": "maml-omniglot-5w1s",
+        "set": ["algorithm.name=meta-lstm", "model.width=32", "model.downsample=maxpool", "train.inner_steps=5",
+                "eval.inner_steps=5", "train.meta_batch=1", "train.queries=15", "eval.queries=15", "algorithm.grad_clip=0.25"],
+        "steps": 25000, "episodes": 600, "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
+    },
+}  # fmt: skip
+
+
+def config_for(method: str, steps: int, tiny: bool) -> RunConfig:
+    m = METHODS[method]
+    cfg = get_preset(m["preset"]).run_config().with_overrides(m["set"] + [f"steps={steps}", f"name=bench-{method}", "tags=[\"bench\"]"])
+    if tiny:
+        return cfg.with_overrides(["dataset.name=glyphs", "val_every=2", "val_episodes=4", "ckpt_every=2", "test_episodes=4", "train.meta_batch=2"])
+    return cfg.with_overrides([f"dataset.data_dir={DATA}"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("method", choices=sorted(METHODS))
+    p.add_argument("--steps", type=int, help="step budget (default: the method's ~60 min CPU budget)")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--db", default=str(Path(__file__).resolve().parent / "out" / "bench.db"))
+    p.add_argument("--tiny", action="store_true", help="a few steps on glyphs, results not written")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    m = METHODS[args.method]
+    steps = args.steps or (4 if args.tiny else m["steps"])
+    if not args.tiny and not DATA.is_dir():
+        print(f"Omniglot not found at {DATA}; nothing to do")
+        return 0
+    cfg = config_for(args.method, steps, args.tiny).with_overrides([f"threads={args.threads}"])
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    cat = api.open_catalog(args.db)
+    t0 = time.time()
+    runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.config.get("steps") == steps and r.dataset == cfg.dataset.name]
+    run = runs[0] if runs else None
+    if run is None or run.status != "finished":
+        resume = cat.checkpoint(run.id, "latest") if run is not None else None
+        trainer, run_id = api.trainer_for(cat, cfg, [], run_id=run.id if run else None, resume=resume)
+        print(f"run {run_id}: training {args.method} to step {steps}" + (f" from {resume.step}" if resume else ""), flush=True)
+        result = trainer.run()
+        for listener in trainer.listeners:
+            getattr(listener, "close", lambda: None)()
+        if result.status != "finished":
+            print(f"run {run_id}: {result.status}: {result.error}")
+            return 1
+        run = cat.get_run(run_id)
+    wall = (run.ended_at or time.time()) - (run.started_at or t0)
+    lines = [
+        f"### {args.method} on Omniglot ({m['preset']} settings, {steps} steps)",
+        "",
+        f"{stamp()}; run {run.id} in `{Path(args.db).name}`; trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (summed over attempts: ended - started).",
+        "",
+        "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
+        "|---|---|---|---|---|",
+    ]
+    for label, shape in m["tests"].items():
+        score = api.evaluate_checkpoint(cat, run.id, "best", episodes=4 if args.tiny else m["episodes"], shape=shape or None)
+        pub = m["published"].get(label)
+        tgt = m["target"].get(label)
+        lines.append(f"| {label} | {score.episodes} | {100 * score.mean:.2f} ± {100 * score.ci95:.2f} % | {pub if pub else '—'} | {('>= ' + str(tgt)) if tgt else '—'} |")
+        print(lines[-1], flush=True)
+    if not args.tiny:
+        write_section(f"accuracy-{args.method}", "\n".join(lines))
+    cat.close()
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    sys.exit(main())
