@@ -48,15 +48,29 @@ METHODS: dict[str, dict] = {
                 "eval.inner_steps=5", "train.meta_batch=1", "train.queries=15", "eval.queries=15", "algorithm.grad_clip=0.25"],
         "steps": 25000, "episodes": 600, "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
     },
+    # MAML paper, section 5.1 / Fig. 2: meta-trained at K=10, fine-tuned at K=5 and K=10
+    "maml-sinusoid": {
+        "preset": "maml-sinusoid", "set": [], "steps": 70000, "episodes": 600,
+        "tests": {"K=5": {"shots": 5, "queries": 100, "inner_steps": 10}, "K=10": {"shots": 10, "queries": 100, "inner_steps": 10}},
+        "published": {"K=5": "0.67 / 0.38 / 0.35 (approx.)"}, "target": {},
+    },
+    # the paper's baseline: one network pretrained on all tasks, fine-tuned with step 0.01 (K=5) / 0.02 (K=10)
+    "pretrain-sinusoid": {
+        "preset": "maml-sinusoid", "set": ["algorithm.name=pretrain-finetune", "algorithm.inner_lr=0.01"], "steps": 70000, "episodes": 600,
+        "tests": {"K=5": {"shots": 5, "queries": 100, "inner_steps": 10}, "K=10": {"shots": 10, "queries": 100, "inner_steps": 10, "lr": 0.02}},
+        "published": {"K=5": "2.41 / 2.23 / 2.19 (approx.)"}, "target": {},
+    },
 }  # fmt: skip
 
 
 def config_for(method: str, steps: int, tiny: bool) -> RunConfig:
     m = METHODS[method]
     cfg = get_preset(m["preset"]).run_config().with_overrides(m["set"] + [f"steps={steps}", f"name=bench-{method}", "tags=[\"bench\"]"])
+    if tiny and cfg.task_kind == "regression":
+        return cfg.with_overrides(["val_every=2", "val_episodes=4", "ckpt_every=2", "test_episodes=4", "train.meta_batch=2"])
     if tiny:
         return cfg.with_overrides(["dataset.name=glyphs", "val_every=2", "val_episodes=4", "ckpt_every=2", "test_episodes=4", "train.meta_batch=2"])
-    return cfg.with_overrides([f"dataset.data_dir={DATA}"])
+    return cfg.with_overrides([f"dataset.data_dir={DATA}"]) if cfg.dataset.name == "omniglot" else cfg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     m = METHODS[args.method]
     steps = args.steps or (4 if args.tiny else m["steps"])
-    if not args.tiny and not DATA.is_dir():
+    if not args.tiny and not DATA.is_dir() and "sinusoid" not in args.method:
         print(f"Omniglot not found at {DATA}; nothing to do")
         return 0
     cfg = config_for(args.method, steps, args.tiny).with_overrides([f"threads={args.threads}"])
@@ -91,19 +105,26 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run = cat.get_run(run_id)
     wall = (run.ended_at or time.time()) - (run.started_at or t0)
+    regression = cfg.task_kind == "regression"
     lines = [
-        f"### {args.method} on Omniglot ({m['preset']} settings, {steps} steps)",
+        f"### {args.method} on {cfg.dataset.name} ({m['preset']} settings{', ' + ' '.join(m['set']) if m['set'] else ''}, {steps} steps)",
         "",
         f"{stamp()}; run {run.id} in `{Path(args.db).name}`; trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (summed over attempts: ended - started).",
         "",
-        "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
-        "|---|---|---|---|---|",
+        "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps (± 95% CI) | paper |" if regression else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
+        "|---|---|---|---|" if regression else "|---|---|---|---|---|",
     ]
     for label, shape in m["tests"].items():
-        score = api.evaluate_checkpoint(cat, run.id, "best", episodes=4 if args.tiny else m["episodes"], shape=shape or None)
+        shape = dict(shape)
+        lr = shape.pop("lr", None)
+        score = api.evaluate_checkpoint(cat, run.id, "best", episodes=4 if args.tiny else m["episodes"], shape=shape or None, inner_lr=lr)
         pub = m["published"].get(label)
-        tgt = m["target"].get(label)
-        lines.append(f"| {label} | {score.episodes} | {100 * score.mean:.2f} ± {100 * score.ci95:.2f} % | {pub if pub else '—'} | {('>= ' + str(tgt)) if tgt else '—'} |")
+        if regression:
+            after = " / ".join(f"{score.values[f'mse_after_{k}']:.3f} ± {score.values[f'mse_after_{k}_ci95']:.3f}" for k in (1, 5, 10))
+            lines.append(f"| {label}{f' (step {lr})' if lr else ''} | {score.episodes} | {after} | {pub or '—'} |")
+        else:
+            tgt = m["target"].get(label)
+            lines.append(f"| {label} | {score.episodes} | {100 * score.mean:.2f} ± {100 * score.ci95:.2f} % | {pub if pub else '—'} | {('>= ' + str(tgt)) if tgt else '—'} |")
         print(lines[-1], flush=True)
     if not args.tiny:
         write_section(f"accuracy-{args.method}", "\n".join(lines))

@@ -85,6 +85,7 @@ def evaluate_checkpoint(
     device: str = "cpu",
     should_stop: Callable[[], bool] = lambda: False,
     store: bool = True,
+    inner_lr: float | None = None,
 ) -> Score:
     """Evaluate a checkpoint on the test split's fixed episodes and store the result."""
     rec = resolve_checkpoint(catalog, run_id, which)
@@ -93,6 +94,9 @@ def evaluate_checkpoint(
         config = RunConfig.from_dict({**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}})
     if episodes:
         config = RunConfig.from_dict({**config.to_dict(), "test_episodes": episodes})
+    if inner_lr is not None:  # fine-tuning step size at test (the pretrain baseline's 0.02 at K=10)
+        config = RunConfig.from_dict({**config.to_dict(), "algorithm": {**config.algorithm.model_dump(), "eval_inner_lr": inner_lr}})
+        algo.params = config.algorithm
     dists = load_datasets(config, ("test",))
     score = evaluate(algo, dists["test"], config.eval, config.test_episodes, resolve_device(device), "test", should_stop=should_stop)
     if store and score.episodes == config.test_episodes:

@@ -66,7 +66,10 @@ def build_algorithm(config: RunConfig, input_shape: tuple[int, ...], device: tor
     algo_cls = ALGORITHMS.get(config.algorithm.name)
     out_dim = (config.train.ways if config.task_kind == "classification" else 1) if algo_cls.uses_head else 0
     model = build_model(config.model, input_shape, out_dim, config.task_kind)
-    return algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
+    algo = algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
+    if config.model.channels_last and len(input_shape) == 3:
+        algo.to(memory_format=torch.channels_last)  # 4-d conv weights only; vectors are unaffected
+    return algo
 
 
 def environment(device: torch.device) -> dict[str, Any]:

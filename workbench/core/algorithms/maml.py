@@ -47,7 +47,7 @@ class MAML(Algorithm):
         for _ in range(steps):
             loss, _ = loss_and_score(self.kind, functional_call(self.model, params, (x,)), y)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
-            params = {k: p - lr * g for (k, p), g in zip(params.items(), grads, strict=True)}
+            params = {k: torch.add(p, g, alpha=-lr) for (k, p), g in zip(params.items(), grads, strict=True)}  # one pass
         return params
 
     def train_inner_steps(self, shape: TaskShape) -> int:
