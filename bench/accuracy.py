@@ -91,9 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     cat = api.open_catalog(args.db)
     t0 = time.time()
-    runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.config.get("steps") == steps and r.dataset == cfg.dataset.name]
-    run = runs[0] if runs else None
-    if run is None or run.status != "finished":
+    # the same run continues across sessions: a larger --steps extends it from its latest checkpoint
+    runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name and r.config.get("steps", 0) <= steps]
+    run = max(runs, key=lambda r: r.id) if runs else None
+    if run is None or run.status != "finished" or run.step < steps:
         resume = cat.checkpoint(run.id, "latest") if run is not None else None
         trainer, run_id = api.trainer_for(cat, cfg, [], run_id=run.id if run else None, resume=resume)
         print(f"run {run_id}: training {args.method} to step {steps}" + (f" from {resume.step}" if resume else ""), flush=True)
