@@ -1,0 +1,43 @@
+"""Qt fixtures: offscreen platform, QSettings in a temporary folder, and a check that no test
+leaves a QThread running (the idea of napari's conftest)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
+
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _qt_settings_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """QSettings (INI format, user scope) go to a fresh temporary folder for every test."""
+    from PySide6.QtCore import QSettings
+
+    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path_factory.mktemp("qsettings")))
+
+
+@pytest.fixture(autouse=True)
+def _no_running_qthreads(monkeypatch: pytest.MonkeyPatch) -> object:
+    """Fail a test that leaves a QThread it started still running."""
+    from PySide6.QtCore import QThread
+
+    started: list[QThread] = []
+    original = QThread.start
+
+    def start(self: QThread, *args: object) -> None:
+        started.append(self)
+        original(self, *args)
+
+    monkeypatch.setattr(QThread, "start", start)
+    yield
+    leaked = []
+    for t in started:
+        try:
+            if t.isRunning() and not t.wait(500):
+                leaked.append(t.objectName() or repr(t))
+        except RuntimeError:  # the C++ object is gone: it was finished and deleted
+            pass
+    if leaked:
+        pytest.fail(f"QThread(s) still running after the test: {', '.join(leaked)}")

@@ -1,0 +1,11 @@
+"""The desktop app (PySide6 + pyqtgraph). The only package that imports Qt.
+
+Modules: app (entry point), main_window, run_form (+ fields: editors generated from the
+pydantic schemas), presets, worker (training/evaluation threads and the Qt bridge listener),
+run_queue (one run after another), live_plots (+ buffers), adaptation_view, browser_model,
+browser (experiments browser), log_pane, settings.
+"""
+
+from workbench.gui.compat import immortalize_singletons
+
+immortalize_singletons()  # before any signal is emitted; see compat.py

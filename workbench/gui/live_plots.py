@@ -1,0 +1,377 @@
+"""Live training curves (pyqtgraph): meta-train loss, query score, validation with a 95% CI
+band, learning rate and steps/s.
+
+Events are only queued by the slots; a QTimer redraws at most `FPS` times a second, and only
+curves that changed. Curves are created once and fed with `setData` on growing numpy buffers,
+clipped to view and peak-downsampled, so drawing cost does not grow with the run's length.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from workbench.core.events import EvalResult, StepMetrics
+from workbench.gui.buffers import Series
+
+FPS = 30
+PAINT_DUTY = 0.12  # share of wall time the curves may take (update + paint); the GIL is shared with training
+COLORS = {"loss": "#1f77b4", "score": "#d62728", "val": "#2ca02c", "lr": "#9467bd", "speed": "#ff7f0e"}
+
+pg.setConfigOptions(antialias=False, background="w", foreground="#333")
+
+
+def _pen(color: str, width: float = 1.6, alpha: int = 255) -> Any:
+    c = pg.mkColor(color)
+    c.setAlpha(alpha)
+    return pg.mkPen(c, width=width)
+
+
+class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
+    """Measures its own paint time so that redraws can be spaced to a CPU budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_paint_s = 0.0
+        self.paint_done = 0.0
+
+    def paintEvent(self, ev: Any) -> None:
+        t0 = time.perf_counter()
+        super().paintEvent(ev)
+        self.paint_done = time.perf_counter()
+        self.last_paint_s = self.paint_done - t0
+
+
+class LivePlots(QWidget):
+    """The centre of the window while training."""
+
+    redrawn = Signal()  # after each redraw that changed something (tests wait on it)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.x_mode = "step"
+        self.alpha = 0.9
+        self.score_metric = "mse"
+        self.origin = 0.0
+        self.reference: float | None = None
+        self._pending_steps: list[StepMetrics] = []
+        self._pending_evals: list[EvalResult] = []
+        self.series: dict[str, Series] = {}
+        self.val_step: list[float] = []
+        self.val_wall: list[float] = []
+        self.val_mean: list[float] = []
+        self.val_ci: list[float] = []
+        self.redraws = 0
+        self._update_s = 0.0
+
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        bar = QHBoxLayout()
+        bar.addWidget(QLabel("X axis"))
+        self.x_combo = QComboBox()
+        self.x_combo.addItem("Step", "step")
+        self.x_combo.addItem("Wall time (s)", "wall")
+        self.x_combo.currentIndexChanged.connect(lambda _: self.set_x_mode(self.x_combo.currentData()))
+        bar.addWidget(self.x_combo)
+        bar.addSpacing(16)
+        bar.addWidget(QLabel("Smoothing"))
+        self.smooth_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=99, value=int(self.alpha * 100))
+        self.smooth_slider.setFixedWidth(140)
+        self.smooth_slider.setToolTip("Exponential moving average weight of the past; the raw curve stays faint behind")
+        self.smooth_label = QLabel(f"{self.alpha:.2f}")
+        self.smooth_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
+        bar.addWidget(self.smooth_slider)
+        bar.addWidget(self.smooth_label)
+        bar.addSpacing(16)
+        self.log_check = QCheckBox("Log scale")
+        self.log_check.toggled.connect(self.set_log)
+        bar.addWidget(self.log_check)
+        follow = QPushButton("Follow")
+        follow.setToolTip("Fit the x axis to the data again after zooming or panning (double-click a plot does the same)")
+        follow.clicked.connect(lambda _=False: self.follow())
+        bar.addWidget(follow)
+        bar.addStretch(1)
+        self.cursor_label = QLabel("")
+        self.cursor_label.setStyleSheet("color: #444; font-family: monospace;")
+        bar.addWidget(self.cursor_label)
+        lay.addLayout(bar)
+
+        self.view = _TimedLayoutWidget()
+        lay.addWidget(self.view, 1)
+        self.plots: dict[str, pg.PlotItem] = {}
+        self.curves: dict[str, Any] = {}
+        self.raw: dict[str, Any] = {}
+        self._add_plot("loss", "Meta-train loss", 0, 0)
+        self._add_plot("score", "Query MSE (after adaptation)", 0, 1)
+        self._add_plot("val", "Validation MSE ± 95% CI", 1, 0, colspan=2)
+        self._add_plot("lr", "Meta learning rate", 2, 0)
+        self._add_plot("speed", "Steps / s", 2, 1)
+        first = self.plots["loss"]
+        for key, p in self.plots.items():
+            if p is not first and key != "val":  # val is wider: synced by value, not by pixel
+                p.setXLink(first)
+            # clip-to-view draws only what is inside the x range, so pyqtgraph's x auto-range
+            # cannot grow it: the x range follows the data here until the user pans or zooms
+            p.enableAutoRange(x=False, y=True)
+            p.setAutoVisible(y=True)
+            p.vb.sigRangeChangedManually.connect(self._manual_range)
+        self.follow_x = True
+        first.vb.sigXRangeChanged.connect(lambda _vb, r: self.plots["val"].setXRange(*r, padding=0))
+        self.plots["lr"].enableAutoRange(y=False)  # fitted from 0 in redraw: a constant LR is a flat line
+
+        val = self.plots["val"]
+        self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
+        self.val_lo = pg.PlotDataItem(pen=pg.mkPen(None))
+        band = pg.mkColor(COLORS["val"])
+        band.setAlpha(60)
+        self.val_band = pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(band))
+        val.addItem(self.val_band)
+        self.val_curve = val.plot(pen=_pen(COLORS["val"], 2), symbol="o", symbolSize=6, symbolBrush=COLORS["val"], symbolPen=None)
+        self.ref_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#555", width=1.2, style=Qt.PenStyle.DashLine),
+                                        label="published {value:.4g}", labelOpts={"position": 0.05, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.ref_line.hide()
+        val.addItem(self.ref_line, ignoreBounds=True)
+
+        self.cross: dict[str, pg.InfiniteLine] = {}
+        for key, p in self.plots.items():
+            line = pg.InfiniteLine(angle=90, movable=False, pen=pg.mkPen("#999", width=1))
+            line.hide()
+            p.addItem(line, ignoreBounds=True)
+            self.cross[key] = line
+        self._mouse_proxy = pg.SignalProxy(self.view.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(int(1000 / FPS))
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _add_plot(self, key: str, title: str, row: int, col: int, colspan: int = 1) -> None:
+        p = self.view.addPlot(row=row, col=col, colspan=colspan, title=title)
+        # no grid: in a software-rastered window it tripled the paint time (14 -> 45 ms)
+        p.setClipToView(True)
+        p.setDownsampling(auto=True, mode="peak")
+        p.getAxis("left").setWidth(48)
+        self.plots[key] = p
+        if key != "val":
+            self.raw[key] = p.plot(pen=_pen(COLORS[key], 1, 45))
+            self.curves[key] = p.plot(pen=_pen(COLORS[key], 1.8))
+            for c in (self.raw[key], self.curves[key]):
+                c.setClipToView(True)
+                c.setDownsampling(auto=True, method="peak")
+            self.series[key] = Series()
+            self.series[key].set_alpha(self.alpha)
+
+    # ---- feeding ---------------------------------------------------------------------
+    def reset(self, metric: str = "mse", reference: float | None = None, origin: float | None = None) -> None:
+        """Clear for a new run; `metric` is "accuracy" or "mse"."""
+        self._pending_steps.clear()
+        self._pending_evals.clear()
+        for s in self.series.values():
+            s.clear()
+        self.val_step, self.val_wall, self.val_mean, self.val_ci = [], [], [], []
+        self.origin = origin or 0.0
+        self.set_metric(metric)
+        self.set_reference(reference)
+        self._dirty = True
+        self.follow()
+
+    def set_metric(self, metric: str) -> None:
+        self.score_metric = metric
+        name = "accuracy" if metric == "accuracy" else "MSE"
+        self.plots["score"].setTitle(f"Query {name} (after adaptation)")
+        self.plots["val"].setTitle(f"Validation {name} ± 95% CI")
+
+    def set_reference(self, value: float | None) -> None:
+        self.reference = value
+        if value is None or not math.isfinite(value):
+            self.ref_line.hide()
+        else:
+            self.ref_line.setValue(value)
+            self.ref_line.label.setFormat(f"published {value:.4g}")
+            self.ref_line.show()
+
+    def add_steps(self, steps: list[StepMetrics]) -> None:
+        self._pending_steps.extend(steps)
+
+    def add_eval(self, result: EvalResult) -> None:
+        if result.split == "val":
+            self._pending_evals.append(result)
+
+    def preload(self, history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
+        """Earlier points of a resumed run: {metric name: (steps, values, wall_times)}."""
+        names = {"loss": "loss", "score": self.score_metric, "lr": "meta_lr", "speed": "steps_per_s"}
+        for key, name in names.items():
+            if name in history:
+                st, v, w = history[name]
+                self.series[key].extend(st.tolist(), w.tolist(), v.tolist())
+        vkey = f"val_{self.score_metric}"
+        if vkey in history:
+            st, v, w = history[vkey]
+            ci = history.get(f"{vkey}_ci95", (st, np.zeros_like(v), w))[1]
+            self.val_step += st.tolist()
+            self.val_wall += w.tolist()
+            self.val_mean += v.tolist()
+            self.val_ci += ci.tolist()
+        if self.origin == 0.0:
+            walls = [s.wall[0] for s in self.series.values() if len(s)]
+            self.origin = min(walls) if walls else 0.0
+        self._dirty = True
+
+    # ---- drawing ---------------------------------------------------------------------
+    def _tick(self) -> None:
+        """Timer slot: redraw unless the last paint says we would exceed the paint budget."""
+        v = self.view
+        cost = v.last_paint_s + self._update_s
+        if time.perf_counter() - v.paint_done < cost * (1.0 / PAINT_DUTY - 1.0):
+            return
+        t0 = time.perf_counter()
+        self.redraw()
+        self._update_s = time.perf_counter() - t0
+
+    def redraw(self, force: bool = False) -> None:
+        steps, self._pending_steps = self._pending_steps, []
+        evals, self._pending_evals = self._pending_evals, []
+        dirty = force or getattr(self, "_dirty", False)
+        self._dirty = False
+        if steps:
+            if not self.origin:
+                self.origin = steps[0].wall_time
+            score_key = "accuracy" if "accuracy" in steps[0].values else "mse"
+            if score_key != self.score_metric:
+                self.set_metric(score_key)
+            st = [float(e.step) for e in steps]
+            wt = [e.wall_time for e in steps]
+            for key, name in (("loss", "loss"), ("score", score_key), ("lr", "meta_lr"), ("speed", "steps_per_s")):
+                self.series[key].extend(st, wt, [float(e.values.get(name, math.nan)) for e in steps])
+            dirty = True
+        for e in evals:
+            self.val_step.append(float(e.step))
+            self.val_wall.append(self.series["loss"].wall[self.series["loss"].n - 1] if len(self.series["loss"]) else 0.0)
+            self.val_mean.append(e.mean)
+            self.val_ci.append(e.ci95 if math.isfinite(e.ci95) else 0.0)
+            dirty = True
+        if not dirty:
+            return
+        smoothing = self.alpha > 0
+        for key, curve in self.curves.items():
+            s = self.series[key]
+            x = s.x(self.x_mode, self.origin)
+            if key in ("lr",):  # a schedule, not noise: draw it raw
+                curve.setData(x, s.y(False))
+                self.raw[key].setData([], [])
+                continue
+            curve.setData(x, s.y(smoothing))
+            self.raw[key].setData(x, s.y(False)) if smoothing else self.raw[key].setData([], [])
+        if self.val_step:
+            vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
+            m = np.asarray(self.val_mean)
+            ci = np.asarray(self.val_ci)
+            self.val_curve.setData(vx, m)
+            self.val_hi.setData(vx, m + ci)
+            self.val_lo.setData(vx, m - ci)
+        else:
+            for c in (self.val_curve, self.val_hi, self.val_lo):
+                c.setData([], [])
+        lr = self.series["lr"]
+        if len(lr):
+            top = float(np.nanmax(lr.value[: lr.n])) if np.isfinite(lr.value[: lr.n]).any() else 1.0
+            self.plots["lr"].setYRange(0.0, top * 1.15 if top > 0 else 1.0, padding=0)
+        if self.follow_x:
+            self._fit_x()
+        self.redraws += 1
+        self.redrawn.emit()
+
+    # ---- view options ----------------------------------------------------------------
+    def set_x_mode(self, mode: str) -> None:
+        self.x_mode = mode
+        self.plots["lr"].setLabel("bottom", "step" if mode == "step" else "wall time (s)")
+        self.plots["speed"].setLabel("bottom", "step" if mode == "step" else "wall time (s)")
+        self.follow()
+
+    def follow(self) -> None:
+        """Let the x range follow the data again (after a manual zoom or pan)."""
+        self.follow_x = True
+        for p in self.plots.values():
+            p.enableAutoRange(x=False, y=True)
+        self.redraw(force=True)
+
+    def _manual_range(self, *_: Any) -> None:
+        self.follow_x = False
+
+    def _fit_x(self) -> None:
+        s = self.series["loss"]
+        if not len(s):
+            return
+        x = s.x(self.x_mode, self.origin)
+        lo, hi = float(x[0]), float(x[-1])
+        if self.val_step and self.x_mode == "step":
+            lo, hi = min(lo, self.val_step[0]), max(hi, self.val_step[-1])
+        if hi <= lo:
+            hi = lo + 1.0
+        self.plots["loss"].setXRange(lo, hi, padding=0.02)
+
+    def set_smoothing(self, alpha: float) -> None:
+        self.alpha = max(0.0, min(0.99, float(alpha)))
+        self.smooth_label.setText(f"{self.alpha:.2f}")
+        for s in self.series.values():
+            s.set_alpha(self.alpha)
+        self.redraw(force=True)
+
+    def set_log(self, on: bool) -> None:
+        for key in ("loss", "score", "val"):
+            self.plots[key].setLogMode(y=bool(on))
+        self.redraw(force=True)
+
+    # ---- crosshair -------------------------------------------------------------------
+    def _mouse_moved(self, event: Any) -> None:
+        pos = event[0]
+        for _key, p in self.plots.items():
+            if p.sceneBoundingRect().contains(pos):
+                x = p.vb.mapSceneToView(pos).x()
+                self.show_cursor(x)
+                return
+        for line in self.cross.values():
+            line.hide()
+        self.cursor_label.setText("")
+
+    def show_cursor(self, x: float) -> str:
+        """Move the crosshair to x and describe the values there."""
+        for line in self.cross.values():
+            line.setValue(x)
+            line.show()
+        parts = []
+        loss = self.series["loss"]
+        if len(loss):
+            xs = loss.x(self.x_mode, self.origin)
+            i = int(np.clip(np.searchsorted(xs, x), 0, loss.n - 1))
+            parts.append(f"step {int(loss.step[i])}")
+            for key, label in (("loss", "loss"), ("score", self.score_metric), ("lr", "lr"), ("speed", "steps/s")):
+                s = self.series[key]
+                if i < s.n:
+                    parts.append(f"{label} {s.value[i]:.4g}")
+        if self.val_step:
+            vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
+            j = int(np.argmin(np.abs(vx - x)))
+            parts.append(f"val {self.val_mean[j]:.4g} ± {self.val_ci[j]:.2g} @ {int(self.val_step[j])}")
+        text = "  ".join(parts)
+        self.cursor_label.setText(text)
+        return text
+
+    def point_count(self, key: str = "loss") -> int:
+        """Points received by a curve ("val": validations)."""
+        return len(self.val_step) if key == "val" else self.series[key].n

@@ -1,0 +1,305 @@
+"""Background work: a training run or a checkpoint evaluation in a QThread.
+
+The worker objects live in their thread and never touch a widget. Training events reach the
+GUI through `QtBridge`, a Trainer listener that emits Qt signals (queued across threads); step
+metrics are batched on the worker side (one signal per ~30 ms) so that a fast run does not
+flood the GUI's event queue. The catalog is written by `CatalogListener` in the same thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
+
+from workbench.catalog import Catalog, CatalogListener, CheckpointRecord
+from workbench.core.config import RunConfig
+from workbench.core.engine import Trainer, build_algorithm, load_datasets, protocol_of
+from workbench.core.events import (
+    CheckpointSaved,
+    EvalResult,
+    Listener,
+    RunFinished,
+    RunStarted,
+    Status,
+    StepMetrics,
+)
+
+EMIT_EVERY_S = 0.03
+ADAPT_STEPS = (0, 1, 10)
+ADAPT_SEED = 20170309  # the fixed validation task shown in the adaptation view
+
+
+@dataclass
+class Job:
+    """One queued training: a new run, or a resume of `run_id` from `checkpoint`."""
+
+    run_id: int
+    config: RunConfig
+    checkpoint: CheckpointRecord | None = None
+
+    @property
+    def label(self) -> str:
+        name = self.config.name or f"{self.config.algorithm.name}-{self.config.dataset.name}"
+        what = f"resume @ {self.checkpoint.step}" if self.checkpoint else f"seed {self.config.seed}"
+        return f"#{self.run_id} {name} ({what})"
+
+
+class RunSignals(QObject):
+    started = Signal(int, object)  # run id, RunStarted
+    steps = Signal(int, object)  # run id, list[StepMetrics]
+    evaluated = Signal(int, object)  # run id, EvalResult
+    checkpoint = Signal(int, object)  # run id, CheckpointSaved
+    status = Signal(int, str)  # run id, "paused" / "running"
+    adaptation = Signal(int, object)  # run id, dict of numpy arrays
+    finished = Signal(int, object)  # run id, RunFinished
+
+
+class QtBridge(Listener):
+    """Trainer listener that turns events into signals. Runs on the training thread."""
+
+    def __init__(self, run_id: int, signals: RunSignals, trainer: Trainer | None = None) -> None:
+        self.run_id = run_id
+        self.signals = signals
+        self.trainer = trainer
+        self._pending: list[StepMetrics] = []
+        self._last_emit = 0.0
+        self._val_dist: Any = None
+        self._adapt_batch: Any = None
+
+    def flush(self) -> None:
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self.signals.steps.emit(self.run_id, batch)
+        self._last_emit = time.perf_counter()
+
+    def on_start(self, event: RunStarted) -> None:
+        self.signals.started.emit(self.run_id, event)
+
+    def on_step(self, event: StepMetrics) -> None:
+        self._pending.append(event)
+        if time.perf_counter() - self._last_emit >= EMIT_EVERY_S:
+            self.flush()
+
+    def on_eval(self, event: EvalResult) -> None:
+        self.flush()
+        self.signals.evaluated.emit(self.run_id, event)
+        if event.split == "val":
+            try:
+                data = self.adaptation()
+            except Exception as exc:  # a plot must never break training
+                data = {"error": f"{type(exc).__name__}: {exc}"}
+            if data is not None:
+                data["step"] = event.step
+                self.signals.adaptation.emit(self.run_id, data)
+
+    def on_checkpoint(self, event: CheckpointSaved) -> None:
+        self.signals.checkpoint.emit(self.run_id, event)
+
+    def on_status(self, status: Status) -> None:
+        self.flush()
+        self.signals.status.emit(self.run_id, status)
+
+    def on_finish(self, event: RunFinished) -> None:
+        self.flush()  # the finished signal itself is sent by the worker after the catalog closed
+
+    # ---- adaptation view data (training thread, at each validation) ----------------------
+    def adaptation(self) -> dict[str, Any] | None:
+        t = self.trainer
+        if t is None or t.algo is None or t.device is None:
+            return None
+        cfg = t.config
+        algo = t.algo
+        was_training = algo.training
+        algo.eval()
+        try:
+            if cfg.task_kind == "regression":
+                return self._regression(cfg, algo, t.device)
+            return self._classification(cfg, algo, t.device)
+        finally:
+            algo.train(was_training)
+
+    def _episode(self, cfg: RunConfig, shape: Any) -> Any:
+        if self._adapt_batch is None:
+            if self._val_dist is None:
+                from workbench.core.tasks import DATASETS
+
+                self._val_dist = DATASETS.get(cfg.dataset.name)().build(cfg.dataset, "val")
+            gen = torch.Generator().manual_seed(ADAPT_SEED)
+            self._adapt_batch = self._val_dist.sample(shape, 1, gen)
+        return self._adapt_batch
+
+    def _regression(self, cfg: RunConfig, algo: Any, device: torch.device) -> dict[str, Any]:
+        from workbench.core.tasks.sinusoid import X_RANGE, sinusoid
+
+        batch = self._episode(cfg, cfg.eval.model_copy(update={"queries": 1}))
+        x = torch.linspace(*X_RANGE, 200).reshape(1, -1, 1)
+        true = sinusoid(x, batch.info["amplitude"][0], batch.info["phase"][0])
+        preds = algo.predict_after(batch.to(device), x.to(device), list(ADAPT_STEPS), cfg.eval)
+        return {
+            "kind": "regression",
+            "x": x.flatten().numpy(),
+            "true": true.flatten().numpy(),
+            "support_x": batch.support_x.flatten().numpy(),
+            "support_y": batch.support_y.flatten().numpy(),
+            "preds": {s: p.detach().float().cpu().flatten().numpy() for s, p in preds.items()},
+        }
+
+    def _classification(self, cfg: RunConfig, algo: Any, device: torch.device) -> dict[str, Any]:
+        # a small episode that fits on screen: at most 5 ways x 5 shots, 2 queries per class
+        shape = cfg.eval.model_copy(update={"ways": min(cfg.eval.ways, 5), "shots": min(cfg.eval.shots, 5), "queries": 2})
+        batch = self._episode(cfg, shape)
+        on_dev = batch.to(device)
+        logits = None
+        if hasattr(algo, "logits"):
+            with torch.no_grad():
+                logits = algo.logits(on_dev, 0)
+        else:
+            try:
+                out = algo.predict_after(on_dev, on_dev.query_x, [shape.inner_steps], shape)
+                logits = out[shape.inner_steps][0]
+            except NotImplementedError:
+                logits = None
+        pred = logits.argmax(-1).cpu().numpy() if logits is not None else None
+        return {
+            "kind": "classification",
+            "support_x": batch.support_x[0].numpy(),
+            "support_y": batch.support_y[0].numpy(),
+            "query_x": batch.query_x[0].numpy(),
+            "query_y": batch.query_y[0].numpy(),
+            "pred": pred,
+            "ways": batch.ways,
+        }
+
+
+def leave_a_core_for_the_gui() -> int:
+    """Cap torch's CPU threads at (CPUs - 1) unless the config sets `threads`.
+
+    torch's intra-op threads wait for each other at every parallel region; when the GUI
+    thread takes one of their cores to redraw, the whole step stalls (on a 2-core machine a
+    100-step sinusoid run went from 2 s to 15+ s). Returns the thread count in use.
+    """
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 2
+    n = max(1, min(torch.get_num_threads(), cpus - 1))
+    if n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    return n
+
+
+class TrainingWorker(QObject):
+    """Runs one Job's Trainer on its own thread; `done` is emitted last, after the catalog
+    recorded the end of the run."""
+
+    done = Signal(int, object)  # run id, RunFinished
+
+    def __init__(self, job: Job, catalog: Catalog, signals: RunSignals) -> None:
+        super().__init__()
+        self.job = job
+        self.catalog = catalog
+        self.signals = signals
+        ck = job.checkpoint
+        self.trainer = Trainer(
+            job.config,
+            [],
+            checkpoint_dir=catalog.checkpoint_dir(job.run_id, create=True),
+            resume_from=ck.path if ck else None,
+            resume_sha256=ck.sha256 if ck else None,
+        )
+        self.bridge = QtBridge(job.run_id, signals, self.trainer)
+
+    @Slot()
+    def run(self) -> None:
+        run_id = self.job.run_id
+        finished: RunFinished
+        try:
+            if not self.job.config.threads:
+                leave_a_core_for_the_gui()
+            writer = CatalogListener(self.catalog, run_id)
+            self.trainer.listeners = [writer, self.bridge]
+            finished = self.trainer.run()
+        except Exception as exc:  # e.g. the catalog could not be opened: still end cleanly
+            finished = RunFinished("failed", self.trainer.step, f"{type(exc).__name__}: {exc}")
+            try:
+                self.catalog.finish_run(run_id, "failed", step=self.trainer.step, error=finished.error)
+            except Exception:
+                pass
+        self.signals.finished.emit(run_id, finished)
+        self.done.emit(run_id, finished)
+
+    # thread-safe controls
+    def pause(self) -> None:
+        self.trainer.pause()
+
+    def resume(self) -> None:
+        self.trainer.resume()
+
+    def cancel(self) -> None:
+        self.trainer.cancel()
+
+
+class EvalWorker(QObject):
+    """Evaluates one checkpoint on N test episodes and stores the result (cancellable)."""
+
+    progress = Signal(str)
+    done = Signal(object, object)  # EvaluationRecord-like dict | None, error text | None
+
+    def __init__(self, catalog: Catalog, run_id: int, checkpoint: CheckpointRecord, episodes: int, device: str = "auto") -> None:
+        super().__init__()
+        self.catalog = catalog
+        self.run_id = run_id
+        self.checkpoint = checkpoint
+        self.episodes = episodes
+        self.device = device
+        self._stop = threading.Event()
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    @Slot()
+    def run(self) -> None:
+        from workbench.core.checkpoint import load_checkpoint
+        from workbench.core.devices import resolve_device
+        from workbench.core.evaluate import evaluate
+
+        try:
+            state = load_checkpoint(self.checkpoint.path, self.checkpoint.sha256)
+            cfg = RunConfig.from_json(state["config_json"])
+            device = resolve_device(self.device)
+            self.progress.emit(f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({device})")
+            dists = load_datasets(cfg, ("test",))
+            algo = build_algorithm(cfg, dists["test"].input_shape, device)
+            algo.load_state_dict(state["algorithm"])
+            score = evaluate(algo, dists["test"], cfg.eval, self.episodes, device, "test", should_stop=self._stop.is_set)
+            if self._stop.is_set():
+                self.done.emit(None, "evaluation cancelled")
+                return
+            protocol = {**protocol_of(cfg), "episodes": score.episodes}
+            self.catalog.add_evaluation(
+                self.run_id, "test", score.metric, score.mean, score.ci95, score.episodes,
+                values=score.values, protocol=protocol, checkpoint_step=self.checkpoint.step,
+                checkpoint_id=self.checkpoint.id,
+            )  # fmt: skip
+            self.done.emit({"metric": score.metric, "mean": score.mean, "ci95": score.ci95, "episodes": score.episodes}, None)
+        except Exception as exc:
+            self.done.emit(None, f"{type(exc).__name__}: {exc}")
+
+
+def start_in_thread(worker: QObject, name: str) -> QThread:
+    """Move `worker` to a new QThread, run `worker.run` there, quit when `worker.done` fires."""
+    thread = QThread()
+    thread.setObjectName(name)
+    worker.moveToThread(thread)
+    thread.started.connect(worker.run)
+    # direct: quit() is thread-safe and must not wait behind queued GUI slots that wait() on it
+    worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+    thread.start()
+    return thread
+
