@@ -5,7 +5,3 @@ pydantic schemas), presets, worker (training/evaluation threads and the Qt bridg
 run_queue (one run after another), live_plots (+ buffers), adaptation_view, browser_model,
 browser (experiments browser), log_pane, settings.
 """
-
-from workbench.gui.compat import immortalize_singletons
-
-immortalize_singletons()  # before any signal is emitted; see compat.py
