@@ -27,6 +27,9 @@ def test_maml_sinusoid_halves_the_mse_by_adapting() -> None:
     pre, post = test.values["mse_after_0"], test.values["mse_after_1"]
     assert post <= 0.5 * pre, (pre, post)
     assert test.values["mse_after_10"] < post
+    for k in (5, 10):  # the paper's fine-tuning protocol is reported at K = 5 and K = 10
+        assert {f"k{k}_mse_after_{s}" for s in (1, 5, 10)} <= test.values.keys()
+    assert test.values["k10_mse_after_10"] < test.values["k5_mse_after_10"]  # more points, better fit
 
 
 def test_protonet_glyphs_5way_1shot_beats_60_percent() -> None:

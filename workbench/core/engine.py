@@ -250,7 +250,13 @@ class Trainer:
             self.algo.load_state_dict(state["algorithm"])
             ckpt_step = int(state["step"])
         s = self._score(dist, "test", self.config.test_episodes)
-        result = EvalResult(self.step, "test", s.mean, s.ci95, s.episodes, s.metric, s.values, ckpt_step, protocol_of(self.config))
+        values = dict(s.values)
+        if self.config.task_kind == "regression":  # the MAML paper's protocol: K = 5 and K = 10
+            for k in (5, 10):
+                shape = self.config.eval.model_copy(update={"shots": k})
+                sk = evaluate(self.algo, dist, shape, self.config.test_episodes, self.device, "test", self._autocast)
+                values.update({f"k{k}_{name}": v for name, v in sk.values.items() if name.startswith("mse_after")})
+        result = EvalResult(self.step, "test", s.mean, s.ci95, s.episodes, s.metric, values, ckpt_step, protocol_of(self.config))
         self._emit("on_eval", result)
         return result
 
