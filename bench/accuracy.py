@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--db", default=str(Path(__file__).resolve().parent / "out" / "bench.db"))
     p.add_argument("--tiny", action="store_true", help="a few steps on glyphs, results not written")
+    p.add_argument("--report-only", action="store_true", help="no training: test the run's best checkpoint so far and write the section")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = METHODS[args.method]
@@ -93,8 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     # the same run continues across sessions: a larger --steps extends it from its latest checkpoint
     runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name and r.config.get("steps", 0) <= steps]
+    if args.report_only:  # whatever budget the run has, report it as it stands
+        runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name]
+        if not runs:
+            print(f"no bench-{args.method} run in {args.db}")
+            return 1
     run = max(runs, key=lambda r: r.id) if runs else None
-    if run is None or run.status != "finished" or run.step < steps:
+    if run is not None and args.report_only:
+        steps = run.step
+    elif run is None or run.status != "finished" or run.step < steps:
         resume = cat.checkpoint(run.id, "latest") if run is not None else None
         trainer, run_id = api.trainer_for(cat, cfg, [], run_id=run.id if run else None, resume=resume)
         print(f"run {run_id}: training {args.method} to step {steps}" + (f" from {resume.step}" if resume else ""), flush=True)
@@ -110,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"### {args.method} on {cfg.dataset.name} ({m['preset']} settings{', ' + ' '.join(m['set']) if m['set'] else ''}, {steps} steps)",
         "",
-        f"{stamp()}; run {run.id} in `{Path(args.db).name}`; trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (summed over attempts: ended - started).",
+        f"{stamp()}; run {run.id} in `{Path(args.db).name}` ({run.status} at step {run.step} of {run.total_steps}); trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (first start to last end, on a machine shared with other jobs); tested on its best-validation checkpoint.",
         "",
         "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps (± 95% CI) | paper |" if regression else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
         "|---|---|---|---|" if regression else "|---|---|---|---|---|",
