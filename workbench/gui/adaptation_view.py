@@ -54,11 +54,12 @@ class AdaptationView(QWidget):
         self.stack.addWidget(self.placeholder)
 
         self.reg_plot = pg.PlotWidget()
-        self.reg_plot.showGrid(x=True, y=True, alpha=0.25)
+        # no grid and 1-px pens: both multiply the raster engine's paint time (see live_plots),
+        # and this plot is redrawn while training
         self.reg_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
-        self.true_curve = self.reg_plot.plot(pen=pg.mkPen("#222", width=2), name="true")
+        self.true_curve = self.reg_plot.plot(pen=pg.mkPen("#222", width=1), name="true")
         self.pred_curves = {
-            s: self.reg_plot.plot(pen=pg.mkPen(c, width=2, style=Qt.PenStyle.DashLine if s == 0 else Qt.PenStyle.SolidLine),
+            s: self.reg_plot.plot(pen=pg.mkPen(c, width=1, style=Qt.PenStyle.DashLine if s == 0 else Qt.PenStyle.SolidLine),
                                   name="before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}")
             for s, c in STEP_COLORS.items()
         }
@@ -75,6 +76,17 @@ class AdaptationView(QWidget):
         self._texts: list[Any] = []
         self.stack.addWidget(self.img_widget)
         self.last: dict[str, Any] | None = None
+        self.on_visible: Any = None  # called with True/False when the view is shown or hidden
+
+    def showEvent(self, ev: Any) -> None:
+        super().showEvent(ev)
+        if self.on_visible is not None:
+            self.on_visible(True)
+
+    def hideEvent(self, ev: Any) -> None:
+        super().hideEvent(ev)
+        if self.on_visible is not None:
+            self.on_visible(False)
 
     def clear(self) -> None:
         self.last = None

@@ -2,9 +2,14 @@
 
 The table is a `RunTableModel` behind a `RunFilterProxy`. A 1 s QTimer polls SQLite's
 `PRAGMA data_version` (one tiny query; it changes whenever any connection, in this process or
-another, commits). On a change only the live runs (queued/running/paused) and the newest id
-are read; a full reload happens when new runs appear, after our own edits, and at most every
-`FULL_RELOAD_S` seconds otherwise.
+another, commits). On a change one small read-only query (`LIVE_SQL`) returns the live runs
+(queued/running/paused), those that just left that state and any newer ids, with the step of
+their latest validation: a run that only made progress has its row's step and duration
+updated in place; only a new status, attempt or validation re-reads that run's record, and
+new runs reload the table. While a run trains, that keeps the GUI thread's share of each
+second well under a millisecond. A full reload (and the detail pane's curves) waits while
+the browser is hidden; otherwise it happens after our own edits and at most every
+`FULL_RELOAD_S` seconds.
 """
 
 from __future__ import annotations
@@ -64,6 +69,13 @@ from workbench.gui.worker import EvalWorker, start_in_thread
 POLL_MS = 1000
 FULL_RELOAD_S = 30.0
 IGNORED_IN_GROUP = ("seed", "name", "tags", "notes", "preset")
+# id, status, step, heartbeat, end, attempt, step of the latest validation; params: newest id known,
+# then the ids that were live at the last poll (filled in as "?, ?, ...")
+LIVE_SQL = (
+    "SELECT r.id, r.status, r.step, r.heartbeat_at, r.ended_at, r.attempt, "
+    "(SELECT max(s.latest_step) FROM run_summary s WHERE s.run_id = r.id AND s.name LIKE 'val\\_%' ESCAPE '\\') "
+    "FROM runs r WHERE r.id > ? OR r.status IN ('queued', 'running', 'paused') OR r.id IN ({ids})"
+)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -120,6 +132,7 @@ class ExperimentsBrowser(QWidget):
         self.eval_worker: EvalWorker | None = None
         self.last_eval: tuple[Any, Any] | None = None
         self._version_db: sqlite3.Connection | None = None
+        self._details_stale = False  # the shown runs changed while the browser was hidden
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
@@ -297,8 +310,63 @@ class ExperimentsBrowser(QWidget):
 
     def refresh(self) -> None:
         """Cheap update: live runs in place; a full reload when runs were added."""
+        if self.isVisible() and time.monotonic() - self._last_full > FULL_RELOAD_S:
+            self.reload()
+            self.show_details()
+            return
+        rows = self._live_rows()
+        if rows is None:  # no fast path (e.g. an older schema): the catalog API
+            self._refresh_records()
+            return
+        if self._live_ids - {r[0] for r in rows}:  # a live run was deleted
+            self.reload()
+            return
+        m = self.model
+        changed: list[int] = []
+        progress: list[tuple[int, int, float | None]] = []
+        for run_id, status, step, heartbeat, ended, attempt, val_step in rows:
+            row = m.row_of.get(run_id)
+            if row is None:  # a new run (or one we never saw): reload everything
+                self.reload()
+                self.show_details()
+                return
+            r = m.rows[row]
+            summary_val = max((v.latest_step or 0 for k, v in r.summary.items() if k.startswith("val_")), default=0)
+            if status != r.status or attempt != r.attempt or ended != r.ended_at or (val_step or 0) != summary_val:
+                changed.append(run_id)
+            elif step != r.step or heartbeat != r.heartbeat_at:
+                progress.append((run_id, step, heartbeat))
+        records = []
+        for run_id in changed:
+            try:
+                records.append(self.catalog.get_run(run_id))
+            except UnknownRunError:
+                self.reload()
+                return
+        if m.update_runs(records):
+            self.reload()
+            return
+        m.update_progress(progress)
+        self._live_ids = {r[0] for r in rows if r[1] in LIVE}
+        if set(changed) & set(self._shown_ids):
+            if self.isVisible():
+                self.show_details(keep_items=True)
+            else:
+                self._details_stale = True
+
+    def _live_rows(self) -> list[tuple[Any, ...]] | None:
+        db = self._version_db
+        if db is None:
+            return None
+        try:
+            sql = LIVE_SQL.format(ids=", ".join("?" * len(self._live_ids)) or "NULL")
+            return db.execute(sql, [self._max_id, *sorted(self._live_ids)]).fetchall()
+        except sqlite3.Error:
+            return None
+
+    def _refresh_records(self) -> None:
         newest = self.catalog.list_runs(limit=1)
-        if (newest and newest[0].id > self._max_id) or time.monotonic() - self._last_full > FULL_RELOAD_S:
+        if newest and newest[0].id > self._max_id:
             self.reload()
             self.show_details()
             return
@@ -317,7 +385,19 @@ class ExperimentsBrowser(QWidget):
         self._live_ids = now_live
         changed = {r.id for r in records}
         if changed & set(self._shown_ids):
+            if self.isVisible():
+                self.show_details(keep_items=True)
+            else:
+                self._details_stale = True
+
+    def showEvent(self, ev: Any) -> None:
+        super().showEvent(ev)
+        if time.monotonic() - self._last_full > FULL_RELOAD_S:
+            self.reload()
+            self.show_details()
+        elif self._details_stale:
             self.show_details(keep_items=True)
+        self._details_stale = False
 
     def shutdown(self) -> None:
         self.poll_timer.stop()

@@ -132,6 +132,20 @@ class RunTableModel(QAbstractTableModel):
             self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
         return missing
 
+    def update_progress(self, progress: list[tuple[int, int, float | None]]) -> None:
+        """(run id, step, heartbeat time) of runs that only made progress: their step and
+        duration cells change, nothing else is re-read."""
+        cols = (COL["Steps"], COL["Duration"])
+        for run_id, step, heartbeat in progress:
+            row = self.row_of.get(run_id)
+            if row is None:
+                continue
+            r = self.rows[row]
+            r.step, r.heartbeat_at = step, heartbeat
+            for c in cols:
+                self._cells.pop((run_id, c), None)
+            self.dataChanged.emit(self.index(row, cols[0]), self.index(row, cols[1]))
+
     def record(self, row: int) -> RunRecord:
         return self.rows[row]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -16,6 +18,13 @@ class Series:
         self.n = 0
         self.alpha = 0.0
         self._ema: float | None = None
+        self._bounds_reset()
+
+    def _bounds_reset(self) -> None:
+        self.finite = True  # no NaN/inf among the values (pyqtgraph may then skip its finite check)
+        self.vmin = math.inf  # bounds of the finite values, and the smallest positive one (log axes)
+        self.vmax = -math.inf
+        self.vmin_pos = math.inf
 
     def __len__(self) -> int:
         return self.n
@@ -42,7 +51,20 @@ class Series:
         self.wall[s] = walls
         self.value[s] = values
         self._smooth_range(self.n, self.n + k)
+        self._bounds_update(self.value[s])
         self.n += k
+
+    def _bounds_update(self, new: np.ndarray) -> None:
+        ok = np.isfinite(new)
+        if not ok.all():
+            self.finite = False
+            new = new[ok]
+        if len(new):
+            self.vmin = min(self.vmin, float(new.min()))
+            self.vmax = max(self.vmax, float(new.max()))
+            pos = new[new > 0]
+            if len(pos):
+                self.vmin_pos = min(self.vmin_pos, float(pos.min()))
 
     def append(self, step: float, wall: float, value: float) -> None:
         self.extend([step], [wall], [value])
@@ -75,3 +97,4 @@ class Series:
     def clear(self) -> None:
         self.n = 0
         self._ema = None
+        self._bounds_reset()

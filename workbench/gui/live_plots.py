@@ -1,9 +1,14 @@
 """Live training curves (pyqtgraph): meta-train loss, query score, validation with a 95% CI
 band, learning rate and steps/s.
 
-Events are only queued by the slots; a QTimer redraws at most `FPS` times a second, and only
-curves that changed. Curves are created once and fed with `setData` on growing numpy buffers,
-clipped to view and peak-downsampled, so drawing cost does not grow with the run's length.
+Events are only queued by the slots; a QTimer redraws at most `FPS` times a second and at most
+`PAINT_DUTY` of the wall time (update + paint, measured), and only curves that changed. The
+GUI thread shares the GIL with training, so every millisecond drawn here is a millisecond the
+trainer waits: a hidden view only buffers, and while following the data the axis ranges grow
+in steps (x by 25%, y with hysteresis) so that most frames repaint the curves and leave the
+axes' cached pictures alone. Curves are created once and fed with `setData` on growing numpy
+buffers, clipped to view and peak-downsampled, so drawing cost does not grow with the run's
+length (and the adaptive budget absorbs what does).
 """
 
 from __future__ import annotations
@@ -30,7 +35,12 @@ from workbench.core.events import EvalResult, StepMetrics
 from workbench.gui.buffers import Series
 
 FPS = 30
-PAINT_DUTY = 0.12  # share of wall time the curves may take (update + paint); the GIL is shared with training
+PAINT_DUTY = 0.02  # share of wall time the curves may take (update + paint): the GIL is shared with training
+MAX_WAIT_S = 2.0  # however slow a frame, redraw at least this often while data arrives
+HIDDEN_INGEST_S = 0.5  # hidden: move queued points into the buffers this often, draw nothing
+X_GROWTH = 0.25  # following: the x range grows by this share of the data span when the data reach its end
+Y_SLACK = 0.1  # following: a new y range gets this share of the data span as extra room on each side
+Y_SHRINK = 0.5  # ... and is refitted when the data use less than this share of it
 COLORS = {"loss": "#1f77b4", "score": "#d62728", "val": "#2ca02c", "lr": "#9467bd", "speed": "#ff7f0e"}
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#333")
@@ -78,6 +88,11 @@ class LivePlots(QWidget):
         self.val_ci: list[float] = []
         self.redraws = 0
         self._update_s = 0.0
+        self._redraw_done = 0.0
+        self._dirty = False
+        self._dirty_steps = False
+        self._log = False
+        self._raw_on: dict[str, bool] = {}
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -127,12 +142,12 @@ class LivePlots(QWidget):
                 p.setXLink(first)
             # clip-to-view draws only what is inside the x range, so pyqtgraph's x auto-range
             # cannot grow it: the x range follows the data here until the user pans or zooms
-            p.enableAutoRange(x=False, y=True)
-            p.setAutoVisible(y=True)
+            p.enableAutoRange(x=False, y=False)  # while following, redraw fits y (in steps)
+            p.setAutoVisible(y=True)  # after a manual x zoom, y auto-range fits what is visible
             p.vb.sigRangeChangedManually.connect(self._manual_range)
         self.follow_x = True
         first.vb.sigXRangeChanged.connect(lambda _vb, r: self.plots["val"].setXRange(*r, padding=0))
-        self.plots["lr"].enableAutoRange(y=False)  # fitted from 0 in redraw: a constant LR is a flat line
+        # lr: fitted from 0 in redraw: a constant LR is a flat line
 
         val = self.plots["val"]
         self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
@@ -155,6 +170,8 @@ class LivePlots(QWidget):
             self.cross[key] = line
         self._mouse_proxy = pg.SignalProxy(self.view.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
 
+        self._val_drawn = -1  # validations drawn (the val items are re-fed only when this changes)
+        self._lr_top: float | None = None
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / FPS))
         self.timer.timeout.connect(self._tick)
@@ -169,7 +186,10 @@ class LivePlots(QWidget):
         self.plots[key] = p
         if key != "val":
             self.raw[key] = p.plot(pen=_pen(COLORS[key], 1, 45))
-            self.curves[key] = p.plot(pen=_pen(COLORS[key], 1.8))
+            # width 1: Qt's raster engine draws 1-px cosmetic lines on a fast path; any wider pen
+            # goes through the stroker, 10-25x slower (24.7 -> 2.6 ms a frame at 2k points, 92 -> 3.7
+            # at 100k; bench/plot_redraw.py), and every painted millisecond is taken from training
+            self.curves[key] = p.plot(pen=_pen(COLORS[key], 1))
             for c in (self.raw[key], self.curves[key]):
                 c.setClipToView(True)
                 c.setDownsampling(auto=True, method="peak")
@@ -188,6 +208,8 @@ class LivePlots(QWidget):
         self.set_metric(metric)
         self.set_reference(reference)
         self._dirty = True
+        self._val_drawn = -1
+        self._lr_top = None
         self.follow()
 
     def set_metric(self, metric: str) -> None:
@@ -233,21 +255,42 @@ class LivePlots(QWidget):
         self._dirty = True
 
     # ---- drawing ---------------------------------------------------------------------
+    def _shown(self) -> bool:
+        """On screen: not in a hidden tab, not minimized, not covered by the splitter."""
+        return self.isVisible() and not self.view.viewport().visibleRegion().isEmpty()
+
     def _tick(self) -> None:
-        """Timer slot: redraw unless the last paint says we would exceed the paint budget."""
+        """Timer slot: redraw when the paint budget allows; the next tick comes when it will."""
+        if not self._shown():
+            self._ingest()
+            self.timer.setInterval(int(HIDDEN_INGEST_S * 1000))
+            return
         v = self.view
         cost = v.last_paint_s + self._update_s
-        if time.perf_counter() - v.paint_done < cost * (1.0 / PAINT_DUTY - 1.0):
+        wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+        since = time.perf_counter() - max(v.paint_done, self._redraw_done)
+        if since < wait:
+            self.timer.setInterval(max(1, int((wait - since) * 1000)))
             return
         t0 = time.perf_counter()
-        self.redraw()
-        self._update_s = time.perf_counter() - t0
+        drew = self.redraw()
+        self._redraw_done = time.perf_counter()
+        if drew:
+            self._update_s = self._redraw_done - t0
+            cost = v.last_paint_s + self._update_s
+            wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+        else:  # nothing arrived: look again soon, it costs next to nothing
+            wait = 1.0 / FPS
+        self.timer.setInterval(max(1, int(wait * 1000)))
 
-    def redraw(self, force: bool = False) -> None:
+    def showEvent(self, ev: Any) -> None:
+        super().showEvent(ev)
+        self.timer.setInterval(1)  # what arrived while hidden is drawn right away
+
+    def _ingest(self) -> tuple[bool, bool]:
+        """Move queued events into the buffers; (new steps?, new validations?)."""
         steps, self._pending_steps = self._pending_steps, []
         evals, self._pending_evals = self._pending_evals, []
-        dirty = force or getattr(self, "_dirty", False)
-        self._dirty = False
         if steps:
             if not self.origin:
                 self.origin = steps[0].wall_time
@@ -258,43 +301,65 @@ class LivePlots(QWidget):
             wt = [e.wall_time for e in steps]
             for key, name in (("loss", "loss"), ("score", score_key), ("lr", "meta_lr"), ("speed", "steps_per_s")):
                 self.series[key].extend(st, wt, [float(e.values.get(name, math.nan)) for e in steps])
-            dirty = True
+        loss = self.series["loss"]
         for e in evals:
             self.val_step.append(float(e.step))
-            self.val_wall.append(self.series["loss"].wall[self.series["loss"].n - 1] if len(self.series["loss"]) else 0.0)
+            self.val_wall.append(loss.wall[loss.n - 1] if len(loss) else 0.0)
             self.val_mean.append(e.mean)
             self.val_ci.append(e.ci95 if math.isfinite(e.ci95) else 0.0)
-            dirty = True
-        if not dirty:
-            return
-        smoothing = self.alpha > 0
-        for key, curve in self.curves.items():
-            s = self.series[key]
-            x = s.x(self.x_mode, self.origin)
-            if key in ("lr",):  # a schedule, not noise: draw it raw
-                curve.setData(x, s.y(False))
-                self.raw[key].setData([], [])
-                continue
-            curve.setData(x, s.y(smoothing))
-            self.raw[key].setData(x, s.y(False)) if smoothing else self.raw[key].setData([], [])
-        if self.val_step:
-            vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
-            m = np.asarray(self.val_mean)
-            ci = np.asarray(self.val_ci)
-            self.val_curve.setData(vx, m)
-            self.val_hi.setData(vx, m + ci)
-            self.val_lo.setData(vx, m - ci)
-        else:
-            for c in (self.val_curve, self.val_hi, self.val_lo):
-                c.setData([], [])
+        if steps or evals:
+            self._dirty_steps = self._dirty_steps or bool(steps)
+        return bool(steps), bool(evals)
+
+    def redraw(self, force: bool = False) -> bool:
+        """Feed what changed to the plot items; True if anything was redrawn. `force` redraws
+        everything and fits the ranges tightly (new run, view option changed, run ended)."""
+        new_steps, new_evals = self._ingest()
+        dirty = force or self._dirty
+        new_steps = new_steps or self._dirty_steps
+        self._dirty = self._dirty_steps = False
+        new_evals = new_evals or len(self.val_step) != self._val_drawn
+        if not (dirty or new_steps or new_evals):
+            return False
+        if dirty or new_steps:
+            smoothing = self.alpha > 0
+            for key, curve in self.curves.items():
+                s = self.series[key]
+                x = s.x(self.x_mode, self.origin)
+                ok = s.finite  # pyqtgraph may skip its per-point finite check
+                raw = key != "lr" and smoothing  # lr is a schedule, not noise: drawn raw only
+                curve.setData(x, s.y(raw), skipFiniteCheck=ok)
+                if raw:
+                    self.raw[key].setData(x, s.y(False), skipFiniteCheck=ok)
+                    self._raw_on[key] = True
+                elif self._raw_on.get(key, True):
+                    self.raw[key].setData([], [])
+                    self._raw_on[key] = False
+        if dirty or new_evals:
+            if self.val_step:
+                vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
+                m = np.asarray(self.val_mean)
+                ci = np.asarray(self.val_ci)
+                self.val_curve.setData(vx, m)
+                self.val_hi.setData(vx, m + ci)
+                self.val_lo.setData(vx, m - ci)
+            else:
+                for c in (self.val_curve, self.val_hi, self.val_lo):
+                    c.setData([], [])
+            self._val_drawn = len(self.val_step)
         lr = self.series["lr"]
         if len(lr):
-            top = float(np.nanmax(lr.value[: lr.n])) if np.isfinite(lr.value[: lr.n]).any() else 1.0
-            self.plots["lr"].setYRange(0.0, top * 1.15 if top > 0 else 1.0, padding=0)
+            top = lr.vmax if math.isfinite(lr.vmax) else 1.0
+            if dirty or top != self._lr_top:
+                self._lr_top = top
+                self.plots["lr"].setYRange(0.0, top * 1.15 if top > 0 else 1.0, padding=0)
         if self.follow_x:
-            self._fit_x()
+            self._fit_x(tight=force)
+            for key in ("loss", "score", "val", "speed"):
+                self._fit_y(key, tight=force)
         self.redraws += 1
         self.redrawn.emit()
+        return True
 
     # ---- view options ----------------------------------------------------------------
     def set_x_mode(self, mode: str) -> None:
@@ -307,23 +372,74 @@ class LivePlots(QWidget):
         """Let the x range follow the data again (after a manual zoom or pan)."""
         self.follow_x = True
         for p in self.plots.values():
-            p.enableAutoRange(x=False, y=True)
+            p.enableAutoRange(x=False, y=False)  # fitted in redraw, in steps (see _fit_x, _fit_y)
         self.redraw(force=True)
 
-    def _manual_range(self, *_: Any) -> None:
+    def _manual_range(self, mask: Any = None) -> None:
         self.follow_x = False
+        # the user moved x only (e.g. dragged the x axis): y fits the visible data, as pyqtgraph does it
+        if isinstance(mask, list | tuple) and len(mask) == 2 and mask[0] and not mask[1]:
+            for key, p in self.plots.items():
+                if key != "lr":
+                    p.enableAutoRange(y=True)
 
-    def _fit_x(self) -> None:
+    def _fit_x(self, tight: bool = False) -> None:
+        """Follow the data; unless `tight`, leave X_GROWTH of room at the end so that the x range
+        (and with it every axis picture) changes only now and then."""
         s = self.series["loss"]
         if not len(s):
             return
-        x = s.x(self.x_mode, self.origin)
-        lo, hi = float(x[0]), float(x[-1])
+        n = s.n - 1
+        lo, hi = (s.step[0], s.step[n]) if self.x_mode == "step" else (s.wall[0] - self.origin, s.wall[n] - self.origin)
+        lo, hi = float(lo), float(hi)
         if self.val_step and self.x_mode == "step":
             lo, hi = min(lo, self.val_step[0]), max(hi, self.val_step[-1])
         if hi <= lo:
             hi = lo + 1.0
-        self.plots["loss"].setXRange(lo, hi, padding=0.02)
+        span = hi - lo
+        pad = 0.02 * span
+        p = self.plots["loss"]
+        cur_lo, cur_hi = p.vb.viewRange()[0]
+        if not tight and lo - 2 * pad <= cur_lo <= lo and hi <= cur_hi <= hi + (2 * X_GROWTH + 0.05) * span:
+            return
+        p.setXRange(lo - pad, hi + pad + (0.0 if tight else X_GROWTH * span), padding=0)
+
+    def _y_bounds(self, key: str) -> tuple[float, float] | None:
+        log = self._log
+        if key == "val":
+            if not self.val_step:
+                return None
+            m, ci = np.asarray(self.val_mean, np.float64), np.asarray(self.val_ci, np.float64)
+            v = np.concatenate([m - ci, m + ci])
+            v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+            if not len(v):
+                return None
+            lo, hi = float(v.min()), float(v.max())
+        else:
+            s = self.series[key]
+            lo, hi = (s.vmin_pos if log else s.vmin), s.vmax
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            return None
+        return (math.log10(lo), math.log10(hi)) if log else (lo, hi)
+
+    def _fit_y(self, key: str, tight: bool = False) -> None:
+        """Fit y to all the data (while following, all the data are in view), with hysteresis:
+        a new range keeps Y_SLACK room on each side and stays until the data leave it or use
+        less than Y_SHRINK of it."""
+        b = self._y_bounds(key)
+        if b is None:
+            return
+        lo, hi = b
+        span = hi - lo
+        if span <= 0:
+            span = abs(hi) * 0.1 or 1.0
+            lo, hi = lo - span / 2, hi + span / 2
+        vb = self.plots[key].vb
+        cur_lo, cur_hi = vb.viewRange()[1]
+        if not tight and cur_lo <= lo and hi <= cur_hi and span >= Y_SHRINK * (cur_hi - cur_lo):
+            return
+        pad = (0.05 if tight else Y_SLACK) * span
+        self.plots[key].setYRange(lo - pad, hi + pad, padding=0)
 
     def set_smoothing(self, alpha: float) -> None:
         self.alpha = max(0.0, min(0.99, float(alpha)))
@@ -333,9 +449,10 @@ class LivePlots(QWidget):
         self.redraw(force=True)
 
     def set_log(self, on: bool) -> None:
+        self._log = bool(on)
         for key in ("loss", "score", "val"):
-            self.plots[key].setLogMode(y=bool(on))
-        self.redraw(force=True)
+            self.plots[key].setLogMode(y=self._log)
+        self.redraw(force=True)  # refits y (in log10 units) while following
 
     # ---- crosshair -------------------------------------------------------------------
     def _mouse_moved(self, event: Any) -> None:

@@ -89,7 +89,9 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
 
-        self.status_timer = QTimer(self, interval=250)
+        self._sb_texts: dict[int, str] = {}
+        self._mem_at = 0.0
+        self.status_timer = QTimer(self, interval=500)  # coalesced: step/rate/ETA at 2 Hz, memory at 0.5 Hz
         self.status_timer.timeout.connect(self.update_status_bar)
         self.status_timer.start()
 
@@ -230,6 +232,8 @@ class MainWindow(QMainWindow):
         s.checkpoint.connect(self._checkpoint)
         s.status.connect(self._status)
         s.adaptation.connect(lambda run_id, data: self.adapt.show_data(data))
+        self.adapt.on_visible = lambda shown: setattr(s, "adaptation_wanted", shown)
+        s.adaptation_wanted = self.adapt.isVisible()
         self.browser.log.connect(self.log.add)
         self.browser.resumeRequested.connect(self.resume_run)
         self.browser.cloneRequested.connect(self.clone_config)
@@ -376,17 +380,27 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     # ---- status bar ----------------------------------------------------------------------
-    def update_status_bar(self) -> None:
+    def _set_text(self, label: QLabel, text: str) -> None:
+        """setText only on a change: an unchanged label costs no relayout or repaint."""
+        if self._sb_texts.get(id(label)) != text:
+            self._sb_texts[id(label)] = text
+            label.setText(text)
+
+    def update_status_bar(self, force: bool = False) -> None:
         r = self._run
         if r:
             state = r.get("state", "")
-            self.sb_state.setText(f"#{r['id']} {state}")
-            self.sb_step.setText(f"step {r['step']}/{r['total']}")
+            self._set_text(self.sb_state, f"#{r['id']} {state}")
+            self._set_text(self.sb_step, f"step {r['step']}/{r['total']}")
             rate = r.get("rate") or 0.0
-            self.sb_speed.setText(f"{rate:.1f} steps/s" if rate else "")
+            self._set_text(self.sb_speed, f"{rate:.1f} steps/s" if rate else "")
             live = state in ("running", "starting")
-            self.sb_eta.setText(f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "")
-            self.sb_device.setText(str(r.get("device", "")))
+            self._set_text(self.sb_eta, f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "")
+            self._set_text(self.sb_device, str(r.get("device", "")))
+        now = time.monotonic()
+        if not force and now - self._mem_at < 2.0:
+            return
+        self._mem_at = now
         mem = f"RSS {self._process.memory_info().rss / 2**20:.0f} MiB"
         dev = r.get("device", "") if r else ""
         if dev.startswith(("cuda", "mps")):
@@ -402,7 +416,7 @@ class MainWindow(QMainWindow):
                         mem += f" (peak {m['device_peak_mb']:.0f})"
             except Exception:
                 pass
-        self.sb_memory.setText(mem)
+        self._set_text(self.sb_memory, mem)
 
     # ---- about, settings, closing ----------------------------------------------------------
     def about_text(self) -> str:

@@ -2,7 +2,7 @@
 
 The worker objects live in their thread and never touch a widget. Training events reach the
 GUI through `QtBridge`, a Trainer listener that emits Qt signals (queued across threads); step
-metrics are batched on the worker side (one signal per ~30 ms) so that a fast run does not
+metrics are batched on the worker side (one signal per ~100 ms) so that a fast run does not
 flood the GUI's event queue. The catalog is written by `CatalogListener` in the same thread.
 """
 
@@ -30,7 +30,8 @@ from workbench.core.events import (
     StepMetrics,
 )
 
-EMIT_EVERY_S = 0.03
+EMIT_EVERY_S = 0.1  # step batches: 10 signals/s (each wakes the GUI thread and takes the GIL once); plots redraw slower
+ADAPT_EVERY_S = 2.0  # the adaptation view is recomputed at most this often (and at the last validation)
 ADAPT_STEPS = (0, 1, 10)
 ADAPT_SEED = 20170309  # the fixed validation task shown in the adaptation view
 
@@ -59,6 +60,12 @@ class RunSignals(QObject):
     adaptation = Signal(int, object)  # run id, dict of numpy arrays
     finished = Signal(int, object)  # run id, RunFinished
 
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        # set by the GUI thread, read by the training thread (a plain bool: atomic under the GIL):
+        # nobody looks at the adaptation view, so the bridge does not compute it
+        self.adaptation_wanted = True
+
 
 class QtBridge(Listener):
     """Trainer listener that turns events into signals. Runs on the training thread."""
@@ -71,6 +78,7 @@ class QtBridge(Listener):
         self._last_emit = 0.0
         self._val_dist: Any = None
         self._adapt_batch: Any = None
+        self._adapt_at = -float("inf")
 
     def flush(self) -> None:
         if self._pending:
@@ -89,7 +97,8 @@ class QtBridge(Listener):
     def on_eval(self, event: EvalResult) -> None:
         self.flush()
         self.signals.evaluated.emit(self.run_id, event)
-        if event.split == "val":
+        if event.split == "val" and self._adaptation_due(event.step):
+            self._adapt_at = time.perf_counter()
             try:
                 data = self.adaptation()
             except Exception as exc:  # a plot must never break training
@@ -108,7 +117,16 @@ class QtBridge(Listener):
     def on_finish(self, event: RunFinished) -> None:
         self.flush()  # the finished signal itself is sent by the worker after the catalog closed
 
-    # ---- adaptation view data (training thread, at each validation) ----------------------
+    def _adaptation_due(self, step: int) -> bool:
+        """At most every ADAPT_EVERY_S (a fast run validates several times a second, and the view
+        costs a prediction here and a redraw on the GUI thread), always at the last validation,
+        never while the view is hidden."""
+        if not getattr(self.signals, "adaptation_wanted", True):
+            return False
+        last = self.trainer is not None and step >= self.trainer.config.steps
+        return last or time.perf_counter() - self._adapt_at >= ADAPT_EVERY_S
+
+    # ---- adaptation view data (training thread, at some validations) ---------------------
     def adaptation(self) -> dict[str, Any] | None:
         t = self.trainer
         if t is None or t.algo is None or t.device is None:

@@ -1,0 +1,34 @@
+"""The benchmark scripts run (`--tiny`, in a subprocess) and name what they measure."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_tiny(script: str, timeout: int = 80) -> str:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--tiny"], capture_output=True, text=True,
+                          cwd=ROOT, env=env, timeout=timeout)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("script", "words"),
+    [
+        ("gui_overhead.py", ["median steps/s headless", "with GUI", "sinusoid", "glyphs", "QTimer lateness", "p99", "max"]),
+        ("catalog_scale.py", ["built a catalog of 200 runs", "list the runs", "load one run's", "metric logging per step"]),
+        ("plot_redraw.py", ["redraw of a 10,000-point curve, full view", "zoomed", "paint"]),
+    ],
+)
+def test_bench_script_tiny(script: str, words: list[str]) -> None:
+    out = run_tiny(script)
+    for w in words:
+        assert w in out, f"{w!r} not in the output of {script}:\n{out}"
