@@ -336,6 +336,7 @@ def test_preset_fills_the_form_and_shows_the_published_number(qtbot, window: Mai
     assert window.form.published_label.isVisibleTo(window.form) and preset.published[:20] in window.form.published_label.text()
     if preset.name == "maml-sinusoid":
         assert window.live.ref_line.isVisible() and window.live.ref_line.value() == pytest.approx(0.35)
+        assert window.live.ref_line.label.toPlainText() == "published 0.35"
 
 
 def test_settings_persist_and_about_lists_versions(qtbot, catalog: Catalog) -> None:

@@ -40,3 +40,40 @@ def test_protonet_glyphs_5way_1shot_beats_60_percent() -> None:
 def test_maml_glyphs_5way_1shot_beats_60_percent() -> None:
     test = train("maml", "glyphs", "steps=100", "train.meta_batch=4")
     assert test.mean - test.ci95 > 0.60, test
+
+
+def test_meta_lstm_beats_tuned_sgd_from_the_same_initialisation() -> None:
+    """After a short meta-training on sinusoid, the learned update rule beats plain SGD started
+    from the same learned theta_0 with the same number of steps, SGD's learning rate being the
+    best of a grid chosen on the very test tasks (which favours SGD), by at least 5%."""
+    from workbench.core.engine import load_datasets
+    from workbench.core.evaluate import episode_generator
+
+    torch.set_num_threads(2)
+    cfg = default_config("meta-lstm", "sinusoid").with_overrides([
+        "steps=400", "val_every=0", "ckpt_every=0", "test_on_finish=false", "seed=0", "algorithm.meta_lr=0.002",
+        "train.meta_batch=4", "train.inner_steps=5", "eval.inner_steps=5", "eval.shots=10",
+    ])  # fmt: skip
+    trainer = Trainer(cfg, [])
+    assert trainer.run().status == "finished"
+    algo = trainer.algo
+    assert algo is not None
+    batch = load_datasets(cfg, ("test",))["test"].sample(cfg.eval, 200, episode_generator("test"))
+    with torch.no_grad():
+        learned = float(algo.evaluate(batch, cfg.eval)["mse"].mean())
+
+    def sgd(lr: float) -> float:
+        losses = []
+        for i in range(len(batch)):
+            theta = algo.cell.theta0.detach().clone().requires_grad_()
+            for _ in range(cfg.eval.inner_steps):
+                loss, _ = algo.learner_loss(theta, batch.support_x[i], batch.support_y[i])
+                (grad,) = torch.autograd.grad(loss, theta)
+                theta = (theta - lr * grad).detach().requires_grad_()
+            with torch.no_grad():
+                losses.append(float(algo.learner_loss(theta, batch.query_x[i], batch.query_y[i])[0]))
+        mse = sum(losses) / len(losses)
+        return mse if mse == mse else float("inf")  # a diverging rate counts as infinitely bad
+
+    best_sgd = min(sgd(lr) for lr in (0.001, 0.003, 0.01, 0.03, 0.1))
+    assert learned < 0.95 * best_sgd, (learned, best_sgd)

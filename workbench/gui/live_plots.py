@@ -223,9 +223,9 @@ class LivePlots(QWidget):
         if value is None or not math.isfinite(value):
             self.ref_line.hide()
         else:
+            self.ref_line.show()  # first: pyqtgraph does not refresh the text of a hidden label
             self.ref_line.setValue(value)
             self.ref_line.label.setFormat(f"published {value:.4g}")
-            self.ref_line.show()
 
     def add_steps(self, steps: list[StepMetrics]) -> None:
         self._pending_steps.extend(steps)
