@@ -373,3 +373,22 @@ def test_live_view_options(qtbot, window: MainWindow) -> None:
     assert "step" in live.show_cursor(10.0)
     live.set_x_mode("step")
     assert "val 0.5" in live.show_cursor(1000.0)
+
+
+def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(qtbot, window: MainWindow) -> None:
+    cfg = RunConfig.from_dict({
+        "algorithm": {"name": "protonet"}, "dataset": {"name": "glyphs"},
+        "train": {"ways": 5, "shots": 1, "queries": 5, "meta_batch": 1, "inner_steps": 0},
+        "eval": {"ways": 5, "shots": 1, "queries": 5, "meta_batch": 10, "inner_steps": 0},
+        "steps": 20, "val_every": 10, "val_episodes": 10, "test_episodes": 10, "ckpt_every": 0,
+    })  # fmt: skip
+    window.form.set_config(cfg.to_dict())
+    assert window.form.valid, window.form.error_label.text()
+    qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window, timeout=120_000)
+    qtbot.waitUntil(lambda: window.adapt.last is not None, timeout=5000)
+    shown = window.adapt.last
+    assert shown["kind"] == "classification" and shown["ways"] == 5
+    assert shown["support_x"].shape[0] == 5 and shown["query_x"].shape[0] == 10  # 5 ways x 2 queries
+    assert shown["pred"] is not None and len(shown["pred"]) == 10
+    assert set(shown["pred"].tolist()) <= set(range(5))

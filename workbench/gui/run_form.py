@@ -340,7 +340,11 @@ class RunForm(QWidget):
             algo = (data.get("algorithm") or {}).get("name", "maml")
             self.editors["algorithm.name"].set_value(algo)
             self._algorithm_changed()
-            base = RunConfig.from_dict({"algorithm": {"name": algo}}).to_dict()
+            dataset = (data.get("dataset") or {}).get("name", "sinusoid")
+            try:
+                base = RunConfig.from_dict({"algorithm": {"name": algo}, "dataset": {"name": dataset}}).to_dict()
+            except ConfigError:  # an incompatible pair: fill what we can, validation marks the field
+                base = RunConfig.from_dict({"algorithm": {"name": algo}, "dataset": {"name": "glyphs"}}).to_dict()
             merged = _merge(base, data)
             for key, ed in self.editors.items():
                 if key in ("seed", "tags"):
