@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import time
@@ -16,7 +17,7 @@ def machine() -> str:
 
     from workbench.core.devices import cpu_name
 
-    return f"{cpu_name()}, {torch.get_num_threads()} torch threads available, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"{cpu_name()}, {os.cpu_count()} CPUs, torch {torch.__version__}, Python {platform.python_version()}"
 
 
 def commit() -> str:

@@ -421,7 +421,8 @@ def test_listener_full_run(cat: Catalog, tmp_path: Path) -> None:
     test = EvalResult(
         10, "test", 0.9, 0.01, 600, "accuracy", checkpoint_step=10, protocol={"episodes_seed": 1}
     )
-    listener.on_finish(RunFinished("finished", 20, test=test))
+    listener.on_eval(test)  # the Trainer announces the test result once, through on_eval ...
+    listener.on_finish(RunFinished("finished", 20, test=test))  # ... and repeats it here
     listener.close()  # idempotent
     r = cat.get_run(rid)
     assert (r.status, r.step, r.error) == ("finished", 20, None) and r.ended_at is not None

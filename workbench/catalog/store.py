@@ -807,19 +807,11 @@ class Catalog:
                 if attempt is None:
                     raise UnknownRunError(run_id)
             conn = s.connection()
-            conn.execute(
-                insert(Metric.__table__),
-                [
-                    {
-                        "run_id": run_id,
-                        "attempt": attempt,
-                        "step": st,
-                        "name": n,
-                        "value": _finite(v),
-                        "wall_time": w,
-                    }
-                    for st, n, v, w in points
-                ],
+            # plain tuples through the driver: several times cheaper per point than Core's
+            # dict-per-row executemany, and this runs for every point of every run
+            conn.exec_driver_sql(
+                "INSERT INTO metrics (run_id, attempt, step, name, value, wall_time, superseded) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                [(run_id, attempt, st, n, _finite(v), w) for st, n, v, w in points],
             )
             lower = [n for n in agg if lower_is_better(n)]
             higher = [n for n in agg if not lower_is_better(n)]
