@@ -430,6 +430,10 @@ class LivePlots(QWidget):
         if b is None:
             return
         lo, hi = b
+        ref = self.reference
+        if key == "val" and ref is not None and math.isfinite(ref) and not (self._log and ref <= 0):
+            r = math.log10(ref) if self._log else ref  # keep the published number in view
+            lo, hi = min(lo, r), max(hi, r)
         span = hi - lo
         if span <= 0:
             span = abs(hi) * 0.1 or 1.0
