@@ -175,6 +175,7 @@ class MainWindow(QMainWindow):
         for w in (self.sb_state, self.sb_step, self.sb_speed, self.sb_eta, self.sb_device):
             w.setMinimumWidth(70)
             sb.addWidget(w)
+        self.sb_state.setMinimumWidth(130)  # "#123 interrupted" must not be cut off
         sb.addPermanentWidget(self.sb_memory)
 
     def _action(self, menu: Any, text: str, slot: Callable[[], Any], shortcut: Any = None, tip: str = "") -> QAction:
