@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{stamp()}; run {run.id} in `{Path(args.db).name}` ({run.status} at step {run.step} of {run.total_steps}); trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (first start to last end, on a machine shared with other jobs); tested on its best-validation checkpoint.",
         "",
-        "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps (± 95% CI) | paper |" if regression else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
+        "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps, mean ± 95% CI (median over tasks) | paper |" if regression else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
         "|---|---|---|---|" if regression else "|---|---|---|---|---|",
     ]
     for label, shape in m["tests"].items():
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         score = api.evaluate_checkpoint(cat, run.id, "best", episodes=4 if args.tiny else m["episodes"], shape=shape or None, inner_lr=lr)
         pub = m["published"].get(label)
         if regression:
-            after = " / ".join(f"{score.values[f'mse_after_{k}']:.3f} ± {score.values[f'mse_after_{k}_ci95']:.3f}" for k in (1, 5, 10))
+            after = " / ".join(f"{score.values[f'mse_after_{k}']:.3f} ± {score.values[f'mse_after_{k}_ci95']:.3f} (median {score.values[f'mse_after_{k}_median']:.3f})" for k in (1, 5, 10))
             lines.append(f"| {label}{f' (step {lr})' if lr else ''} | {score.episodes} | {after} | {pub or '—'} |")
         else:
             tgt = m["target"].get(label)

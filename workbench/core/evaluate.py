@@ -76,4 +76,6 @@ def evaluate(
     for k, v in cat.items():
         if k != name:
             values[k], values[f"{k}_ci95"] = mean_ci(v)
+            if dist.kind == "regression":  # a few diverging tasks can make the mean infinite
+                values[f"{k}_median"] = float(v.median())
     return Score(name, mean, ci, int(cat[name].numel()), values)
