@@ -45,8 +45,11 @@ def run_config(catalog: Catalog, run_id: int) -> RunConfig:
     return RunConfig.from_json(catalog.get_run(run_id).config_json)
 
 
-def resolve_checkpoint(catalog: Catalog, run_id: int, which: str | int = "best") -> Any:
-    """A checkpoint record by 'best' | 'final' | 'latest' | step (best falls back to final, then latest)."""
+def resolve_checkpoint(catalog: Catalog, run_id: int, which: Any = "best") -> Any:
+    """A checkpoint record by 'best' | 'final' | 'latest' | step (best falls back to final, then
+    latest); a record passed in is returned as it is."""
+    if hasattr(which, "path") and hasattr(which, "sha256"):
+        return which
     if isinstance(which, str) and which.isdigit():
         which = int(which)
     if which not in ("best", "final", "latest") and not isinstance(which, int):
@@ -61,7 +64,7 @@ def resolve_checkpoint(catalog: Catalog, run_id: int, which: str | int = "best")
 
 
 def load_model(
-    catalog: Catalog, run_id: int, which: str | int = "best", device: str = "cpu"
+    catalog: Catalog, run_id: int, which: Any = "best", device: str = "cpu"
 ) -> tuple[Algorithm, RunConfig]:
     """The run's algorithm with a checkpoint's weights (sha256 checked, never executes code)."""
     rec = resolve_checkpoint(catalog, run_id, which)
@@ -79,7 +82,7 @@ def load_model(
 def evaluate_checkpoint(
     catalog: Catalog,
     run_id: int,
-    which: str | int = "best",
+    which: Any = "best",
     episodes: int | None = None,
     shape: dict[str, int] | None = None,
     device: str = "cpu",
@@ -89,7 +92,7 @@ def evaluate_checkpoint(
 ) -> Score:
     """Evaluate a checkpoint on the test split's fixed episodes and store the result."""
     rec = resolve_checkpoint(catalog, run_id, which)
-    algo, config = load_model(catalog, run_id, rec.step if which not in ("best", "final") else which, device)
+    algo, config = load_model(catalog, run_id, rec, device)
     if shape:
         config = RunConfig.from_dict({**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}})
     if episodes:

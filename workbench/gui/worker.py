@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 from workbench.catalog import Catalog, CatalogListener, CheckpointRecord
 from workbench.core.config import RunConfig
-from workbench.core.engine import Trainer, build_algorithm, load_datasets, protocol_of
+from workbench.core.engine import Trainer
 from workbench.core.events import (
     CheckpointSaved,
     EvalResult,
@@ -283,28 +283,16 @@ class EvalWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from workbench.core.checkpoint import load_checkpoint
-        from workbench.core.devices import resolve_device
-        from workbench.core.evaluate import evaluate
+        from workbench.api import evaluate_checkpoint
 
         try:
-            state = load_checkpoint(self.checkpoint.path, self.checkpoint.sha256)
-            cfg = RunConfig.from_json(state["config_json"])
-            device = resolve_device(self.device)
-            self.progress.emit(f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({device})")
-            dists = load_datasets(cfg, ("test",))
-            algo = build_algorithm(cfg, dists["test"].input_shape, device)
-            algo.load_state_dict(state["algorithm"])
-            score = evaluate(algo, dists["test"], cfg.eval, self.episodes, device, "test", should_stop=self._stop.is_set)
+            self.progress.emit(f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({self.device})")
+            score = evaluate_checkpoint(
+                self.catalog, self.run_id, self.checkpoint, self.episodes, device=self.device, should_stop=self._stop.is_set
+            )  # stored in the catalog unless cancelled part-way
             if self._stop.is_set():
                 self.done.emit(None, "evaluation cancelled")
                 return
-            protocol = {**protocol_of(cfg), "episodes": score.episodes}
-            self.catalog.add_evaluation(
-                self.run_id, "test", score.metric, score.mean, score.ci95, score.episodes,
-                values=score.values, protocol=protocol, checkpoint_step=self.checkpoint.step,
-                checkpoint_id=self.checkpoint.id,
-            )  # fmt: skip
             self.done.emit({"metric": score.metric, "mean": score.mean, "ci95": score.ci95, "episodes": score.episodes}, None)
         except Exception as exc:
             self.done.emit(None, f"{type(exc).__name__}: {exc}")
