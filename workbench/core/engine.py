@@ -126,8 +126,9 @@ class Trainer:
         self._files: dict[str, list[str]] = {"periodic": [], "best": [], "final": [], "stop": []}
         self.algo: Algorithm | None = None
         self.device: torch.device | None = None
-        if self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
-            # a resumed run keeps managing the files its earlier attempts wrote
+        if self.resume_from is not None and self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
+            # a resumed run keeps managing the files its earlier attempts wrote (a fresh run
+            # never adopts files it finds, which may belong to a deleted catalog's run)
             for kind, files in self._files.items():
                 files.extend(str(p) for p in sorted(self.checkpoint_dir.glob(f"{kind}-step*.pt")))
 
