@@ -189,3 +189,11 @@ def test_unavailable_device_names_what_exists() -> None:
 def test_failed_device_is_reported_as_failed_run() -> None:
     result = Trainer(small(device="cuda:3"), []).run()
     assert result.status == "failed" and "available: auto" in (result.error or "")
+
+
+def test_a_fresh_run_ignores_checkpoints_left_in_its_folder(tmp_path: Path) -> None:
+    """A catalog deleted without its checkpoint folder leaves files under the ids new runs get."""
+    save_checkpoint(tmp_path / "best-step0000010.pt", {"algorithm": {"junk": torch.zeros(1)}})
+    result = Trainer(small(val_every=0), [], tmp_path).run()
+    assert result.status == "finished", result.error
+    assert (tmp_path / "best-step0000010.pt").exists()  # not ours to delete either
