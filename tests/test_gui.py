@@ -392,3 +392,15 @@ def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(qtbot, 
     assert shown["support_x"].shape[0] == 5 and shown["query_x"].shape[0] == 10  # 5 ways x 2 queries
     assert shown["pred"] is not None and len(shown["pred"]) == 10
     assert set(shown["pred"].tolist()) <= set(range(5))
+
+
+def test_launch_default_and_switching_task_kind_resets_the_task_shapes(qtbot, window: MainWindow) -> None:
+    cfg = window.form.config
+    assert cfg is not None and (cfg.algorithm.name, cfg.dataset.name) == ("maml", "sinusoid")
+    assert cfg.train.ways == 1 and cfg.train.shots == 10 and cfg.algorithm.inner_lr == 0.01
+    window.form.set_field("dataset.name", "glyphs")
+    cfg = window.form.config
+    assert cfg is not None and cfg.dataset.name == "glyphs"
+    assert (cfg.train.ways, cfg.train.shots, cfg.eval.ways) == (5, 1, 5) and cfg.algorithm.inner_lr == 0.4
+    window.form.set_field("dataset.name", "sinusoid")
+    assert window.form.config.train.ways == 1 and window.form.config.algorithm.inner_lr == 0.01
