@@ -184,7 +184,7 @@ def test_meta_lstm_update_rule_and_initial_gates() -> None:
     """With the gate weights zeroed the gates are sigmoid(bias): theta_1 = f theta_0 - i grad,
     with f = sigmoid(U(4, 6)) near 1 and i = sigmoid(U(-5, -4)) small: close to plain SGD."""
     algo = make_meta_lstm()
-    assert 4 <= float(algo.cell.b_f) <= 6 and -5 <= float(algo.cell.b_i) <= -4
+    assert 4 <= algo.cell.b_f.item() <= 6 and -5 <= algo.cell.b_i.item() <= -4
     with torch.no_grad():
         algo.cell.W_f.zero_()
         algo.cell.W_i.zero_()
