@@ -404,3 +404,19 @@ def test_launch_default_and_switching_task_kind_resets_the_task_shapes(qtbot, wi
     assert (cfg.train.ways, cfg.train.shots, cfg.eval.ways) == (5, 1, 5) and cfg.algorithm.inner_lr == 0.4
     window.form.set_field("dataset.name", "sinusoid")
     assert window.form.config.train.ways == 1 and window.form.config.algorithm.inner_lr == 0.01
+
+
+def test_resuming_from_an_older_checkpoint_creates_a_child_run(qtbot, window: MainWindow, catalog: Catalog) -> None:
+    fill(window, SMALL)
+    qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, window)
+    (run,) = catalog.list_runs()
+    older = min(catalog.checkpoints(run.id), key=lambda c: c.step)
+    assert older.step < catalog.checkpoint(run.id, "latest").step
+    window.queue.resume(run.id, older)
+    wait_idle(qtbot, window)
+    child = next(r for r in catalog.list_runs() if r.id != run.id)
+    assert child.parent_id == run.id and child.status == "finished" and child.step == 60
+    assert catalog.get_run(run.id).step == 60 and catalog.get_run(run.id).attempt == 1  # the parent is untouched
+    steps, _, _ = catalog.metrics(child.id, "loss")
+    assert steps[0] == older.step + 1

@@ -110,6 +110,15 @@ def evaluate_checkpoint(
     return score
 
 
+def resume_target(catalog: Catalog, run_id: int, checkpoint: Any, config: RunConfig) -> int:
+    """The run a resume writes to: from the run's latest checkpoint the same run continues (a
+    new attempt); from an older one a new child run linked to its parent is created (queued)."""
+    latest = catalog.checkpoint(run_id, "latest")
+    if latest is not None and checkpoint.step < latest.step:
+        return catalog.create_run_from_config(config, parent_id=run_id)
+    return run_id
+
+
 def trainer_for(
     catalog: Catalog,
     config: RunConfig,
@@ -128,10 +137,7 @@ def trainer_for(
     if run_id is None:
         run_id = catalog.create_run_from_config(config)
     elif resume is not None:
-        latest = catalog.checkpoint(run_id, "latest")
-        if latest is not None and resume.step < latest.step:
-            parent = run_id
-            run_id = catalog.create_run_from_config(config, parent_id=parent)
+        run_id = resume_target(catalog, run_id, resume, config)
     ckpt_dir = catalog.checkpoint_dir(run_id, create=True)
     trainer = Trainer(
         config, [CatalogListener(catalog, run_id), *listeners], ckpt_dir,
@@ -143,5 +149,5 @@ def trainer_for(
 
 __all__ = [
     "evaluate_checkpoint", "list_runs", "load_metric", "load_model", "open_catalog",
-    "resolve_checkpoint", "run_config", "trainer_for",
+    "resolve_checkpoint", "resume_target", "run_config", "trainer_for",
 ]  # fmt: skip

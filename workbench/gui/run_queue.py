@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QObject, QThread, Signal
 
+from workbench.api import resume_target
 from workbench.catalog import Catalog, CheckpointRecord
 from workbench.core.config import RunConfig
 from workbench.core.events import RunFinished
@@ -52,13 +53,17 @@ class RunQueue(QObject):
         return ids
 
     def resume(self, run_id: int, checkpoint: CheckpointRecord) -> None:
-        """Queue run `run_id` to continue from `checkpoint` (same run, a new attempt)."""
+        """Queue run `run_id` to continue from `checkpoint`: the same run (a new attempt) from
+        its latest checkpoint, a new child run from an older one (as `workbench resume` does)."""
         rec = self.catalog.get_run(run_id)
         cfg = RunConfig.from_json(rec.config_json)
-        self._prior_status[run_id] = rec.status
-        self.catalog.set_status(run_id, "queued")
-        self.pending.append(Job(run_id, cfg, checkpoint))
-        self.log.emit("info", f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint")
+        target = resume_target(self.catalog, run_id, checkpoint, cfg)
+        if target == run_id:
+            self._prior_status[run_id] = rec.status
+            self.catalog.set_status(run_id, "queued")
+        self.pending.append(Job(target, cfg, checkpoint))
+        child = f" as child run #{target}" if target != run_id else ""
+        self.log.emit("info", f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint{child}")
         self.changed.emit()
         self._maybe_start()
 
@@ -78,8 +83,8 @@ class RunQueue(QObject):
 
     def _discard(self, job: Job, why: str) -> None:
         try:
-            if job.checkpoint is None:
-                self.catalog.delete_run(job.run_id)  # it never ran: nothing worth keeping
+            if job.checkpoint is None or job.run_id not in self._prior_status:
+                self.catalog.delete_run(job.run_id)  # it never ran (a new run or a child): nothing to keep
             else:
                 self.catalog.set_status(job.run_id, self._prior_status.pop(job.run_id, "cancelled"))
             self.log.emit("info", f"run #{job.run_id} {why}")
