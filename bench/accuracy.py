@@ -34,6 +34,12 @@ METHODS: dict[str, dict] = {
         "tests": {"5-way 1-shot": {"ways": 5, "shots": 1, "queries": 15}, "20-way 1-shot": {"ways": 20, "shots": 1, "queries": 15}},
         "published": {"5-way 1-shot": 98.8, "20-way 1-shot": 96.0}, "target": {"5-way 1-shot": 98.0, "20-way 1-shot": 94.0},
     },
+    # the bf16 mode's accuracy check: the same run with autocast, to compare against protonet's CI
+    "protonet-bf16": {
+        "preset": "protonet-omniglot-5w1s", "set": ["precision=bf16"], "steps": 6000, "episodes": 1000,
+        "tests": {"5-way 1-shot": {"ways": 5, "shots": 1, "queries": 15}, "20-way 1-shot": {"ways": 20, "shots": 1, "queries": 15}},
+        "published": {"5-way 1-shot": 98.8, "20-way 1-shot": 96.0}, "target": {"5-way 1-shot": 98.0, "20-way 1-shot": 94.0},
+    },
     "maml": {
         "preset": "maml-omniglot-5w1s", "set": [], "steps": 10000, "episodes": 600,
         "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": 98.7}, "target": {"5-way 1-shot": 97.5},
@@ -65,22 +71,53 @@ METHODS: dict[str, dict] = {
 
 def config_for(method: str, steps: int, tiny: bool) -> RunConfig:
     m = METHODS[method]
-    cfg = get_preset(m["preset"]).run_config().with_overrides(m["set"] + [f"steps={steps}", f"name=bench-{method}", "tags=[\"bench\"]"])
+    cfg = (
+        get_preset(m["preset"])
+        .run_config()
+        .with_overrides(m["set"] + [f"steps={steps}", f"name=bench-{method}", 'tags=["bench"]'])
+    )
     if tiny and cfg.task_kind == "regression":
-        return cfg.with_overrides(["val_every=2", "val_episodes=4", "ckpt_every=2", "test_episodes=4", "train.meta_batch=2"])
+        return cfg.with_overrides(
+            [
+                "val_every=2",
+                "val_episodes=4",
+                "ckpt_every=2",
+                "test_episodes=4",
+                "train.meta_batch=2",
+            ]
+        )
     if tiny:
-        return cfg.with_overrides(["dataset.name=glyphs", "val_every=2", "val_episodes=4", "ckpt_every=2", "test_episodes=4", "train.meta_batch=2"])
-    return cfg.with_overrides([f"dataset.data_dir={DATA}"]) if cfg.dataset.name == "omniglot" else cfg
+        return cfg.with_overrides(
+            [
+                "dataset.name=glyphs",
+                "val_every=2",
+                "val_episodes=4",
+                "ckpt_every=2",
+                "test_episodes=4",
+                "train.meta_batch=2",
+            ]
+        )
+    return (
+        cfg.with_overrides([f"dataset.data_dir={DATA}"]) if cfg.dataset.name == "omniglot" else cfg
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("method", choices=sorted(METHODS))
-    p.add_argument("--steps", type=int, help="step budget (default: the method's ~60 min CPU budget)")
+    p.add_argument(
+        "--steps", type=int, help="step budget (default: the method's ~60 min CPU budget)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--db", default=str(Path(__file__).resolve().parent / "out" / "bench.db"))
     p.add_argument("--tiny", action="store_true", help="a few steps on glyphs, results not written")
-    p.add_argument("--report-only", action="store_true", help="no training: test the run's best checkpoint so far and write the section")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="no training: test the run's best checkpoint so far and write the section",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     m = METHODS[args.method]
@@ -93,9 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     cat = api.open_catalog(args.db)
     t0 = time.time()
     # the same run continues across sessions: a larger --steps extends it from its latest checkpoint
-    runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name and r.config.get("steps", 0) <= steps]
+    runs = [
+        r
+        for r in cat.list_runs(text=f"bench-{args.method}")
+        if r.name == f"bench-{args.method}"
+        and r.dataset == cfg.dataset.name
+        and r.config.get("steps", 0) <= steps
+    ]
     if args.report_only:  # whatever budget the run has, report it as it stands
-        runs = [r for r in cat.list_runs(text=f"bench-{args.method}") if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name]
+        runs = [
+            r
+            for r in cat.list_runs(text=f"bench-{args.method}")
+            if r.name == f"bench-{args.method}" and r.dataset == cfg.dataset.name
+        ]
         if not runs:
             print(f"no bench-{args.method} run in {args.db}")
             return 1
@@ -104,8 +151,14 @@ def main(argv: list[str] | None = None) -> int:
         steps = run.step
     elif run is None or run.status != "finished" or run.step < steps:
         resume = cat.checkpoint(run.id, "latest") if run is not None else None
-        trainer, run_id = api.trainer_for(cat, cfg, [], run_id=run.id if run else None, resume=resume)
-        print(f"run {run_id}: training {args.method} to step {steps}" + (f" from {resume.step}" if resume else ""), flush=True)
+        trainer, run_id = api.trainer_for(
+            cat, cfg, [], run_id=run.id if run else None, resume=resume
+        )
+        print(
+            f"run {run_id}: training {args.method} to step {steps}"
+            + (f" from {resume.step}" if resume else ""),
+            flush=True,
+        )
         result = trainer.run()
         for listener in trainer.listeners:
             getattr(listener, "close", lambda: None)()
@@ -120,20 +173,36 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"{stamp()}; run {run.id} in `{Path(args.db).name}` ({run.status} at step {run.step} of {run.total_steps}); trained with {args.threads} thread(s) in {wall / 60:.1f} min wall time (first start to last end, on a machine shared with other jobs); tested on its best-validation checkpoint.",
         "",
-        "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps, mean ± 95% CI (median over tasks) | paper |" if regression else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
+        "| test protocol | episodes | ours: MSE after 1 / 5 / 10 steps, mean ± 95% CI (median over tasks) | paper |"
+        if regression
+        else "| test protocol | episodes | ours (mean ± 95% CI) | paper | target |",
         "|---|---|---|---|" if regression else "|---|---|---|---|---|",
     ]
     for label, shape in m["tests"].items():
         shape = dict(shape)
         lr = shape.pop("lr", None)
-        score = api.evaluate_checkpoint(cat, run.id, "best", episodes=4 if args.tiny else m["episodes"], shape=shape or None, inner_lr=lr)
+        score = api.evaluate_checkpoint(
+            cat,
+            run.id,
+            "best",
+            episodes=4 if args.tiny else m["episodes"],
+            shape=shape or None,
+            inner_lr=lr,
+        )
         pub = m["published"].get(label)
         if regression:
-            after = " / ".join(f"{score.values[f'mse_after_{k}']:.3f} ± {score.values[f'mse_after_{k}_ci95']:.3f} (median {score.values[f'mse_after_{k}_median']:.3f})" for k in (1, 5, 10))
-            lines.append(f"| {label}{f' (step {lr})' if lr else ''} | {score.episodes} | {after} | {pub or '—'} |")
+            after = " / ".join(
+                f"{score.values[f'mse_after_{k}']:.3f} ± {score.values[f'mse_after_{k}_ci95']:.3f} (median {score.values[f'mse_after_{k}_median']:.3f})"
+                for k in (1, 5, 10)
+            )
+            lines.append(
+                f"| {label}{f' (step {lr})' if lr else ''} | {score.episodes} | {after} | {pub or '—'} |"
+            )
         else:
             tgt = m["target"].get(label)
-            lines.append(f"| {label} | {score.episodes} | {100 * score.mean:.2f} ± {100 * score.ci95:.2f} % | {pub if pub else '—'} | {('>= ' + str(tgt)) if tgt else '—'} |")
+            lines.append(
+                f"| {label} | {score.episodes} | {100 * score.mean:.2f} ± {100 * score.ci95:.2f} % | {pub if pub else '—'} | {('>= ' + str(tgt)) if tgt else '—'} |"
+            )
         print(lines[-1], flush=True)
     if not args.tiny:
         write_section(f"accuracy-{args.method}", "\n".join(lines))

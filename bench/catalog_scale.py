@@ -62,7 +62,10 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
     db.execute("PRAGMA synchronous = NORMAL")
     cols = [r[1] for r in db.execute("PRAGMA table_info(runs)") if r[1] != "id"]
     now = time.time()
-    algos, datasets = ("maml", "protonet", "fomaml", "meta-lstm"), ("sinusoid", "omniglot", "glyphs")
+    algos, datasets = (
+        ("maml", "protonet", "fomaml", "meta-lstm"),
+        ("sinusoid", "omniglot", "glyphs"),
+    )
     statuses = ("finished", "finished", "finished", "failed", "cancelled", "interrupted")
     rows = []
     for i in range(runs):
@@ -74,7 +77,9 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
                  notes="", attempt=1, total_steps=total, step=total)  # fmt: skip
         rows.append([r[c] for c in cols])
     with db:
-        db.executemany(f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows)
+        db.executemany(
+            f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
+        )
     ids = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id")]
     long_id = ids[0]
     other = max(1, (points - long_steps * len(NAMES)) // max(1, (len(ids) - 1) * len(NAMES)))
@@ -121,8 +126,14 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
                          "best_value": best, "best_step": n, "count": n})  # fmt: skip
     keys = [k for k in summ[0] if k in scols]
     with db:
-        db.executemany(f"INSERT INTO run_summary ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})", [[s[k] for k in keys] for s in summ])
-        db.executemany("INSERT INTO run_tags (run_id, tag) VALUES (?, ?)", [(rid, ("paper", "sweep", "debug")[rid % 3]) for rid in ids if rid % 4 == 0])
+        db.executemany(
+            f"INSERT INTO run_summary ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [[s[k] for k in keys] for s in summ],
+        )
+        db.executemany(
+            "INSERT INTO run_tags (run_id, tag) VALUES (?, ?)",
+            [(rid, ("paper", "sweep", "debug")[rid % 3]) for rid in ids if rid % 4 == 0],
+        )
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     db.execute("ANALYZE")
     db.close()
@@ -158,7 +169,9 @@ def logging_cost(catalog, steps: int, pairs: int) -> dict:
             self.writer_cpu_s = 0.0
             drain = inner._drain
 
-            def timed_drain(final: bool = False) -> None:  # runs on the writer thread (and at close)
+            def timed_drain(
+                final: bool = False,
+            ) -> None:  # runs on the writer thread (and at close)
                 c0 = time.thread_time()
                 drain(final)
                 self.writer_cpu_s += time.thread_time() - c0
@@ -203,23 +216,47 @@ def logging_cost(catalog, steps: int, pairs: int) -> dict:
         ab.append(got[True][0] / got[False][0] - 1)
         print(f"logging pair {i + 1}: step {got[False][0] * 1000:.2f} ms without, {got[True][0] * 1000:.2f} ms with the catalog; "
               f"listener + writer share {100 * got[True][1]:.2f}%", flush=True)  # fmt: skip
-    return {"with": with_s, "without": without_s, "share": shares, "ab": ab, "threads": threading.active_count()}
+    return {
+        "with": with_s,
+        "without": without_s,
+        "share": shares,
+        "ab": ab,
+        "threads": threading.active_count(),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--runs", type=int, default=10_000)
     p.add_argument("--points", type=int, default=10_000_000)
     p.add_argument("--long", type=int, default=100_000, help="steps of the long run's curve")
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--pairs", type=int, default=5, help="with/without-catalog training pairs")
-    p.add_argument("--steps", type=int, default=1000, help="steps of each training run of the logging measurement")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=1000,
+        help="steps of each training run of the logging measurement",
+    )
     p.add_argument("--db", type=Path, help="catalog file (default: a temporary one, deleted)")
-    p.add_argument("--tiny", action="store_true", help="200 runs, 20,000 points: checks that the script works")
-    p.add_argument("--write", action="store_true", help="write the catalog-scale section of bench/RESULTS.md")
+    p.add_argument(
+        "--tiny", action="store_true", help="200 runs, 20,000 points: checks that the script works"
+    )
+    p.add_argument(
+        "--write", action="store_true", help="write the catalog-scale section of bench/RESULTS.md"
+    )
     args = p.parse_args(argv)
     if args.tiny:
-        args.runs, args.points, args.long, args.repeats, args.pairs, args.steps = 200, 20_000, 2_000, 3, 1, 120
+        args.runs, args.points, args.long, args.repeats, args.pairs, args.steps = (
+            200,
+            20_000,
+            2_000,
+            3,
+            1,
+            120,
+        )
 
     from workbench.catalog import Catalog
 
@@ -229,7 +266,10 @@ def main(argv: list[str] | None = None) -> int:
         path.unlink()
     long_id, written, build_s = build(path, args.runs, args.points, args.long)
     size_mb = path.stat().st_size / 2**20
-    print(f"built a catalog of {args.runs:,} runs and {written:,} metric points in {build_s:.1f} s ({size_mb:.0f} MiB)", flush=True)
+    print(
+        f"built a catalog of {args.runs:,} runs and {written:,} metric points in {build_s:.1f} s ({size_mb:.0f} MiB)",
+        flush=True,
+    )
 
     cat = Catalog.open(path)
     try:
@@ -245,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
             load_s.append(time.perf_counter() - t)
             n_loaded = len(steps)
         print(f"list the runs ({n_listed:,}): {fmt(list_s)}; target < 200 ms", flush=True)
-        print(f"load one run's {n_loaded:,}-point curve: {fmt(load_s)}; target < 100 ms", flush=True)
+        print(
+            f"load one run's {n_loaded:,}-point curve: {fmt(load_s)}; target < 100 ms", flush=True
+        )
         log = logging_cost(cat, args.steps, args.pairs)
     finally:
         cat.close()

@@ -62,11 +62,22 @@ def pct(a: np.ndarray, q: float) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pairs", type=int, default=5, help="alternating headless/GUI pairs per workload (default 5)")
-    p.add_argument("--tiny", action="store_true", help="a few steps, 2 pairs: checks that the script works")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=5,
+        help="alternating headless/GUI pairs per workload (default 5)",
+    )
+    p.add_argument(
+        "--tiny", action="store_true", help="a few steps, 2 pairs: checks that the script works"
+    )
     p.add_argument("--only", choices=["sinusoid", "conv"], help="measure one workload")
-    p.add_argument("--write", action="store_true", help="write the gui-overhead section of bench/RESULTS.md")
+    p.add_argument(
+        "--write", action="store_true", help="write the gui-overhead section of bench/RESULTS.md"
+    )
     args = p.parse_args(argv)
     pairs = 2 if args.tiny else args.pairs
     tmp = Path(tempfile.mkdtemp(prefix="wb-gui-overhead-"))
@@ -80,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.gui.main_window import MainWindow
     from workbench.gui.worker import leave_a_core_for_the_gui
 
-    threads = leave_a_core_for_the_gui()  # what the GUI's worker does; headless runs use the same count
+    threads = (
+        leave_a_core_for_the_gui()
+    )  # what the GUI's worker does; headless runs use the same count
     catalog = Catalog.open(tmp / "runs.db")
     win = MainWindow(catalog, restore=False)
     win.confirm = lambda *_: True
@@ -98,14 +111,20 @@ def main(argv: list[str] | None = None) -> int:
     def headless(cfg: RunConfig, warmup: int, late: list[float] | None) -> float:
         run_id = catalog.create_run_from_config(cfg)
         w = Walls()
-        Trainer(cfg, [CatalogListener(catalog, run_id), w], checkpoint_dir=catalog.checkpoint_dir(run_id)).run()
+        Trainer(
+            cfg,
+            [CatalogListener(catalog, run_id), w],
+            checkpoint_dir=catalog.checkpoint_dir(run_id),
+        ).run()
         return rate(w.walls, warmup)
 
     def with_gui(cfg: RunConfig, warmup: int, late: list[float] | None) -> float:
         """One run trained by the window; with `late`, a 10 ms timer probes the GUI thread (the
         probe takes the GIL 100 times a second, so the throughput runs go without it)."""
         walls: list[tuple[int, float]] = []
-        conn = win.queue.signals.steps.connect(lambda _id, batch: walls.extend((e.step, e.wall_time) for e in batch))
+        conn = win.queue.signals.steps.connect(
+            lambda _id, batch: walls.extend((e.step, e.wall_time) for e in batch)
+        )
         timer = QTimer(timerType=Qt.TimerType.PreciseTimer, interval=10)
         last = [0.0]
 
@@ -118,12 +137,18 @@ def main(argv: list[str] | None = None) -> int:
         timer.timeout.connect(tick)
         loop = QEventLoop()
         # the training itself, not the thread's start-up
-        started = win.queue.signals.started.connect(lambda *_: timer.start() if late is not None else None)
+        started = win.queue.signals.started.connect(
+            lambda *_: timer.start() if late is not None else None
+        )
         done = win.queue.jobFinished.connect(lambda *_: loop.quit())
         win.queue.submit(cfg)
         loop.exec()  # the real event loop: it waits in C++ without holding the GIL
         timer.stop()
-        for sig, c in ((win.queue.jobFinished, done), (win.queue.signals.started, started), (win.queue.signals.steps, conn)):
+        for sig, c in (
+            (win.queue.jobFinished, done),
+            (win.queue.signals.started, started),
+            (win.queue.signals.steps, conn),
+        ):
             sig.disconnect(c)
         app.processEvents()
         return rate(walls, warmup)
@@ -138,16 +163,23 @@ def main(argv: list[str] | None = None) -> int:
         head_rates: list[float] = []
         gui_rates: list[float] = []
         redraws0, t_gui = win.live.redraws, 0.0
-        headless(cfg.model_copy(update={"steps": max(warmup + 2, n // 4)}), warmup, [])  # warm caches (datasets, kernels)
+        headless(
+            cfg.model_copy(update={"steps": max(warmup + 2, n // 4)}), warmup, []
+        )  # warm caches (datasets, kernels)
         for i in range(pairs):
-            order: tuple[Callable[..., float], ...] = (headless, with_gui) if i % 2 == 0 else (with_gui, headless)
+            order: tuple[Callable[..., float], ...] = (
+                (headless, with_gui) if i % 2 == 0 else (with_gui, headless)
+            )
             for fn in order:
                 t0 = time.perf_counter()
                 r = fn(cfg, warmup, None)
                 if fn is with_gui:
                     t_gui += time.perf_counter() - t0
                 (head_rates if fn is headless else gui_rates).append(r)
-            print(f"{name} pair {i + 1}: headless {head_rates[-1]:.2f} steps/s, GUI {gui_rates[-1]:.2f} steps/s", flush=True)
+            print(
+                f"{name} pair {i + 1}: headless {head_rates[-1]:.2f} steps/s, GUI {gui_rates[-1]:.2f} steps/s",
+                flush=True,
+            )
         redraws_per_s = (win.live.redraws - redraws0) / t_gui if t_gui else 0.0
         probe_rate = with_gui(cfg, warmup, late)  # one more GUI run, probed
         h, g = statistics.median(head_rates), statistics.median(gui_rates)
@@ -160,7 +192,9 @@ def main(argv: list[str] | None = None) -> int:
             "redraws_per_s": redraws_per_s, "probe_rate": probe_rate,
         }  # fmt: skip
         results.append(res)
-        print(f"{name}: median steps/s headless {h:.2f}, with GUI {g:.2f} ({res['overhead']:+.1f}%; median of per-pair ratios {res['pair_median']:+.1f}%)")
+        print(
+            f"{name}: median steps/s headless {h:.2f}, with GUI {g:.2f} ({res['overhead']:+.1f}%; median of per-pair ratios {res['pair_median']:+.1f}%)"
+        )
         print(f"{name}: 10 ms QTimer lateness on the GUI thread during training: p50 {res['p50']:.2f} ms, p99 {res['p99']:.2f} ms, "
               f"max {res['max']:.2f} ms ({res['ticks']} ticks, in an extra GUI run at {probe_rate:.2f} steps/s); "
               f"live plot redraws {res['redraws_per_s']:.1f}/s", flush=True)  # fmt: skip

@@ -50,7 +50,9 @@ def present(peers_dir: Path) -> bool:
     return venv_python(peers_dir).exists()
 
 
-def _run(cmd: list[str], log: Log, cwd: Path | None = None, timeout: float = 1800) -> tuple[bool, str]:
+def _run(
+    cmd: list[str], log: Log, cwd: Path | None = None, timeout: float = 1800
+) -> tuple[bool, str]:
     """Run a command; (ok, last lines of its output)."""
     log("  $ " + " ".join(str(c) for c in cmd))
     try:
@@ -84,7 +86,9 @@ def ensure(peers_dir: Path = DEFAULT_DIR, log: Log = print) -> dict[str, str]:
         if not ok:
             return {"base": f"python3 -m venv failed: {out}"}
     pip = [str(py), "-m", "pip", "install", "--quiet"]
-    ok, out = _probe(py, "import torch, numpy, pydantic, platformdirs, PIL; print(torch.__version__)")
+    ok, out = _probe(
+        py, "import torch, numpy, pydantic, platformdirs, PIL; print(torch.__version__)"
+    )
     if not ok or not out.startswith("2.13.0"):
         ok, out = _run([*pip, TORCH, *CORE_DEPS], log)
         if not ok:
@@ -94,11 +98,15 @@ def ensure(peers_dir: Path = DEFAULT_DIR, log: Log = print) -> dict[str, str]:
             return {"base": f"torch in the peers venv is {out!r}, not 2.13.0"}
     status["base"] = "ok"
 
-    ok, out = _probe(py, "import higher, importlib.metadata as m; print(m.version(\"higher\"))")
+    ok, out = _probe(py, 'import higher, importlib.metadata as m; print(m.version("higher"))')
     if not ok:
-        ok, out = _run([*pip, TORCH, "higher"], log)  # torch pinned in the same resolve: never replaced
+        ok, out = _run(
+            [*pip, TORCH, "higher"], log
+        )  # torch pinned in the same resolve: never replaced
         if ok:
-            ok, out = _probe(py, "import higher, importlib.metadata as m; print(m.version(\"higher\"))")
+            ok, out = _probe(
+                py, 'import higher, importlib.metadata as m; print(m.version("higher"))'
+            )
     status["higher"] = "ok" if ok else f"cannot install higher: {out}"
 
     ok, out = _probe(py, L2L_PROBE)
@@ -119,7 +127,10 @@ def _install_l2l(peers_dir: Path, py: Path, log: Log) -> tuple[bool, str]:
         return False, f"build requirements: {out}"
     build = peers_dir / "build"
     build.mkdir(exist_ok=True)
-    ok, out = _run([*pip, "download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", str(build), L2L], log)
+    ok, out = _run(
+        [*pip, "download", "--quiet", "--no-deps", "--no-binary", ":all:", "-d", str(build), L2L],
+        log,
+    )
     if not ok:
         return False, f"download: {out}"
     sdists = sorted(build.glob("learn2learn-0.2.0.tar.gz"))
@@ -134,7 +145,9 @@ def _install_l2l(peers_dir: Path, py: Path, log: Log) -> tuple[bool, str]:
         ok, out = _run([str(cython), "-3", str(pyx), "-o", str(pyx.with_suffix(".c"))], log)
         if not ok:
             return False, f"cython {pyx.name}: {out}"
-    return _run([*pip, "install", "--quiet", "--no-deps", "--no-build-isolation", "."], log, cwd=src)
+    return _run(
+        [*pip, "install", "--quiet", "--no-deps", "--no-build-isolation", "."], log, cwd=src
+    )
 
 
 def import_l2l_maml() -> type:
@@ -156,8 +169,12 @@ def import_l2l_maml() -> type:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--peers-dir", type=Path, default=Path(os.environ.get("WORKBENCH_PEERS_DIR", DEFAULT_DIR)))
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--peers-dir", type=Path, default=Path(os.environ.get("WORKBENCH_PEERS_DIR", DEFAULT_DIR))
+    )
     args = p.parse_args(argv)
     status = ensure(args.peers_dir.expanduser())
     for name, state in status.items():

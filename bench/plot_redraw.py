@@ -35,11 +35,17 @@ def quartiles(xs: list[float]) -> tuple[float, float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--points", type=int, default=1_000_000)
     p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--tiny", action="store_true", help="10,000 points, 3 repeats: checks that the script works")
-    p.add_argument("--write", action="store_true", help="write the plot-redraw section of bench/RESULTS.md")
+    p.add_argument(
+        "--tiny", action="store_true", help="10,000 points, 3 repeats: checks that the script works"
+    )
+    p.add_argument(
+        "--write", action="store_true", help="write the plot-redraw section of bench/RESULTS.md"
+    )
     args = p.parse_args(argv)
     n, repeats = (10_000, 3) if args.tiny else (args.points, args.repeats)
     app = QApplication.instance() or QApplication(["plot-redraw"])
@@ -68,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     s = Series(n)
     s.set_alpha(0.9)
-    s.extend(steps.tolist(), (steps * 0.005).tolist(), values.tolist())  # the live view's buffer (EMA included)
+    s.extend(
+        steps.tolist(), (steps * 0.005).tolist(), values.tolist()
+    )  # the live view's buffer (EMA included)
     fill_s = time.perf_counter() - t0
     x, y, ys = s.x("step"), s.y(False), s.y(True)
 
@@ -84,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return (time.perf_counter() - t) * 1000, view.last_paint_s * 1000
 
     cases = {"full view": (1.0, float(n) + 1), "zoomed (1% of the curve)": (n * 0.5, n * 0.51)}
-    pens = {"1 px (live view)": 1.0} if args.tiny else {"1 px (live view)": 1.0, "1.8 px (before)": 1.8}
+    pens = (
+        {"1 px (live view)": 1.0}
+        if args.tiny
+        else {"1 px (live view)": 1.0, "1.8 px (before)": 1.8}
+    )
     rows = []
     for pen_name, width in pens.items():
         smooth.setPen(_pen(COLORS["loss"], width))
@@ -122,7 +134,10 @@ def main(argv: list[str] | None = None) -> int:
             "| pen | view | redraw (ms) | IQR (ms) | of which paint (ms) |",
             "|---|---|---:|---:|---:|",
         ]
-        lines += [f"| {pn} | {case} | {tm:.1f} | {q1:.1f}-{q3:.1f} | {pm:.1f} |" for pn, case, tm, q1, q3, pm in rows]
+        lines += [
+            f"| {pn} | {case} | {tm:.1f} | {q1:.1f}-{q3:.1f} | {pm:.1f} |"
+            for pn, case, tm, q1, q3, pm in rows
+        ]
         write_section("plot-redraw", "\n".join(lines))
         print("wrote the plot-redraw section of bench/RESULTS.md")
     return 0

@@ -25,7 +25,9 @@ from workbench.core.engine import build_algorithm  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--case", default="maml-5w1s-q1-so", choices=[c.key for c in CASES])
     p.add_argument("--queries", type=int, help="override train.queries")
     p.add_argument("--threads", type=int, default=2)

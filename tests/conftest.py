@@ -15,7 +15,11 @@ def _qt_settings_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
     """QSettings (INI format, user scope) go to a fresh temporary folder for every test."""
     from PySide6.QtCore import QSettings
 
-    QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp_path_factory.mktemp("qsettings")))
+    QSettings.setPath(
+        QSettings.Format.IniFormat,
+        QSettings.Scope.UserScope,
+        str(tmp_path_factory.mktemp("qsettings")),
+    )
 
 
 @pytest.fixture(autouse=True)

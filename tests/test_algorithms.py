@@ -24,11 +24,17 @@ def tiny_mlp() -> nn.Module:
 
 
 def sinusoid_batch(tasks: int = 2, k: int = 5, seed: int = 1) -> EpisodeBatch:
-    b = SinusoidTasks().sample(TaskShape(shots=k, queries=k), tasks, torch.Generator().manual_seed(seed))
-    return EpisodeBatch(b.support_x.double(), b.support_y.double(), b.query_x.double(), b.query_y.double(), 1)
+    b = SinusoidTasks().sample(
+        TaskShape(shots=k, queries=k), tasks, torch.Generator().manual_seed(seed)
+    )
+    return EpisodeBatch(
+        b.support_x.double(), b.support_y.double(), b.query_x.double(), b.query_y.double(), 1
+    )
 
 
-def maml(model: nn.Module, first_order: bool = False, cls: type[MAML] = MAML, inner_lr: float = 0.3) -> MAML:
+def maml(
+    model: nn.Module, first_order: bool = False, cls: type[MAML] = MAML, inner_lr: float = 0.3
+) -> MAML:
     params = ALGORITHMS.get("maml").Params(inner_lr=inner_lr, first_order=first_order)
     return cls(params, model, "regression")
 
@@ -38,13 +44,17 @@ def meta_loss(algo: MAML, batch: EpisodeBatch, steps: int) -> float:
     total = 0.0
     theta = algo.initial_params()
     for i in range(len(batch)):
-        adapted = algo.adapt(theta, batch.support_x[i], batch.support_y[i], steps, algo.params.inner_lr, True)
+        adapted = algo.adapt(
+            theta, batch.support_x[i], batch.support_y[i], steps, algo.params.inner_lr, True
+        )
         out = functional_call(algo.model, adapted, (batch.query_x[i],))
         total += float(nn.functional.mse_loss(out, batch.query_y[i]).detach())
     return total / len(batch)
 
 
-def finite_difference(algo: MAML, batch: EpisodeBatch, steps: int, eps: float = 1e-6) -> torch.Tensor:
+def finite_difference(
+    algo: MAML, batch: EpisodeBatch, steps: int, eps: float = 1e-6
+) -> torch.Tensor:
     grads = []
     for p in algo.model.parameters():
         flat = p.data.view(-1)
@@ -62,7 +72,12 @@ def finite_difference(algo: MAML, batch: EpisodeBatch, steps: int, eps: float = 
 def meta_gradient(algo: MAML, batch: EpisodeBatch, steps: int) -> torch.Tensor:
     algo.zero_grad()
     algo.meta_train_step(batch, TaskShape(shots=5, queries=5, inner_steps=steps))
-    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in algo.model.parameters()])
+    return torch.cat(
+        [
+            (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1)
+            for p in algo.model.parameters()
+        ]
+    )
 
 
 class ReloadingMAML(MAML):
@@ -72,7 +87,9 @@ class ReloadingMAML(MAML):
         for _ in range(steps):
             loss = nn.functional.mse_loss(functional_call(self.model, params, (x,)), y)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
-            new = {k: (p - lr * g).detach() for (k, p), g in zip(params.items(), grads, strict=True)}
+            new = {
+                k: (p - lr * g).detach() for (k, p), g in zip(params.items(), grads, strict=True)
+            }
             self.model.load_state_dict(new)
             params = dict(self.model.named_parameters())
         return params
@@ -115,9 +132,13 @@ def test_first_order_differs_by_exactly_the_second_order_term() -> None:
     theta = fo_algo.initial_params()
     adapted = fo_algo.adapt(theta, batch.support_x[0], batch.support_y[0], 1, alpha, False)
     adapted = {k: v.detach().requires_grad_() for k, v in adapted.items()}
-    q_loss = nn.functional.mse_loss(functional_call(fo_algo.model, adapted, (batch.query_x[0],)), batch.query_y[0])
+    q_loss = nn.functional.mse_loss(
+        functional_call(fo_algo.model, adapted, (batch.query_x[0],)), batch.query_y[0]
+    )
     g = torch.autograd.grad(q_loss, tuple(adapted.values()))
-    s_loss = nn.functional.mse_loss(functional_call(fo_algo.model, theta, (batch.support_x[0],)), batch.support_y[0])
+    s_loss = nn.functional.mse_loss(
+        functional_call(fo_algo.model, theta, (batch.support_x[0],)), batch.support_y[0]
+    )
     s_grad = torch.autograd.grad(s_loss, tuple(theta.values()), create_graph=True)
     hvp = torch.autograd.grad(s_grad, tuple(theta.values()), grad_outputs=g)
     second_order_term = -alpha * torch.cat([h.reshape(-1) for h in hvp])
@@ -142,7 +163,9 @@ def test_protonet_step_uses_mean_support_embedding() -> None:
     with torch.no_grad():
         identity.weight.copy_(torch.eye(2))
         identity.bias.zero_()
-    algo = ProtoNet(ALGORITHMS.get("protonet").Params(), nn.Sequential(nn.Flatten(), identity), "classification")
+    algo = ProtoNet(
+        ALGORITHMS.get("protonet").Params(), nn.Sequential(nn.Flatten(), identity), "classification"
+    )
     sx = torch.tensor([[[0.0, 0.0]], [[2.0, 0.0]], [[0.0, 4.0]], [[0.0, 2.0]]])[None]
     sy = torch.tensor([[0, 0, 1, 1]])
     qx = torch.tensor([[[1.0, 1.0]], [[0.0, 3.0]]])[None]
@@ -174,7 +197,16 @@ def test_meta_lstm_gradients_reach_both_lstms_and_the_initialisation() -> None:
     algo = make_meta_lstm()
     b = SinusoidTasks().sample(TaskShape(shots=10, queries=10), 2, torch.Generator().manual_seed(0))
     algo.meta_train_step(b, TaskShape(shots=10, queries=10, inner_steps=3))
-    for name in ["lstm.weight_ih", "lstm.weight_hh", "lstm.bias_ih", "cell.W_f", "cell.W_i", "cell.b_f", "cell.b_i", "cell.theta0"]:
+    for name in [
+        "lstm.weight_ih",
+        "lstm.weight_hh",
+        "lstm.bias_ih",
+        "cell.W_f",
+        "cell.W_i",
+        "cell.b_f",
+        "cell.b_i",
+        "cell.theta0",
+    ]:
         grad = dict(algo.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
     assert all(not p.requires_grad for p in algo.model.parameters())  # the template is not trained
@@ -206,7 +238,9 @@ def test_meta_lstm_second_order_terms_are_dropped_but_theta_path_kept() -> None:
     b = SinusoidTasks().sample(TaskShape(shots=6, queries=6), 1, torch.Generator().manual_seed(3))
     sx, sy, qx, qy = (t[0].double() for t in (b.support_x, b.support_y, b.query_x, b.query_y))
 
-    def objective_with_frozen_grads(theta0: torch.Tensor, grads: list[torch.Tensor], losses: list[torch.Tensor]) -> torch.Tensor:
+    def objective_with_frozen_grads(
+        theta0: torch.Tensor, grads: list[torch.Tensor], losses: list[torch.Tensor]
+    ) -> torch.Tensor:
         theta = theta0
         n = theta.numel()
         hx = theta.new_zeros(n, algo.params.hidden)
@@ -238,7 +272,10 @@ def test_meta_lstm_second_order_terms_are_dropped_but_theta_path_kept() -> None:
             theta, f, i = algo.cell(hx, g, theta, f, i)
 
     algo.zero_grad()
-    algo.meta_train_step(EpisodeBatch(sx[None], sy[None], qx[None], qy[None], 1), TaskShape(shots=6, queries=6, inner_steps=2))
+    algo.meta_train_step(
+        EpisodeBatch(sx[None], sy[None], qx[None], qy[None], 1),
+        TaskShape(shots=6, queries=6, inner_steps=2),
+    )
     analytic = algo.cell.theta0.grad.clone()
     base = algo.cell.theta0.detach().clone()
     eps = 1e-6
@@ -247,5 +284,8 @@ def test_meta_lstm_second_order_terms_are_dropped_but_theta_path_kept() -> None:
         for j in range(base.numel()):
             e = torch.zeros_like(base)
             e[j] = eps
-            numeric[j] = (objective_with_frozen_grads(base + e, grads, losses) - objective_with_frozen_grads(base - e, grads, losses)) / (2 * eps)
+            numeric[j] = (
+                objective_with_frozen_grads(base + e, grads, losses)
+                - objective_with_frozen_grads(base - e, grads, losses)
+            ) / (2 * eps)
     torch.testing.assert_close(analytic, numeric, rtol=1e-4, atol=1e-9)

@@ -23,8 +23,27 @@ def run_tiny(script: str, timeout: int = 80) -> str:
 @pytest.mark.parametrize(
     ("script", "words"),
     [
-        ("gui_overhead.py", ["median steps/s headless", "with GUI", "sinusoid", "glyphs", "QTimer lateness", "p99", "max"]),
-        ("catalog_scale.py", ["built a catalog of 200 runs", "list the runs", "load one run's", "metric logging per step"]),
+        (
+            "gui_overhead.py",
+            [
+                "median steps/s headless",
+                "with GUI",
+                "sinusoid",
+                "glyphs",
+                "QTimer lateness",
+                "p99",
+                "max",
+            ],
+        ),
+        (
+            "catalog_scale.py",
+            [
+                "built a catalog of 200 runs",
+                "list the runs",
+                "load one run's",
+                "metric logging per step",
+            ],
+        ),
         ("plot_redraw.py", ["redraw of a 10,000-point curve, full view", "zoomed", "paint"]),
     ],
 )

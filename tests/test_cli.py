@@ -15,7 +15,19 @@ import pytest
 from workbench.catalog import Catalog
 from workbench.cli import main
 
-QUICK = ["--steps", "12", "--set", "val_every=4", "--set", "val_episodes=5", "--set", "test_episodes=5", "--set", "ckpt_every=4", "--quiet"]
+QUICK = [
+    "--steps",
+    "12",
+    "--set",
+    "val_every=4",
+    "--set",
+    "val_episodes=5",
+    "--set",
+    "test_episodes=5",
+    "--set",
+    "ckpt_every=4",
+    "--quiet",
+]
 
 
 @pytest.fixture()
@@ -25,11 +37,21 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "e.db"
 
 
-def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workbench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
 
 
-def test_run_records_a_finished_run_with_test_score(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_records_a_finished_run_with_test_score(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["run", "--algorithm", "maml", "--dataset", "sinusoid", *QUICK]) == 0
     out = capsys.readouterr().out
     assert "run 1: finished at step 12" in out and "test mse:" in out
@@ -45,13 +67,22 @@ def test_run_records_a_finished_run_with_test_score(db: Path, capsys: pytest.Cap
 BAD_INPUTS = [
     (["run", "--algorithm", "nope"], "algorithm.name: unknown algorithm 'nope'; allowed: maml"),
     (["run", "--dataset", "nope"], "dataset.name: unknown dataset 'nope'; allowed: sinusoid"),
-    (["run", "--algorithm", "protonet", "--dataset", "sinusoid"], "algorithm.name: protonet does not work on regression"),
+    (
+        ["run", "--algorithm", "protonet", "--dataset", "sinusoid"],
+        "algorithm.name: protonet does not work on regression",
+    ),
     (["run", "--dataset", "glyphs", "--ways", "5000"], "ways requested but the"),
     (["run", "--set", "algorithm.inner_lr=-0.1"], "algorithm.inner_lr: -0.1 is not allowed"),
     (["run", "--set", "algorithm.no_such_key=1"], "algorithm.no_such_key: unknown key"),
     (["run", "--set", "nonsense"], "--set: 'nonsense' is not key=value"),
-    (["run", "--dataset", "omniglot", "--data-dir", "/no/such/folder"], "--data-dir: /no/such/folder is not a folder"),
-    (["run", "--device", "cuda:7"], "device: 'cuda:7' is not available on this machine; available: auto"),
+    (
+        ["run", "--dataset", "omniglot", "--data-dir", "/no/such/folder"],
+        "--data-dir: /no/such/folder is not a folder",
+    ),
+    (
+        ["run", "--device", "cuda:7"],
+        "device: 'cuda:7' is not available on this machine; available: auto",
+    ),
     (["run", "--preset", "nope"], "--preset: unknown preset 'nope'"),
     (["run", "--steps", "ten"], "argument --steps: invalid int value"),
     (["eval", "99"], "RUN_ID: no run 99"),
@@ -59,7 +90,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("args", "message"), BAD_INPUTS, ids=[" ".join(a) for a, _ in BAD_INPUTS])
-def test_bad_input_exits_2_with_one_clear_line_and_touches_nothing(db: Path, args: list[str], message: str) -> None:
+def test_bad_input_exits_2_with_one_clear_line_and_touches_nothing(
+    db: Path, args: list[str], message: str
+) -> None:
     with Catalog.open(db) as cat:
         keep = cat.create_run('{"x": 1}', name="keep", status="finished")
     before = db.read_bytes()
@@ -82,7 +115,9 @@ def test_tampered_checkpoint_is_refused_with_exit_2(db: Path) -> None:
         f.write(b"tampered")
     for args in (["eval", "1", "--checkpoint", str(ck.step)], ["resume", "1", "--steps", "20"]):
         r = cli(*args)
-        assert r.returncode == 2 and "sha256" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert (
+            r.returncode == 2 and "sha256" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        ), r.stderr
     with Catalog.open(db) as cat:
         assert cat.get_run(1).status == "finished" and cat.get_run(1).step == 12
 
@@ -100,7 +135,9 @@ def test_eval_and_export(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert sorted(int(r["step"]) for r in rows if r["metric"] == "loss") == list(range(1, 13))
 
 
-def _wait_for_steps(db: Path, run_id: int, n: int, proc: subprocess.Popen[str], timeout: float = 90) -> None:
+def _wait_for_steps(
+    db: Path, run_id: int, n: int, proc: subprocess.Popen[str], timeout: float = 90
+) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, proc.communicate()
@@ -151,7 +188,9 @@ def test_sigkill_is_marked_interrupted_and_resumes_the_same_run(db: Path) -> Non
         run = cat.get_run(1)
         assert run.status == "finished" and run.step == target and run.attempt == 2
         steps, _, _ = cat.metrics(1, "loss")
-        assert steps.tolist() == list(range(1, target + 1))  # the killed attempt's later points are superseded
+        assert steps.tolist() == list(
+            range(1, target + 1)
+        )  # the killed attempt's later points are superseded
         all_steps, _, _ = cat.metrics(1, "loss", include_superseded=True)
         assert len(all_steps) >= target + (killed_at - ck.step)  # ... but kept, nothing deleted
 

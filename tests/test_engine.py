@@ -26,7 +26,9 @@ class Recorder(Listener):
         self.finished = None
 
     def on_step(self, e):  # type: ignore[override]
-        self.steps[e.step] = {k: v for k, v in e.values.items() if k not in ("steps_per_s", "step_time")}
+        self.steps[e.step] = {
+            k: v for k, v in e.values.items() if k not in ("steps_per_s", "step_time")
+        }
 
     def on_eval(self, e):  # type: ignore[override]
         self.evals.append(e)
@@ -46,14 +48,18 @@ class Recorder(Listener):
 
 def small(algorithm: str = "maml", **extra: object) -> RunConfig:
     base = default_config(algorithm, "sinusoid").to_dict()
-    base.update(steps=20, val_every=5, val_episodes=10, ckpt_every=10, test_episodes=10, threads=1, seed=3)
+    base.update(
+        steps=20, val_every=5, val_episodes=10, ckpt_every=10, test_episodes=10, threads=1, seed=3
+    )
     base["train"]["meta_batch"] = 4
     base.update(extra)
     return RunConfig.from_dict(base)
 
 
 @pytest.mark.parametrize("algorithm", ["maml", "meta-lstm"])
-def test_resume_at_step_k_reproduces_the_uninterrupted_run_bitwise(tmp_path: Path, algorithm: str) -> None:
+def test_resume_at_step_k_reproduces_the_uninterrupted_run_bitwise(
+    tmp_path: Path, algorithm: str
+) -> None:
     cfg = small(algorithm)
     full = Recorder()
     Trainer(cfg, [full], tmp_path / "a").run()
@@ -98,13 +104,17 @@ def test_pause_blocks_between_steps_and_resume_continues(tmp_path: Path) -> None
             if s == "paused":
                 assert max(rec.steps) == 3  # no step ran while paused
 
-    trainer = Trainer(small(steps=6, val_every=0, ckpt_every=0, test_on_finish=False), [rec, PauseAt3()], tmp_path)
+    trainer = Trainer(
+        small(steps=6, val_every=0, ckpt_every=0, test_on_finish=False), [rec, PauseAt3()], tmp_path
+    )
     result = trainer.run()
     assert result.status == "finished" and sorted(rec.steps) == list(range(1, 7))
     assert rec.statuses == ["paused", "running"]
 
 
-def test_non_finite_loss_fails_the_run_with_its_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_non_finite_loss_fails_the_run_with_its_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real = MAML.meta_train_step
     calls = {"n": 0}
 
@@ -127,7 +137,10 @@ def test_retention_keeps_last_k_plus_best_and_final(tmp_path: Path) -> None:
     files = sorted(p.name for p in tmp_path.glob("*.pt"))
     periodic = [f for f in files if f.startswith("periodic")]
     assert periodic == ["periodic-step0000025.pt", "periodic-step0000030.pt"]
-    assert sum(f.startswith("final") for f in files) == 1 and sum(f.startswith("best") for f in files) == 1
+    assert (
+        sum(f.startswith("final") for f in files) == 1
+        and sum(f.startswith("best") for f in files) == 1
+    )
     assert set(rec.removed).isdisjoint(str(tmp_path / f) for f in files)
 
 
@@ -149,7 +162,9 @@ def test_tampered_checkpoint_is_refused(tmp_path: Path) -> None:
         f.write(b"\x00\x01\x02")
     with pytest.raises(CheckpointError, match="sha256"):
         load_checkpoint(ck.path, ck.sha256)
-    result = Trainer(small(), [], tmp_path / "x", resume_from=ck.path, resume_sha256=ck.sha256).run()
+    result = Trainer(
+        small(), [], tmp_path / "x", resume_from=ck.path, resume_sha256=ck.sha256
+    ).run()
     assert result.status == "failed" and "sha256" in (result.error or "")
 
 
@@ -182,7 +197,9 @@ def test_unavailable_device_names_what_exists() -> None:
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type in ("cuda", "mps", "cpu")
-    with pytest.raises(ConfigError, match=r"'cuda:3' is not available on this machine; available: auto, .*cpu"):
+    with pytest.raises(
+        ConfigError, match=r"'cuda:3' is not available on this machine; available: auto, .*cpu"
+    ):
         resolve_device("cuda:3")
 
 

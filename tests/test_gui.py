@@ -53,12 +53,20 @@ def wait_idle(qtbot, win: MainWindow, timeout: int = 30_000) -> None:
 
 
 def wait_step(qtbot, win: MainWindow, step: int, timeout: int = 20_000) -> None:
-    qtbot.waitUntil(lambda: win.queue.worker is not None and win.queue.worker.trainer.step >= step, timeout=timeout)
+    qtbot.waitUntil(
+        lambda: win.queue.worker is not None and win.queue.worker.trainer.step >= step,
+        timeout=timeout,
+    )
 
 
-def test_start_trains_in_a_thread_and_the_run_appears_finished(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_start_trains_in_a_thread_and_the_run_appears_finished(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     fill(window, SMALL)
-    assert window.form.config.algorithm.name == "maml" and window.form.config.dataset.name == "sinusoid"
+    assert (
+        window.form.config.algorithm.name == "maml"
+        and window.form.config.dataset.name == "sinusoid"
+    )
     with qtbot.waitSignal(window.queue.jobStarted, timeout=5000):
         qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
     assert window.queue.running and window.start_button.text() == "Queue"
@@ -80,7 +88,9 @@ def test_start_trains_in_a_thread_and_the_run_appears_finished(qtbot, window: Ma
     assert any("finished at step 60" in m for _, m in window.log.entries)
 
 
-def test_invalid_input_disables_start_and_writes_nothing(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_invalid_input_disables_start_and_writes_nothing(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     window.form.set_field("algorithm.inner_lr", -1)
     assert not window.start_button.isEnabled()
     assert "algorithm.inner_lr" in window.reason_label.text()
@@ -98,7 +108,9 @@ def test_invalid_input_disables_start_and_writes_nothing(qtbot, window: MainWind
     assert catalog.list_runs() == []
 
 
-def test_stop_mid_run_ends_cancelled_within_a_step_then_resume_continues(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_stop_mid_run_ends_cancelled_within_a_step_then_resume_continues(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     fill(window, LONG)
     (run_id,) = window.start()
     wait_step(qtbot, window, 15)
@@ -135,7 +147,9 @@ def test_stop_mid_run_ends_cancelled_within_a_step_then_resume_continues(qtbot, 
     assert steps[0] == 1 and list(steps) == list(range(1, after.step + 1))
 
 
-def test_seed_list_queues_runs_and_two_runs_overlay_in_the_browser(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_seed_list_queues_runs_and_two_runs_overlay_in_the_browser(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     fill(window, {**SMALL, "steps": 30, "val_every": 10, "test_episodes": 5, "seed": "1,2"})
     ids = window.start()
     assert len(ids) == 2
@@ -193,11 +207,19 @@ def test_clone_fills_the_form(qtbot, window: MainWindow, catalog: Catalog) -> No
     got = window.form.config
     assert got is not None
     assert got.algorithm.name == "fomaml" and got.algorithm.inner_lr == 0.02
-    assert (got.train.shots, got.train.meta_batch, got.steps, got.seed, got.tags) == (7, 3, 1234, 5, ["a", "b"])
+    assert (got.train.shots, got.train.meta_batch, got.steps, got.seed, got.tags) == (
+        7,
+        3,
+        1234,
+        5,
+        ["a", "b"],
+    )
     assert got.name == "mine-clone"
 
 
-def test_evaluate_a_checkpoint_stores_an_evaluation(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_evaluate_a_checkpoint_stores_an_evaluation(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     fill(window, {**SMALL, "steps": 20, "test_on_finish": False})
     (run_id,) = window.start()
     wait_idle(qtbot, window)
@@ -205,10 +227,17 @@ def test_evaluate_a_checkpoint_stores_an_evaluation(qtbot, window: MainWindow, c
     b.reload()
     b.select_ids([run_id])
     assert b.ckpt_table.rowCount() >= 1
-    with qtbot.waitSignal(b.log, timeout=20_000, check_params_cb=lambda lv, msg: "evaluation of run" in msg):
+    with qtbot.waitSignal(
+        b.log, timeout=20_000, check_params_cb=lambda lv, msg: "evaluation of run" in msg
+    ):
         assert b.evaluate_selected(episodes=12)
     evs = catalog.evaluations(run_id)
-    assert len(evs) == 1 and evs[0].episodes == 12 and evs[0].ci95 is not None and evs[0].split == "test"
+    assert (
+        len(evs) == 1
+        and evs[0].episodes == 12
+        and evs[0].ci95 is not None
+        and evs[0].split == "test"
+    )
     assert b.eval_table.rowCount() == 1
     assert b.model.data(b.model.index(b.model.row_of[run_id], 6))  # test column filled
 
@@ -234,13 +263,21 @@ def test_closing_mid_run_asks_stops_and_leaves_nothing_running(qtbot, catalog: C
     assert not catalog.list_runs(status=["running", "paused", "queued"])
 
 
-def test_a_failed_run_is_logged_and_the_next_one_runs(qtbot, window: MainWindow, catalog: Catalog, tmp_path: Path) -> None:
+def test_a_failed_run_is_logged_and_the_next_one_runs(
+    qtbot, window: MainWindow, catalog: Catalog, tmp_path: Path
+) -> None:
     window.form.editors["dataset.name"].set_value("omniglot")
     window.form.editors["algorithm.name"].set_value("protonet")
     window.form.data_dir.setCurrentText(str(tmp_path / "missing"))
     fill(window, {**SMALL, "dataset.download": False})
     (bad,) = window.start()
-    window.form.set_config({**window.form.to_dict(), "algorithm": {"name": "maml", "inner_lr": 0.01}, "dataset": {"name": "sinusoid"}})
+    window.form.set_config(
+        {
+            **window.form.to_dict(),
+            "algorithm": {"name": "maml", "inner_lr": 0.01},
+            "dataset": {"name": "sinusoid"},
+        }
+    )
     fill(window, {**SMALL, "steps": 10, "test_on_finish": False})
     (good,) = window.start()
     wait_idle(qtbot, window)
@@ -252,17 +289,25 @@ def test_a_failed_run_is_logged_and_the_next_one_runs(qtbot, window: MainWindow,
     assert m.data(m.index(m.row_of[bad], 1)) == "failed"
 
 
-def test_browser_sees_runs_written_by_another_connection_within_2s(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_browser_sees_runs_written_by_another_connection_within_2s(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     other = Catalog.open(catalog.path)  # its own connections, as another process would have
     try:
-        run_id = other.create_run(json.dumps({}), name="external", algorithm="maml", dataset="sinusoid", status="queued")
+        run_id = other.create_run(
+            json.dumps({}), name="external", algorithm="maml", dataset="sinusoid", status="queued"
+        )
         qtbot.waitUntil(lambda: run_id in window.browser.model.row_of, timeout=2000)
         other.start_run(run_id, total_steps=10)
         other.add_metrics(run_id, [(1, "loss", 0.5, time.time())])
         b = window.browser
-        qtbot.waitUntil(lambda: b.model.rows[b.model.row_of[run_id]].status == "running", timeout=2000)
+        qtbot.waitUntil(
+            lambda: b.model.rows[b.model.row_of[run_id]].status == "running", timeout=2000
+        )
         other.finish_run(run_id, "finished", step=1)
-        qtbot.waitUntil(lambda: b.model.rows[b.model.row_of[run_id]].status == "finished", timeout=2000)
+        qtbot.waitUntil(
+            lambda: b.model.rows[b.model.row_of[run_id]].status == "finished", timeout=2000
+        )
     finally:
         other.close()
 
@@ -274,19 +319,47 @@ def _bulk_runs(path: Path, n: int) -> None:
     base = {c: None for c in cols}
     rows = []
     for i in range(n):
-        r = dict(base, name=f"run-{i}", status=("finished", "failed", "cancelled")[i % 3], algorithm=("maml", "protonet")[i % 2],
-                 dataset=("sinusoid", "glyphs")[i % 2], device="cpu", config_json="{}", seed=i, created_at=now - i,
-                 started_at=now - i, ended_at=now - i + 30, notes="", attempt=1, total_steps=100, step=100)
+        r = dict(
+            base,
+            name=f"run-{i}",
+            status=("finished", "failed", "cancelled")[i % 3],
+            algorithm=("maml", "protonet")[i % 2],
+            dataset=("sinusoid", "glyphs")[i % 2],
+            device="cpu",
+            config_json="{}",
+            seed=i,
+            created_at=now - i,
+            started_at=now - i,
+            ended_at=now - i + 30,
+            notes="",
+            attempt=1,
+            total_steps=100,
+            step=100,
+        )
         r.pop("id", None)
         rows.append(r)
     keys = [c for c in cols if c != "id"]
-    db.executemany(f"INSERT INTO runs ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})", [[r.get(k) for k in keys] for r in rows])
+    db.executemany(
+        f"INSERT INTO runs ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+        [[r.get(k) for k in keys] for r in rows],
+    )
     ids = [r[0] for r in db.execute("SELECT id FROM runs")]
     scols = [r[1] for r in db.execute("PRAGMA table_info(run_summaries)")]
     if scols:
-        srow = {"name": "val_mse", "latest_value": 1.0, "latest_step": 100, "latest_wall_time": now, "best_value": 0.5, "best_step": 90, "count": 5}
+        srow = {
+            "name": "val_mse",
+            "latest_value": 1.0,
+            "latest_step": 100,
+            "latest_wall_time": now,
+            "best_value": 0.5,
+            "best_step": 90,
+            "count": 5,
+        }
         keys = ["run_id", *[k for k in srow if k in scols]]
-        db.executemany(f"INSERT INTO run_summaries ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})", [[i, *[srow[k] for k in keys[1:]]] for i in ids])
+        db.executemany(
+            f"INSERT INTO run_summaries ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
+            [[i, *[srow[k] for k in keys[1:]]] for i in ids],
+        )
     db.commit()
     db.close()
 
@@ -306,7 +379,9 @@ def test_ten_thousand_runs_load_fast_and_scroll(qtbot, tmp_path: Path) -> None:
         for _ in range(3):
             b.reload()
             times.append(b.load_ms)
-        assert min(times) < 1000, times  # the 200 ms target is measured in bench/catalog_scale.py; this guards against regressions under CI load
+        assert min(times) < 1000, (
+            times
+        )  # the 200 ms target is measured in bench/catalog_scale.py; this guards against regressions under CI load
         win.tabs.setCurrentIndex(1)
         t0 = time.perf_counter()
         bar = b.table.verticalScrollBar()
@@ -328,14 +403,21 @@ def test_ten_thousand_runs_load_fast_and_scroll(qtbot, tmp_path: Path) -> None:
 def test_preset_fills_the_form_and_shows_the_published_number(qtbot, window: MainWindow) -> None:
     if not window.form.presets:
         pytest.skip("no presets in resources/presets")
-    preset = next((p for p in window.form.presets if p.name == "maml-sinusoid"), window.form.presets[0])
+    preset = next(
+        (p for p in window.form.presets if p.name == "maml-sinusoid"), window.form.presets[0]
+    )
     window.form.apply_preset(preset)
     cfg = window.form.config
     assert cfg is not None and cfg.preset == preset.name
     assert cfg.steps == preset.config["steps"]
-    assert window.form.published_label.isVisibleTo(window.form) and preset.published[:20] in window.form.published_label.text()
+    assert (
+        window.form.published_label.isVisibleTo(window.form)
+        and preset.published[:20] in window.form.published_label.text()
+    )
     if preset.name == "maml-sinusoid":
-        assert window.live.ref_line.isVisible() and window.live.ref_line.value() == pytest.approx(0.35)
+        assert window.live.ref_line.isVisible() and window.live.ref_line.value() == pytest.approx(
+            0.35
+        )
         assert window.live.ref_line.label.toPlainText() == "published 0.35"
 
 
@@ -360,12 +442,21 @@ def test_live_view_options(qtbot, window: MainWindow) -> None:
     live = window.live
     live.reset("mse", reference=0.35)
     t = time.time()
-    live.add_steps([StepMetrics(i, {"loss": 1 / i, "mse": 1 / i, "meta_lr": 1e-3, "steps_per_s": 50.0}, t + i) for i in range(1, 3001)])
+    live.add_steps(
+        [
+            StepMetrics(
+                i, {"loss": 1 / i, "mse": 1 / i, "meta_lr": 1e-3, "steps_per_s": 50.0}, t + i
+            )
+            for i in range(1, 3001)
+        ]
+    )
     live.add_eval(EvalResult(1000, "val", 0.5, 0.1, 10, "mse"))
     live.redraw()
     assert live.point_count("loss") == 3000 and live.point_count("val") == 1
     live.set_smoothing(0.9)
-    assert live.series["loss"].smooth[2999] > live.series["loss"].value[2999]  # EMA lags a falling curve
+    assert (
+        live.series["loss"].smooth[2999] > live.series["loss"].value[2999]
+    )  # EMA lags a falling curve
     live.set_x_mode("wall")
     x, _ = live.curves["loss"].getData()
     assert x[0] == pytest.approx(0.0, abs=1.5)
@@ -375,7 +466,9 @@ def test_live_view_options(qtbot, window: MainWindow) -> None:
     assert "val 0.5" in live.show_cursor(1000.0)
 
 
-def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(qtbot, window: MainWindow) -> None:
+def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(
+    qtbot, window: MainWindow
+) -> None:
     cfg = RunConfig.from_dict({
         "algorithm": {"name": "protonet"}, "dataset": {"name": "glyphs"},
         "train": {"ways": 5, "shots": 1, "queries": 5, "meta_batch": 1, "inner_steps": 0},
@@ -389,24 +482,34 @@ def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(qtbot, 
     qtbot.waitUntil(lambda: window.adapt.last is not None, timeout=5000)
     shown = window.adapt.last
     assert shown["kind"] == "classification" and shown["ways"] == 5
-    assert shown["support_x"].shape[0] == 5 and shown["query_x"].shape[0] == 10  # 5 ways x 2 queries
+    assert (
+        shown["support_x"].shape[0] == 5 and shown["query_x"].shape[0] == 10
+    )  # 5 ways x 2 queries
     assert shown["pred"] is not None and len(shown["pred"]) == 10
     assert set(shown["pred"].tolist()) <= set(range(5))
 
 
-def test_launch_default_and_switching_task_kind_resets_the_task_shapes(qtbot, window: MainWindow) -> None:
+def test_launch_default_and_switching_task_kind_resets_the_task_shapes(
+    qtbot, window: MainWindow
+) -> None:
     cfg = window.form.config
     assert cfg is not None and (cfg.algorithm.name, cfg.dataset.name) == ("maml", "sinusoid")
     assert cfg.train.ways == 1 and cfg.train.shots == 10 and cfg.algorithm.inner_lr == 0.01
     window.form.set_field("dataset.name", "glyphs")
     cfg = window.form.config
     assert cfg is not None and cfg.dataset.name == "glyphs"
-    assert (cfg.train.ways, cfg.train.shots, cfg.eval.ways) == (5, 1, 5) and cfg.algorithm.inner_lr == 0.4
+    assert (cfg.train.ways, cfg.train.shots, cfg.eval.ways) == (
+        5,
+        1,
+        5,
+    ) and cfg.algorithm.inner_lr == 0.4
     window.form.set_field("dataset.name", "sinusoid")
     assert window.form.config.train.ways == 1 and window.form.config.algorithm.inner_lr == 0.01
 
 
-def test_resuming_from_an_older_checkpoint_creates_a_child_run(qtbot, window: MainWindow, catalog: Catalog) -> None:
+def test_resuming_from_an_older_checkpoint_creates_a_child_run(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
     fill(window, SMALL)
     qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
     wait_idle(qtbot, window)
@@ -417,6 +520,8 @@ def test_resuming_from_an_older_checkpoint_creates_a_child_run(qtbot, window: Ma
     wait_idle(qtbot, window)
     child = next(r for r in catalog.list_runs() if r.id != run.id)
     assert child.parent_id == run.id and child.status == "finished" and child.step == 60
-    assert catalog.get_run(run.id).step == 60 and catalog.get_run(run.id).attempt == 1  # the parent is untouched
+    assert (
+        catalog.get_run(run.id).step == 60 and catalog.get_run(run.id).attempt == 1
+    )  # the parent is untouched
     steps, _, _ = catalog.metrics(child.id, "loss")
     assert steps[0] == older.step + 1

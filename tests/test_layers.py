@@ -11,7 +11,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "workbench"
 QT = ("PySide6", "PyQt5", "PyQt6", "pyqtgraph", "shiboken6", "workbench.gui")
-FORBIDDEN = {"core": QT + ("workbench.catalog", "sqlalchemy", "alembic", "workbench.api"), "catalog": QT + ("torch",)}
+FORBIDDEN = {
+    "core": QT + ("workbench.catalog", "sqlalchemy", "alembic", "workbench.api"),
+    "catalog": QT + ("torch",),
+}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -29,7 +29,9 @@ def test_maml_sinusoid_halves_the_mse_by_adapting() -> None:
     assert test.values["mse_after_10"] < post
     for k in (5, 10):  # the paper's fine-tuning protocol is reported at K = 5 and K = 10
         assert {f"k{k}_mse_after_{s}" for s in (1, 5, 10)} <= test.values.keys()
-    assert test.values["k10_mse_after_10"] < test.values["k5_mse_after_10"]  # more points, better fit
+    assert (
+        test.values["k10_mse_after_10"] < test.values["k5_mse_after_10"]
+    )  # more points, better fit
 
 
 def test_protonet_glyphs_5way_1shot_beats_60_percent() -> None:
@@ -71,7 +73,9 @@ def test_meta_lstm_beats_tuned_sgd_from_the_same_initialisation() -> None:
                 (grad,) = torch.autograd.grad(loss, theta)
                 theta = (theta - lr * grad).detach().requires_grad_()
             with torch.no_grad():
-                losses.append(float(algo.learner_loss(theta, batch.query_x[i], batch.query_y[i])[0]))
+                losses.append(
+                    float(algo.learner_loss(theta, batch.query_x[i], batch.query_y[i])[0])
+                )
         mse = sum(losses) / len(losses)
         return mse if mse == mse else float("inf")  # a diverging rate counts as infinitely bad
 

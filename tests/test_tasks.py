@@ -39,7 +39,9 @@ def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 # ---- sampler --------------------------------------------------------------------------------
-def coded_images(classes: int, per_class: int | list[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def coded_images(
+    classes: int, per_class: int | list[int]
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Images whose pixel (0, 0) is the class and pixel (0, 1) the image number in its class."""
     counts = [per_class] * classes if isinstance(per_class, int) else per_class
     imgs, index, n = [], [], 0
@@ -65,7 +67,11 @@ def test_sampler_shapes_labels_and_distinct_classes() -> None:
     shape = TaskShape(ways=5, shots=2, queries=3)
     b = dist.sample(shape, 8, torch.Generator().manual_seed(0))
     assert b.support_x.shape == (8, 10, 1, 6, 6) and b.query_x.shape == (8, 15, 1, 6, 6)
-    assert b.support_x.dtype == torch.float32 and 0 <= float(b.support_x.min()) and float(b.support_x.max()) <= 1
+    assert (
+        b.support_x.dtype == torch.float32
+        and 0 <= float(b.support_x.min())
+        and float(b.support_x.max()) <= 1
+    )
     assert b.ways == 5 and dist.num_classes == 30 and dist.input_shape == (1, 6, 6)
     assert b.support_y[0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]  # class-major
     assert b.query_y[0].tolist() == [i for i in range(5) for _ in range(3)]
@@ -75,7 +81,9 @@ def test_sampler_shapes_labels_and_distinct_classes() -> None:
         classes = b.info["classes"][t]
         assert len(set(classes.tolist())) == 5
         # every label maps to one class, the one in info, in support and query alike
-        assert torch.equal(s_cls[t], classes[b.support_y[t]]) and torch.equal(q_cls[t], classes[b.query_y[t]])
+        assert torch.equal(s_cls[t], classes[b.support_y[t]]) and torch.equal(
+            q_cls[t], classes[b.query_y[t]]
+        )
         for w in range(5):
             used = s_img[t][b.support_y[t] == w].tolist() + q_img[t][b.query_y[t] == w].tolist()
             assert len(set(used)) == 5  # shots + queries distinct images of the class
@@ -124,7 +132,10 @@ def test_too_many_ways_or_images_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as err:
         dist.sample(TaskShape(ways=50), 1, torch.Generator(), phase="train")
     assert err.value.key == "train.ways"
-    assert str(err.value) == "train.ways: 50 ways requested but the val split of omniglot has only 20 classes"
+    assert (
+        str(err.value)
+        == "train.ways: 50 ways requested but the val split of omniglot has only 20 classes"
+    )
     with pytest.raises(ConfigError) as err:
         dist.sample(TaskShape(ways=21), 1, torch.Generator())  # val split defaults to eval
     assert err.value.key == "eval.ways"
@@ -139,7 +150,10 @@ def test_sampling_speed() -> None:
     index = [torch.arange(c * 20, c * 20 + 20) for c in range(1200) for _ in range(4)]
     dist = ClassImages(images, index, rotation=[k for _ in range(1200) for k in range(4)])
     g = torch.Generator().manual_seed(0)
-    for shape, batch in ((TaskShape(ways=5, shots=1, queries=15), 32), (TaskShape(ways=60, shots=5, queries=5), 1)):
+    for shape, batch in (
+        (TaskShape(ways=5, shots=1, queries=15), 32),
+        (TaskShape(ways=60, shots=5, queries=5), 1),
+    ):
         dist.sample(shape, batch, g)
         t = time.perf_counter()
         for _ in range(10):
@@ -229,7 +243,9 @@ def test_omniglot_vinyals_split(real_omniglot: DatasetConfig) -> None:
     assert not characters(d["test"]) & (characters(d["train"]) | characters(d["val"]))
     assert len(characters(d["train"])) == 1028
     assert "SHA256 verified" in d["train"].verification  # type: ignore[attr-defined]
-    b = d["test"].sample(TaskShape(ways=5, shots=1, queries=15), 4, torch.Generator().manual_seed(0))
+    b = d["test"].sample(
+        TaskShape(ways=5, shots=1, queries=15), 4, torch.Generator().manual_seed(0)
+    )
     assert float(b.support_x.mean()) < 0.3  # inverted: strokes 1, paper 0
     no_rot = real_omniglot.model_copy(update={"rotations": False})
     assert [spec.build(no_rot, s).num_classes for s in ("train", "val", "test")] == [1028, 172, 423]
@@ -253,7 +269,9 @@ def test_omniglot_random_split(real_omniglot: DatasetConfig) -> None:
     assert other != d["test"]
 
 
-def test_omniglot_cache_reused(real_omniglot: DatasetConfig, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_omniglot_cache_reused(
+    real_omniglot: DatasetConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = DATASETS.get("omniglot")()
     spec.build(real_omniglot, "val")  # decoded (or already cached by an earlier test)
     cache.clear_memory()
@@ -306,7 +324,9 @@ def tiny_zip(part: str, alphabet: str, chars: int, drawers: int = 6) -> bytes:
                 im = Image.fromarray(rng.random((20, 20)) > 0.2).convert("1")
                 png = io.BytesIO()
                 im.save(png, format="PNG")
-                z.writestr(f"{part}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", png.getvalue())
+                z.writestr(
+                    f"{part}/{alphabet}/character{c:02d}/{c:04d}_{d:02d}.png", png.getvalue()
+                )
     return buf.getvalue()
 
 
@@ -325,7 +345,9 @@ def server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     httpd.server_close()
 
 
-def test_omniglot_download(server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_omniglot_download(
+    server: tuple[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     url, www = server
     md5 = {}
     for part, alphabet, n in (("images_background", "Alpha", 8), ("images_evaluation", "Beta", 4)):
@@ -333,8 +355,14 @@ def test_omniglot_download(server: tuple[str, Path], tmp_path: Path, monkeypatch
         (www / f"{part}.zip").write_bytes(data)
         md5[f"{part}.zip"] = hashlib.md5(data).hexdigest()
     (www / "splits").mkdir()
-    for split, chars in (("train", ["Alpha/character01", "Alpha/character02"]), ("val", ["Alpha/character03"]), ("test", ["Beta/character01"])):
-        (www / "splits" / f"{split}.txt").write_text("".join(f"{c}/rot{r:03d}\n" for c in chars for r in (0, 90, 180, 270)))
+    for split, chars in (
+        ("train", ["Alpha/character01", "Alpha/character02"]),
+        ("val", ["Alpha/character03"]),
+        ("test", ["Beta/character01"]),
+    ):
+        (www / "splits" / f"{split}.txt").write_text(
+            "".join(f"{c}/rot{r:03d}\n" for c in chars for r in (0, 90, 180, 270))
+        )
     monkeypatch.setenv(omniglot.URL_ENV, url)
     monkeypatch.setenv(omniglot.SPLITS_URL_ENV, url + "splits/")
     monkeypatch.setattr(omniglot, "ARCHIVE_MD5", md5)
@@ -380,7 +408,9 @@ def test_image_folder_class_folders(tmp_path: Path) -> None:
     assert [x.num_classes for x in d.values()] == [6, 2, 2]
     names = [set(x.class_names or []) for x in d.values()]
     assert len(set.union(*names)) == 10
-    b = d["train"].sample(TaskShape(ways=3, shots=2, queries=4), 2, torch.Generator().manual_seed(0))
+    b = d["train"].sample(
+        TaskShape(ways=3, shots=2, queries=4), 2, torch.Generator().manual_seed(0)
+    )
     assert b.support_x.shape == (2, 6, 3, 8, 8)
     # the images of a label all come from one class folder (constant pixel value per class)
     for t in range(2):

@@ -1,11 +1,11 @@
 """A small public Python API over the catalog and the engine (used by the CLI and the GUI).
 
-    from workbench import api
-    cat = api.open_catalog("experiments.db")
-    runs = api.list_runs(cat, algorithm="maml")
-    steps, values = api.load_metric(cat, runs[0].id, "loss")
-    algo, config = api.load_model(cat, runs[0].id, "best")
-    score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600)
+from workbench import api
+cat = api.open_catalog("experiments.db")
+runs = api.list_runs(cat, algorithm="maml")
+steps, values = api.load_metric(cat, runs[0].id, "loss")
+algo, config = api.load_model(cat, runs[0].id, "best")
+score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600)
 """
 
 from __future__ import annotations
@@ -53,13 +53,18 @@ def resolve_checkpoint(catalog: Catalog, run_id: int, which: Any = "best") -> An
     if isinstance(which, str) and which.isdigit():
         which = int(which)
     if which not in ("best", "final", "latest") and not isinstance(which, int):
-        raise ConfigError("--checkpoint", f"{which!r} is not allowed: use best, final, latest or a step number")
+        raise ConfigError(
+            "--checkpoint", f"{which!r} is not allowed: use best, final, latest or a step number"
+        )
     rec = catalog.checkpoint(run_id, which)  # type: ignore[arg-type]
     if rec is None and which == "best":
         rec = catalog.checkpoint(run_id, "final") or catalog.checkpoint(run_id, "latest")
     if rec is None:
         steps = sorted({c.step for c in catalog.checkpoints(run_id)})
-        raise ConfigError("--checkpoint", f"run {run_id} has no {which} checkpoint; its checkpoint steps: {steps or 'none'}")
+        raise ConfigError(
+            "--checkpoint",
+            f"run {run_id} has no {which} checkpoint; its checkpoint steps: {steps or 'none'}",
+        )
     return rec
 
 
@@ -75,7 +80,9 @@ def load_model(
     try:
         algo.load_state_dict(state["algorithm"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint {rec.path} does not fit its configuration: {str(exc).splitlines()[0]}") from None
+        raise CheckpointError(
+            f"checkpoint {rec.path} does not fit its configuration: {str(exc).splitlines()[0]}"
+        ) from None
     return algo, config
 
 
@@ -94,14 +101,29 @@ def evaluate_checkpoint(
     rec = resolve_checkpoint(catalog, run_id, which)
     algo, config = load_model(catalog, run_id, rec, device)
     if shape:
-        config = RunConfig.from_dict({**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}})
+        config = RunConfig.from_dict(
+            {**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}}
+        )
     if episodes:
         config = RunConfig.from_dict({**config.to_dict(), "test_episodes": episodes})
     if inner_lr is not None:  # fine-tuning step size at test (the pretrain baseline's 0.02 at K=10)
-        config = RunConfig.from_dict({**config.to_dict(), "algorithm": {**config.algorithm.model_dump(), "eval_inner_lr": inner_lr}})
+        config = RunConfig.from_dict(
+            {
+                **config.to_dict(),
+                "algorithm": {**config.algorithm.model_dump(), "eval_inner_lr": inner_lr},
+            }
+        )
         algo.params = config.algorithm
     dists = load_datasets(config, ("test",))
-    score = evaluate(algo, dists["test"], config.eval, config.test_episodes, resolve_device(device), "test", should_stop=should_stop)
+    score = evaluate(
+        algo,
+        dists["test"],
+        config.eval,
+        config.test_episodes,
+        resolve_device(device),
+        "test",
+        should_stop=should_stop,
+    )
     if store and score.episodes == config.test_episodes:
         catalog.add_evaluation(
             run_id, "test", score.metric, score.mean, score.ci95, score.episodes, score.values,

@@ -35,7 +35,10 @@ def _add_task_flags(p: argparse.ArgumentParser) -> None:
 
 
 def parser() -> Parser:
-    top = Parser(prog="workbench", description="Meta-Learning Workbench: with no command, opens the desktop app.")
+    top = Parser(
+        prog="workbench",
+        description="Meta-Learning Workbench: with no command, opens the desktop app.",
+    )
     top.add_argument("--db", help="catalog file (default: $WORKBENCH_DB or ./experiments.db)")
     sub = top.add_subparsers(dest="command", parser_class=Parser)
 
@@ -56,7 +59,13 @@ def parser() -> Parser:
     r.add_argument("--data-dir", help="dataset folder (default: $WORKBENCH_DATA)")
     r.add_argument("--name", help="run name")
     r.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
-    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override any config key, e.g. algorithm.inner_lr=0.4")
+    r.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override any config key, e.g. algorithm.inner_lr=0.4",
+    )
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.add_argument("--db", dest="db_sub")
@@ -72,7 +81,9 @@ def parser() -> Parser:
 
     s = sub.add_parser("resume", help="continue a run from its latest (or an older) checkpoint")
     s.add_argument("run_id", type=int)
-    s.add_argument("--checkpoint", default="latest", help="latest or a step (an older one starts a child run)")
+    s.add_argument(
+        "--checkpoint", default="latest", help="latest or a step (an older one starts a child run)"
+    )
     s.add_argument("--steps", type=int, help="new total step budget")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--db", dest="db_sub")
@@ -86,7 +97,9 @@ def parser() -> Parser:
 
     x = sub.add_parser("export", help="export a run's metrics as CSV")
     x.add_argument("run_id", type=int)
-    x.add_argument("--csv", required=True, help="output file; columns run_id,step,metric,value,wall_time")
+    x.add_argument(
+        "--csv", required=True, help="output file; columns run_id,step,metric,value,wall_time"
+    )
     x.add_argument("--db", dest="db_sub")
 
     sub.add_parser("presets", help="list the papers' presets and their published numbers")
@@ -147,14 +160,24 @@ class ProgressBar:
         if not self.quiet:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=e.total_steps, initial=e.start_step, unit="step", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(
+                total=e.total_steps,
+                initial=e.start_step,
+                unit="step",
+                dynamic_ncols=True,
+                file=sys.stderr,
+            )
 
     def on_step(self, e: Any) -> None:
         if self.bar is not None:
             self.bar.update(e.step - self.bar.n)
             if e.step % 10 == 0:
-                score = {k: f"{v:.4g}" for k, v in e.values.items() if k in ("loss", "accuracy", "mse")}
-                self.bar.set_postfix(score | ({"val": self.last_val} if self.last_val else {}), refresh=False)
+                score = {
+                    k: f"{v:.4g}" for k, v in e.values.items() if k in ("loss", "accuracy", "mse")
+                }
+                self.bar.set_postfix(
+                    score | ({"val": self.last_val} if self.last_val else {}), refresh=False
+                )
 
     def on_eval(self, e: Any) -> None:
         self.last_val = f"{e.mean:.4f}±{e.ci95:.4f}"
@@ -172,8 +195,11 @@ class ProgressBar:
 
 def _train(catalog: Any, trainer: Any, run_id: int) -> int:
     """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled)."""
+
     def stop(signum: int, _frame: Any) -> None:
-        print(f"\nworkbench: {signal.Signals(signum).name}: stopping after this step", file=sys.stderr)
+        print(
+            f"\nworkbench: {signal.Signals(signum).name}: stopping after this step", file=sys.stderr
+        )
         trainer.cancel()
 
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -187,7 +213,11 @@ def _train(catalog: Any, trainer: Any, run_id: int) -> int:
     print(f"run {run_id}: {result.status} at step {result.step}")
     if result.test is not None:
         t = result.test
-        extra = "".join(f", {k} {v:.4f}" for k, v in t.values.items() if k.startswith("mse_after") and not k.endswith("ci95"))
+        extra = "".join(
+            f", {k} {v:.4f}"
+            for k, v in t.values.items()
+            if k.startswith("mse_after") and not k.endswith("ci95")
+        )
         print(f"test {t.metric}: {t.mean:.4f} ± {t.ci95:.4f} over {t.episodes} episodes{extra}")
     if result.error:
         print(f"error: {result.error.splitlines()[0]}", file=sys.stderr)
@@ -209,10 +239,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(config.to_json())
         return 0
     resolve_device(config.device)
-    datasets = load_datasets(config, ("train", "val", "test"))  # fails before the catalog is touched
+    datasets = load_datasets(
+        config, ("train", "val", "test")
+    )  # fails before the catalog is touched
     catalog = open_catalog(_db(args))
     trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], datasets=datasets)
-    print(f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.path}")
+    print(
+        f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.path}"
+    )
     return _train(catalog, trainer, run_id)
 
 
@@ -224,16 +258,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
     catalog = open_catalog(_db(args))
     _known_run(catalog, args.run_id)
     rec = resolve_checkpoint(catalog, args.run_id, args.checkpoint)
-    state = load_checkpoint(rec.path, rec.sha256)  # tampered or unreadable: exit 2 before anything changes
+    state = load_checkpoint(
+        rec.path, rec.sha256
+    )  # tampered or unreadable: exit 2 before anything changes
     config = RunConfig.from_json(str(state["config_json"]))
     if args.steps is not None:
         if args.steps <= rec.step:
-            raise ConfigError("--steps", f"{args.steps} is not allowed: must exceed the checkpoint's step {rec.step}")
+            raise ConfigError(
+                "--steps",
+                f"{args.steps} is not allowed: must exceed the checkpoint's step {rec.step}",
+            )
         config = RunConfig.from_dict({**config.to_dict(), "steps": args.steps})
     elif rec.step >= config.steps:
-        raise ConfigError("--steps", f"the run already reached its budget of {config.steps} steps; pass a larger --steps")
-    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec)
-    print(f"run {run_id}: resuming from step {rec.step} ({rec.kind} checkpoint){' as a child of run ' + str(args.run_id) if run_id != args.run_id else ''}")
+        raise ConfigError(
+            "--steps",
+            f"the run already reached its budget of {config.steps} steps; pass a larger --steps",
+        )
+    trainer, run_id = trainer_for(
+        catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec
+    )
+    print(
+        f"run {run_id}: resuming from step {rec.step} ({rec.kind} checkpoint){' as a child of run ' + str(args.run_id) if run_id != args.run_id else ''}"
+    )
     return _train(catalog, trainer, run_id)
 
 
@@ -244,10 +290,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _known_run(catalog, args.run_id)
     if args.episodes is not None and args.episodes < 1:
         raise ConfigError("--episodes", f"{args.episodes} is not allowed: must be at least 1")
-    shape = {k: getattr(args, k) for k in ("ways", "shots", "queries", "inner_steps") if getattr(args, k) is not None}
-    score = evaluate_checkpoint(catalog, args.run_id, args.checkpoint, args.episodes, shape, args.device)
+    shape = {
+        k: getattr(args, k)
+        for k in ("ways", "shots", "queries", "inner_steps")
+        if getattr(args, k) is not None
+    }
+    score = evaluate_checkpoint(
+        catalog, args.run_id, args.checkpoint, args.episodes, shape, args.device
+    )
     extra = "".join(f", {k} {v:.4f}" for k, v in score.values.items() if not k.endswith("ci95"))
-    print(f"run {args.run_id} ({args.checkpoint}): test {score.metric} {score.mean:.4f} ± {score.ci95:.4f} over {score.episodes} episodes{extra}")
+    print(
+        f"run {args.run_id} ({args.checkpoint}): test {score.metric} {score.mean:.4f} ± {score.ci95:.4f} over {score.episodes} episodes{extra}"
+    )
     return 0
 
 
@@ -267,10 +321,26 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from workbench.core.events import STATUSES
 
     if args.status and args.status not in STATUSES:
-        raise ConfigError("--status", f"{args.status!r} is not allowed; allowed: {', '.join(STATUSES)}")
+        raise ConfigError(
+            "--status", f"{args.status!r} is not allowed; allowed: {', '.join(STATUSES)}"
+        )
     catalog = open_catalog(_db(args))
-    runs = catalog.list_runs(status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag)
-    rows = [("id", "name", "status", "algorithm", "dataset", "step", "best val", "test ± ci95", "created")]
+    runs = catalog.list_runs(
+        status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag
+    )
+    rows = [
+        (
+            "id",
+            "name",
+            "status",
+            "algorithm",
+            "dataset",
+            "step",
+            "best val",
+            "test ± ci95",
+            "created",
+        )
+    ]
     for r in runs:
         summ = r.summary
         pct = any(k.endswith("accuracy") for k in summ)
@@ -278,7 +348,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         val = summ.get(f"val_{metric}")
         test = summ.get(f"test_{metric}")
         test_ci = summ.get(f"test_{metric}_ci95")
-        test_s = f"{_fmt(test.latest, pct)} ± {_fmt(test_ci.latest if test_ci else None, pct)}" if test else "-"
+        test_s = (
+            f"{_fmt(test.latest, pct)} ± {_fmt(test_ci.latest if test_ci else None, pct)}"
+            if test
+            else "-"
+        )
         rows.append((
             str(r.id), r.name[:24], r.status, r.algorithm, r.dataset, f"{r.step}/{r.total_steps or '?'}",
             _fmt(val.best if val else None, pct), test_s, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
@@ -326,7 +400,10 @@ def cmd_gui(args: argparse.Namespace) -> int:
     try:
         from workbench.gui.app import main as gui_main
     except ImportError as exc:
-        print(f"workbench: the desktop app cannot start ({exc}); headless commands: workbench run --help", file=sys.stderr)
+        print(
+            f"workbench: the desktop app cannot start ({exc}); headless commands: workbench run --help",
+            file=sys.stderr,
+        )
         return 1
     db = _db(args)
     return gui_main(["--db", db] if db else [])
@@ -354,4 +431,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

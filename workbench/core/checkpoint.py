@@ -59,7 +59,9 @@ def load_checkpoint(path: str | Path, expected_sha256: str | None = None) -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     if expected_sha256 is not None and sha256_file(path) != expected_sha256:
-        raise CheckpointError(f"checkpoint {path} does not match its recorded sha256 (modified or corrupted)")
+        raise CheckpointError(
+            f"checkpoint {path} does not match its recorded sha256 (modified or corrupted)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors come in many types

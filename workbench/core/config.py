@@ -24,34 +24,77 @@ class StrictModel(BaseModel):
 class TaskShape(StrictModel):
     """Shape of the tasks in one phase; training and evaluation differ in the papers."""
 
-    ways: int = Field(5, ge=1, le=5000, description="Classes per task (N-way); ignored for regression")
-    shots: int = Field(1, ge=1, le=1000, description="Labelled support examples per class (K-shot); K points for regression")
-    queries: int = Field(15, ge=1, le=1000, description="Query examples per class the adapted model is scored on")
-    meta_batch: int = Field(32, ge=1, le=1024, description="Tasks per meta-update (training) or per evaluation chunk")
-    inner_steps: int = Field(1, ge=0, le=1000, description="Adaptation steps on the support set (MAML, Meta-LSTM, fine-tuning)")
+    ways: int = Field(
+        5, ge=1, le=5000, description="Classes per task (N-way); ignored for regression"
+    )
+    shots: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Labelled support examples per class (K-shot); K points for regression",
+    )
+    queries: int = Field(
+        15, ge=1, le=1000, description="Query examples per class the adapted model is scored on"
+    )
+    meta_batch: int = Field(
+        32, ge=1, le=1024, description="Tasks per meta-update (training) or per evaluation chunk"
+    )
+    inner_steps: int = Field(
+        1,
+        ge=0,
+        le=1000,
+        description="Adaptation steps on the support set (MAML, Meta-LSTM, fine-tuning)",
+    )
 
 
 class DatasetConfig(StrictModel):
     """Which task distribution, where its files are, and how its classes are split."""
 
-    name: str = Field("sinusoid", description="Registered dataset: sinusoid, glyphs, omniglot, image-folder")
-    data_dir: str | None = Field(None, description="Folder holding the dataset files (default: $WORKBENCH_DATA)")
-    split: str = Field("default", description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'")
+    name: str = Field(
+        "sinusoid", description="Registered dataset: sinusoid, glyphs, omniglot, image-folder"
+    )
+    data_dir: str | None = Field(
+        None, description="Folder holding the dataset files (default: $WORKBENCH_DATA)"
+    )
+    split: str = Field(
+        "default",
+        description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'",
+    )
     split_seed: int = Field(0, description="Seed of a random class split")
-    rotations: bool = Field(True, description="Omniglot: rotations by 90 degree multiples as extra classes")
+    rotations: bool = Field(
+        True, description="Omniglot: rotations by 90 degree multiples as extra classes"
+    )
     image_size: int = Field(28, ge=4, le=512, description="Images are resized to this square size")
     channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB")
-    download: bool = Field(False, description="Download the official archives when missing (checksums verified)")
+    download: bool = Field(
+        False, description="Download the official archives when missing (checksums verified)"
+    )
 
 
 class ModelConfig(StrictModel):
     """The learner network shared by the algorithms."""
 
-    name: Literal["auto", "conv4", "mlp"] = Field("auto", description="auto: conv4 for images, mlp for regression")
-    width: int = Field(64, ge=1, le=1024, description="Conv-4 filters per layer (64 in MAML/ProtoNet, 32 in Meta-LSTM)")
-    downsample: Literal["stride", "maxpool"] = Field("stride", description="Conv-4: strided convs (MAML Omniglot) or 2x2 max-pool (ProtoNet, mini-ImageNet)")
-    hidden: list[int] = Field(default_factory=lambda: [40, 40], description="MLP hidden layer sizes (MAML sinusoid: 40, 40)")
-    channels_last: bool = Field(True, description="Keep conv weights in channels-last layout (faster convolutions on CPU and CUDA; same results)")
+    name: Literal["auto", "conv4", "mlp"] = Field(
+        "auto", description="auto: conv4 for images, mlp for regression"
+    )
+    width: int = Field(
+        64,
+        ge=1,
+        le=1024,
+        description="Conv-4 filters per layer (64 in MAML/ProtoNet, 32 in Meta-LSTM)",
+    )
+    downsample: Literal["stride", "maxpool"] = Field(
+        "stride",
+        description="Conv-4: strided convs (MAML Omniglot) or 2x2 max-pool (ProtoNet, mini-ImageNet)",
+    )
+    hidden: list[int] = Field(
+        default_factory=lambda: [40, 40],
+        description="MLP hidden layer sizes (MAML sinusoid: 40, 40)",
+    )
+    channels_last: bool = Field(
+        True,
+        description="Keep conv weights in channels-last layout (faster convolutions on CPU and CUDA; same results)",
+    )
     batch_norm: Literal["batch", "none"] = Field(
         "batch",
         description="batch: batch statistics in training and test, no running statistics (as in the MAML paper); none: no BN",
@@ -62,9 +105,17 @@ class AlgorithmParams(StrictModel):
     """Hyperparameters every algorithm has; each algorithm subclasses this in its own module."""
 
     name: str = Field(description="Registered algorithm")
-    meta_lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the meta (outer) update")
-    lr_halve_every: int = Field(0, ge=0, description="Halve the meta learning rate every N steps (0 = never; ProtoNet: 2000)")
-    grad_clip: float = Field(0.0, ge=0, description="Clip the meta-gradient norm to this value (0 = no clipping)")
+    meta_lr: float = Field(
+        1e-3, gt=0, le=10, description="Adam learning rate of the meta (outer) update"
+    )
+    lr_halve_every: int = Field(
+        0,
+        ge=0,
+        description="Halve the meta learning rate every N steps (0 = never; ProtoNet: 2000)",
+    )
+    grad_clip: float = Field(
+        0.0, ge=0, description="Clip the meta-gradient norm to this value (0 = no clipping)"
+    )
 
 
 class RunConfig(StrictModel):
@@ -74,19 +125,36 @@ class RunConfig(StrictModel):
     algorithm: SerializeAsAny[AlgorithmParams]
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TaskShape = Field(default_factory=TaskShape, description="Task shape during meta-training")
-    eval: TaskShape = Field(default_factory=lambda: TaskShape(inner_steps=3), description="Task shape for validation and test")
+    train: TaskShape = Field(
+        default_factory=TaskShape, description="Task shape during meta-training"
+    )
+    eval: TaskShape = Field(
+        default_factory=lambda: TaskShape(inner_steps=3),
+        description="Task shape for validation and test",
+    )
     device: str = Field("auto", description="auto | cpu | cuda | cuda:i | mps")
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16 autocast for the forward passes (CPU with avx512_bf16, CUDA)")
-    seed: int = Field(0, description="Seeds weights, task sampling and the validation/test episodes")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16 autocast for the forward passes (CPU with avx512_bf16, CUDA)"
+    )
+    seed: int = Field(
+        0, description="Seeds weights, task sampling and the validation/test episodes"
+    )
     steps: int = Field(1000, ge=1, le=10_000_000, description="Meta-training steps (meta-updates)")
     val_every: int = Field(100, ge=0, description="Validate every N steps (0 = never)")
     val_episodes: int = Field(100, ge=1, description="Validation tasks per validation")
-    ckpt_every: int = Field(500, ge=0, description="Checkpoint every N steps (0 = only best and final)")
+    ckpt_every: int = Field(
+        500, ge=0, description="Checkpoint every N steps (0 = only best and final)"
+    )
     keep_last: int = Field(2, ge=0, description="Periodic checkpoints kept besides best and final")
-    test_episodes: int = Field(600, ge=1, description="Test tasks evaluated when the run finishes (600 in the papers)")
-    test_on_finish: bool = Field(True, description="Evaluate the best checkpoint on the test split when the run finishes")
-    threads: int | None = Field(None, ge=1, le=512, description="torch CPU threads (empty: torch default)")
+    test_episodes: int = Field(
+        600, ge=1, description="Test tasks evaluated when the run finishes (600 in the papers)"
+    )
+    test_on_finish: bool = Field(
+        True, description="Evaluate the best checkpoint on the test split when the run finishes"
+    )
+    threads: int | None = Field(
+        None, ge=1, le=512, description="torch CPU threads (empty: torch default)"
+    )
     preset: str | None = Field(None, description="Preset this run was made from")
     tags: list[str] = Field(default_factory=list)
     notes: str = ""
@@ -137,7 +205,9 @@ class RunConfig(StrictModel):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError("config", f"not valid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise ConfigError(
+                "config", f"not valid JSON ({exc.msg} at line {exc.lineno})"
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError("config", "must be a JSON object")
         return cls.from_dict(data)
@@ -182,7 +252,9 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
     for item in assignments:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError("--set", f"{item!r} is not key=value (for example algorithm.inner_lr=0.4)")
+            raise ConfigError(
+                "--set", f"{item!r} is not key=value (for example algorithm.inner_lr=0.4)"
+            )
         parts = key.strip().split(".")
         node = out
         for i, part in enumerate(parts[:-1]):
@@ -204,7 +276,10 @@ def switch_algorithm(section: dict[str, Any], name: str) -> dict[str, Any]:
     from workbench.core.algorithms import ALGORITHMS
 
     fields = ALGORITHMS.get(name).Params.model_fields
-    return {**{k: v for k, v in section.items() if k in fields and k not in ("name", "first_order")}, "name": name}
+    return {
+        **{k: v for k, v in section.items() if k in fields and k not in ("name", "first_order")},
+        "name": name,
+    }
 
 
 # Starting points by task kind and algorithm, so that a fresh form or a bare `workbench run`

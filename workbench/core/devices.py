@@ -54,7 +54,9 @@ def resolve_device(spec: str) -> torch.device:
         return torch.device(ids[0])
     if (asked if asked != "cuda" else "cuda:0") in ids:
         return torch.device(asked if asked != "cuda" else "cuda:0")
-    raise ConfigError("device", f"{spec!r} is not available on this machine; available: auto, {', '.join(ids)}")
+    raise ConfigError(
+        "device", f"{spec!r} is not available on this machine; available: auto, {', '.join(ids)}"
+    )
 
 
 def device_name(device: torch.device) -> str:

@@ -46,25 +46,43 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def load_datasets(config: RunConfig, splits: tuple[str, ...] = ("train",)) -> dict[str, TaskDistribution]:
+def load_datasets(
+    config: RunConfig, splits: tuple[str, ...] = ("train",)
+) -> dict[str, TaskDistribution]:
     """The config's dataset splits, checked against the task shapes (a ConfigError names the key)."""
     spec = DATASETS.get(config.dataset.name)()
     dists = {s: spec.build(config.dataset, s) for s in splits}  # type: ignore[arg-type]
     algo_cls = ALGORITHMS.get(config.algorithm.name)
-    if algo_cls.same_ways and config.task_kind == "classification" and config.eval.ways != config.train.ways:
-        raise ConfigError("eval.ways", f"{config.algorithm.name} learns a {config.train.ways}-way output layer; eval.ways must equal train.ways")
+    if (
+        algo_cls.same_ways
+        and config.task_kind == "classification"
+        and config.eval.ways != config.train.ways
+    ):
+        raise ConfigError(
+            "eval.ways",
+            f"{config.algorithm.name} learns a {config.train.ways}-way output layer; eval.ways must equal train.ways",
+        )
     for split, dist in dists.items():
         phase = "train" if split == "train" else "eval"
         shape = getattr(config, phase)
         if dist.num_classes is not None and shape.ways > dist.num_classes:
-            raise ConfigError(f"{phase}.ways", f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes")
+            raise ConfigError(
+                f"{phase}.ways",
+                f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes",
+            )
     return dists
 
 
-def build_algorithm(config: RunConfig, input_shape: tuple[int, ...], device: torch.device) -> Algorithm:
+def build_algorithm(
+    config: RunConfig, input_shape: tuple[int, ...], device: torch.device
+) -> Algorithm:
     """The algorithm with a freshly initialised learner (seed torch first for reproducibility)."""
     algo_cls = ALGORITHMS.get(config.algorithm.name)
-    out_dim = (config.train.ways if config.task_kind == "classification" else 1) if algo_cls.uses_head else 0
+    out_dim = (
+        (config.train.ways if config.task_kind == "classification" else 1)
+        if algo_cls.uses_head
+        else 0
+    )
     model = build_model(config.model, input_shape, out_dim, config.task_kind)
     algo = algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
     if config.model.channels_last and len(input_shape) == 3:
@@ -126,7 +144,11 @@ class Trainer:
         self._files: dict[str, list[str]] = {"periodic": [], "best": [], "final": [], "stop": []}
         self.algo: Algorithm | None = None
         self.device: torch.device | None = None
-        if self.resume_from is not None and self.checkpoint_dir is not None and self.checkpoint_dir.is_dir():
+        if (
+            self.resume_from is not None
+            and self.checkpoint_dir is not None
+            and self.checkpoint_dir.is_dir()
+        ):
             # a resumed run keeps managing the files its earlier attempts wrote (a fresh run
             # never adopts files it finds, which may belong to a deleted catalog's run)
             for kind, files in self._files.items():
@@ -159,7 +181,9 @@ class Trainer:
             finished = self._run()
         except (ConfigError, DataError, CheckpointError, NonFiniteLoss) as exc:
             finished = RunFinished("failed", self.step, str(exc))
-        except Exception as exc:  # an unexpected error still ends the run as failed, with its reason
+        except (
+            Exception
+        ) as exc:  # an unexpected error still ends the run as failed, with its reason
             tb = traceback.format_exc(limit=-3)
             finished = RunFinished("failed", self.step, f"{type(exc).__name__}: {exc}\n{tb}")
         self._emit("on_finish", finished)
@@ -185,7 +209,17 @@ class Trainer:
         task_gen = torch.Generator().manual_seed(cfg.seed)
         if self.resume_from is not None:
             self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, task_gen)
-        self._emit("on_start", RunStarted(cfg.to_json(), self.step, cfg.steps, str(device), device_name(device), environment(device)))
+        self._emit(
+            "on_start",
+            RunStarted(
+                cfg.to_json(),
+                self.step,
+                cfg.steps,
+                str(device),
+                device_name(device),
+                environment(device),
+            ),
+        )
 
         t_last = time.perf_counter()
         rate = 0.0
@@ -230,15 +264,25 @@ class Trainer:
 
     def _score(self, dist: TaskDistribution, split: str, episodes: int) -> Score:
         assert self.algo is not None and self.device is not None
-        return evaluate(self.algo, dist, self.config.eval, episodes, self.device, split, self._autocast)
+        return evaluate(
+            self.algo, dist, self.config.eval, episodes, self.device, split, self._autocast
+        )
 
-    def _validate(self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    def _validate(
+        self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: torch.Generator
+    ) -> None:
         s = self._score(dist, "val", self.config.val_episodes)
-        self._emit("on_eval", EvalResult(self.step, "val", s.mean, s.ci95, s.episodes, s.metric, s.values))
-        better = self.best is None or (s.mean > self.best[0] if s.metric == "accuracy" else s.mean < self.best[0])
+        self._emit(
+            "on_eval", EvalResult(self.step, "val", s.mean, s.ci95, s.episodes, s.metric, s.values)
+        )
+        better = self.best is None or (
+            s.mean > self.best[0] if s.metric == "accuracy" else s.mean < self.best[0]
+        )
         if better and math.isfinite(s.mean):
             self.best = (s.mean, self.step)
-            self._checkpoint("best", opt, gen, {f"val_{s.metric}": s.mean, f"val_{s.metric}_ci95": s.ci95})
+            self._checkpoint(
+                "best", opt, gen, {f"val_{s.metric}": s.mean, f"val_{s.metric}_ci95": s.ci95}
+            )
 
     def _test(self, dist: TaskDistribution | None) -> EvalResult | None:
         """Score the best-validation checkpoint (else the final weights) on the test split."""
@@ -255,9 +299,33 @@ class Trainer:
         if self.config.task_kind == "regression":  # the MAML paper's protocol: K = 5 and K = 10
             for k in (5, 10):
                 shape = self.config.eval.model_copy(update={"shots": k})
-                sk = evaluate(self.algo, dist, shape, self.config.test_episodes, self.device, "test", self._autocast)
-                values.update({f"k{k}_{name}": v for name, v in sk.values.items() if name.startswith("mse_after")})
-        result = EvalResult(self.step, "test", s.mean, s.ci95, s.episodes, s.metric, values, ckpt_step, protocol_of(self.config))
+                sk = evaluate(
+                    self.algo,
+                    dist,
+                    shape,
+                    self.config.test_episodes,
+                    self.device,
+                    "test",
+                    self._autocast,
+                )
+                values.update(
+                    {
+                        f"k{k}_{name}": v
+                        for name, v in sk.values.items()
+                        if name.startswith("mse_after")
+                    }
+                )
+        result = EvalResult(
+            self.step,
+            "test",
+            s.mean,
+            s.ci95,
+            s.episodes,
+            s.metric,
+            values,
+            ckpt_step,
+            protocol_of(self.config),
+        )
         self._emit("on_eval", result)
         return result
 
@@ -281,7 +349,9 @@ class Trainer:
             "best_step": self.best[1] if self.best else -1,
         }
 
-    def _restore(self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: torch.Generator) -> None:
+    def _restore(
+        self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: torch.Generator
+    ) -> None:
         assert self.algo is not None
         try:
             self.algo.load_state_dict(state["algorithm"])
@@ -292,16 +362,26 @@ class Trainer:
             if "cuda" in state["rng"] and self.device is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise CheckpointError(f"checkpoint does not fit this run's configuration: {str(exc).splitlines()[0]}") from None
+            raise CheckpointError(
+                f"checkpoint does not fit this run's configuration: {str(exc).splitlines()[0]}"
+            ) from None
         if state.get("best_step", -1) >= 0:
             self.best = (float(state["best_score"]), int(state["best_step"]))
 
-    def _checkpoint(self, kind: str, opt: torch.optim.Optimizer, gen: torch.Generator, metrics: dict[str, float] | None = None) -> None:
+    def _checkpoint(
+        self,
+        kind: str,
+        opt: torch.optim.Optimizer,
+        gen: torch.Generator,
+        metrics: dict[str, float] | None = None,
+    ) -> None:
         if self.checkpoint_dir is None:
             return
         path = self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt"
         size, sha = save_checkpoint(path, self._state(opt, gen))
-        self._emit("on_checkpoint", CheckpointSaved(self.step, kind, str(path), size, sha, metrics or {}))  # type: ignore[arg-type]
+        self._emit(
+            "on_checkpoint", CheckpointSaved(self.step, kind, str(path), size, sha, metrics or {})
+        )  # type: ignore[arg-type]
         files = self._files[kind]
         if str(path) not in files:
             files.append(str(path))
@@ -314,5 +394,11 @@ class Trainer:
 
 def protocol_of(config: RunConfig) -> dict[str, Any]:
     e = config.eval
-    return {"ways": e.ways, "shots": e.shots, "queries": e.queries, "inner_steps": e.inner_steps, "episodes": config.test_episodes, "split": "test"}
-
+    return {
+        "ways": e.ways,
+        "shots": e.shots,
+        "queries": e.queries,
+        "inner_steps": e.inner_steps,
+        "episodes": config.test_episodes,
+        "split": "test",
+    }

@@ -7,7 +7,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["queued", "running", "paused", "finished", "failed", "cancelled", "interrupted"]
-STATUSES: tuple[str, ...] = ("queued", "running", "paused", "finished", "failed", "cancelled", "interrupted")
+STATUSES: tuple[str, ...] = (
+    "queued",
+    "running",
+    "paused",
+    "finished",
+    "failed",
+    "cancelled",
+    "interrupted",
+)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,9 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             allowed = ", ".join(self._items) or "(none registered)"
-            raise ConfigError(self.key, f"unknown {self.kind} {name!r}; allowed: {allowed}") from None
+            raise ConfigError(
+                self.key, f"unknown {self.kind} {name!r}; allowed: {allowed}"
+            ) from None
 
     def names(self) -> list[str]:
         return list(self._items)

@@ -27,7 +27,9 @@ def _tile(images: np.ndarray) -> np.ndarray:
     return (img.transpose(0, 2, 3, 1) * 255).astype(np.uint8)
 
 
-def mosaic(tiles: np.ndarray, rows: int, cols: int, borders: list[tuple[int, int, int] | None]) -> np.ndarray:
+def mosaic(
+    tiles: np.ndarray, rows: int, cols: int, borders: list[tuple[int, int, int] | None]
+) -> np.ndarray:
     n, h, w, _ = tiles.shape
     out = np.full((rows * (h + 2 * PAD), cols * (w + 2 * PAD), 3), 255, np.uint8)
     for i in range(n):
@@ -48,7 +50,9 @@ class AdaptationView(QWidget):
         lay.addWidget(self.title)
         self.stack = QStackedWidget()
         lay.addWidget(self.stack, 1)
-        self.placeholder = QLabel("Shown at each validation of a run.", alignment=Qt.AlignmentFlag.AlignCenter)
+        self.placeholder = QLabel(
+            "Shown at each validation of a run.", alignment=Qt.AlignmentFlag.AlignCenter
+        )
         self.placeholder.setStyleSheet("color: #777;")
         self.placeholder.setWordWrap(True)
         self.stack.addWidget(self.placeholder)
@@ -59,16 +63,31 @@ class AdaptationView(QWidget):
         self.reg_plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.true_curve = self.reg_plot.plot(pen=pg.mkPen("#222", width=1), name="true")
         self.pred_curves = {
-            s: self.reg_plot.plot(pen=pg.mkPen(c, width=1, style=Qt.PenStyle.DashLine if s == 0 else Qt.PenStyle.SolidLine),
-                                  name="before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}")
+            s: self.reg_plot.plot(
+                pen=pg.mkPen(
+                    c, width=1, style=Qt.PenStyle.DashLine if s == 0 else Qt.PenStyle.SolidLine
+                ),
+                name="before adaptation" if s == 0 else f"after {s} step{'s' if s > 1 else ''}",
+            )
             for s, c in STEP_COLORS.items()
         }
-        self.support = self.reg_plot.plot(pen=None, symbol="o", symbolSize=9, symbolBrush="#d62728", symbolPen="w", name="K support points")
+        self.support = self.reg_plot.plot(
+            pen=None,
+            symbol="o",
+            symbolSize=9,
+            symbolBrush="#d62728",
+            symbolPen="w",
+            name="K support points",
+        )
         self.stack.addWidget(self.reg_plot)
 
         self.img_widget = pg.GraphicsLayoutWidget()
-        self.sup_box = self.img_widget.addViewBox(row=0, col=0, lockAspect=True, invertY=True, enableMouse=False)
-        self.qry_box = self.img_widget.addViewBox(row=1, col=0, lockAspect=True, invertY=True, enableMouse=False)
+        self.sup_box = self.img_widget.addViewBox(
+            row=0, col=0, lockAspect=True, invertY=True, enableMouse=False
+        )
+        self.qry_box = self.img_widget.addViewBox(
+            row=1, col=0, lockAspect=True, invertY=True, enableMouse=False
+        )
         self.sup_img = pg.ImageItem(axisOrder="row-major")
         self.qry_img = pg.ImageItem(axisOrder="row-major")
         self.sup_box.addItem(self.sup_img)
@@ -101,10 +120,14 @@ class AdaptationView(QWidget):
             return
         step = data.get("step")
         if data["kind"] == "regression":
-            self.title.setText(f"<b>Adaptation on a fixed validation task</b> (step {step}, K = {len(data['support_x'])})")
+            self.title.setText(
+                f"<b>Adaptation on a fixed validation task</b> (step {step}, K = {len(data['support_x'])})"
+            )
             self._regression(data)
         else:
-            self.title.setText(f"<b>One validation episode</b> (step {step}): support above, queries below")
+            self.title.setText(
+                f"<b>One validation episode</b> (step {step}): support above, queries below"
+            )
             self._classification(data)
 
     def _regression(self, d: dict[str, Any]) -> None:
@@ -130,7 +153,9 @@ class AdaptationView(QWidget):
         rows = int(np.ceil(len(qy) / cols))
         borders = [None] * len(qy)
         if pred is not None:
-            borders = [(40, 160, 40) if p == y else (220, 30, 30) for p, y in zip(pred, qy, strict=True)]
+            borders = [
+                (40, 160, 40) if p == y else (220, 30, 30) for p, y in zip(pred, qy, strict=True)
+            ]
         self.qry_img.setImage(mosaic(_tile(qx), rows, cols, borders))
         h, w = qx.shape[2] + 2 * PAD, qx.shape[3] + 2 * PAD
         for r in range(ways):
@@ -141,7 +166,11 @@ class AdaptationView(QWidget):
         if pred is not None:
             for i, (p, y) in enumerate(zip(pred, qy, strict=True)):
                 r, c = divmod(i, cols)
-                t = pg.TextItem(f"{int(p)}" + ("" if p == y else f"≠{int(y)}"), color="#2a8a2a" if p == y else "#d01010", anchor=(0.5, 0))
+                t = pg.TextItem(
+                    f"{int(p)}" + ("" if p == y else f"≠{int(y)}"),
+                    color="#2a8a2a" if p == y else "#d01010",
+                    anchor=(0.5, 0),
+                )
                 t.setPos(c * w + w / 2, r * h + h - 1)
                 self.qry_box.addItem(t)
                 self._texts.append((self.qry_box, t))

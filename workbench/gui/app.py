@@ -16,7 +16,9 @@ from workbench.gui.settings import APPLICATION, ORGANIZATION
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="workbench", description="Meta-Learning Workbench desktop app")
-    p.add_argument("--db", metavar="PATH", help="run catalog (default: $WORKBENCH_DB or ./experiments.db)")
+    p.add_argument(
+        "--db", metavar="PATH", help="run catalog (default: $WORKBENCH_DB or ./experiments.db)"
+    )
     return p.parse_known_args(argv)
 
 

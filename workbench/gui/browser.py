@@ -91,10 +91,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def group_key(config: dict[str, Any]) -> str:
     """Runs whose configs differ only by seed (and name/tags/notes) form a seed group."""
-    return json.dumps({k: v for k, v in config.items() if k not in IGNORED_IN_GROUP}, sort_keys=True)
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in IGNORED_IN_GROUP}, sort_keys=True
+    )
 
 
-def mean_band(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def mean_band(
+    curves: list[tuple[np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mean and std over runs, interpolated on the steps of the longest run."""
     grid = max((s for s, _ in curves), key=len).astype(np.float64)
     ys = []
@@ -178,7 +182,9 @@ class ExperimentsBrowser(QWidget):
     # ---- layout ----------------------------------------------------------------------
     def _filter_bar(self) -> QHBoxLayout:
         bar = QHBoxLayout()
-        self.text_filter = QLineEdit(placeholderText="Search name, notes, tags, id…", clearButtonEnabled=True)
+        self.text_filter = QLineEdit(
+            placeholderText="Search name, notes, tags, id…", clearButtonEnabled=True
+        )
         self.text_filter.textChanged.connect(self.apply_filters)
         bar.addWidget(self.text_filter, 2)
         self.status_filter = self._combo(bar, "Status", ["", *STATUSES])
@@ -211,18 +217,40 @@ class ExperimentsBrowser(QWidget):
             bar.addWidget(b)
             return b
 
-        self.resume_button = button("Resume", "Continue the selected run from the checkpoint selected below (default: latest)", self.resume_selected)
-        self.eval_button = button("Evaluate", "Evaluate the selected checkpoint (default: best) on N test episodes, in the background", self.evaluate_selected)
+        self.resume_button = button(
+            "Resume",
+            "Continue the selected run from the checkpoint selected below (default: latest)",
+            self.resume_selected,
+        )
+        self.eval_button = button(
+            "Evaluate",
+            "Evaluate the selected checkpoint (default: best) on N test episodes, in the background",
+            self.evaluate_selected,
+        )
         self.episodes_spin = QSpinBox(minimum=1, maximum=100_000, value=600, suffix=" episodes")
         bar.addWidget(self.episodes_spin)
-        self.cancel_eval_button = button("Cancel eval", "Stop the running evaluation", self.cancel_evaluation)
+        self.cancel_eval_button = button(
+            "Cancel eval", "Stop the running evaluation", self.cancel_evaluation
+        )
         self.cancel_eval_button.setEnabled(False)
-        self.clone_button = button("Clone", "Copy the run's configuration into the setup panel", self.clone_selected)
+        self.clone_button = button(
+            "Clone", "Copy the run's configuration into the setup panel", self.clone_selected
+        )
         button("Rename…", "Rename the selected run", self.rename_selected)
         button("Notes/tags…", "Edit the selected run's notes and tags", self.edit_notes_tags)
-        button("Seed group", "Select every run that differs from the selected one only by seed", self.select_seed_group)
-        self.delete_button = button("Delete…", "Delete the selected runs with their checkpoint files", self.delete_selected)
-        button("Export CSV…", "All metric points of the selected runs, one row per point", self.export_csv)
+        button(
+            "Seed group",
+            "Select every run that differs from the selected one only by seed",
+            self.select_seed_group,
+        )
+        self.delete_button = button(
+            "Delete…", "Delete the selected runs with their checkpoint files", self.delete_selected
+        )
+        button(
+            "Export CSV…",
+            "All metric points of the selected runs, one row per point",
+            self.export_csv,
+        )
         button("Export PNG…", "The curve plot as a PNG image", self.export_png)
         bar.addStretch(1)
         return bar
@@ -259,7 +287,9 @@ class ExperimentsBrowser(QWidget):
         self.tabs.addTab(self.env_text, "Environment")
         self.ckpt_table = self._table(["Step", "Kind", "Size", "Metrics", "Path"])
         self.tabs.addTab(self.ckpt_table, "Checkpoints")
-        self.eval_table = self._table(["Split", "Checkpoint", "Episodes", "Result", "Values", "Created"])
+        self.eval_table = self._table(
+            ["Split", "Checkpoint", "Episodes", "Result", "Values", "Created"]
+        )
         self.tabs.addTab(self.eval_table, "Evaluations")
 
     def _table(self, headers: list[str]) -> QTableWidget:
@@ -293,7 +323,9 @@ class ExperimentsBrowser(QWidget):
     def data_version(self) -> int | None:
         try:
             if self._version_db is None:
-                self._version_db = sqlite3.connect(f"file:{self.catalog.path}?mode=ro", uri=True, check_same_thread=False)
+                self._version_db = sqlite3.connect(
+                    f"file:{self.catalog.path}?mode=ro", uri=True, check_same_thread=False
+                )
             return int(self._version_db.execute("PRAGMA data_version").fetchone()[0])
         except sqlite3.Error:
             return None
@@ -331,8 +363,16 @@ class ExperimentsBrowser(QWidget):
                 self.show_details()
                 return
             r = m.rows[row]
-            summary_val = max((v.latest_step or 0 for k, v in r.summary.items() if k.startswith("val_")), default=0)
-            if status != r.status or attempt != r.attempt or ended != r.ended_at or (val_step or 0) != summary_val:
+            summary_val = max(
+                (v.latest_step or 0 for k, v in r.summary.items() if k.startswith("val_")),
+                default=0,
+            )
+            if (
+                status != r.status
+                or attempt != r.attempt
+                or ended != r.ended_at
+                or (val_step or 0) != summary_val
+            ):
                 changed.append(run_id)
             elif step != r.step or heartbeat != r.heartbeat_at:
                 progress.append((run_id, step, heartbeat))
@@ -412,7 +452,11 @@ class ExperimentsBrowser(QWidget):
 
     # ---- filters ---------------------------------------------------------------------
     def _refresh_filter_choices(self) -> None:
-        for combo, what in ((self.algo_filter, "algorithm"), (self.dataset_filter, "dataset"), (self.tag_filter, "tags")):
+        for combo, what in (
+            (self.algo_filter, "algorithm"),
+            (self.dataset_filter, "dataset"),
+            (self.tag_filter, "tags"),
+        ):
             current = combo.currentData()
             values = self.model.distinct(what)
             have = [combo.itemData(i) for i in range(1, combo.count())]
@@ -446,10 +490,16 @@ class ExperimentsBrowser(QWidget):
     # ---- selection -------------------------------------------------------------------
     def selected_ids(self) -> list[int]:
         rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
-        return [self.model.rows[self.proxy.mapToSource(self.proxy.index(r, 0)).row()].id for r in rows]
+        return [
+            self.model.rows[self.proxy.mapToSource(self.proxy.index(r, 0)).row()].id for r in rows
+        ]
 
     def selected_records(self) -> list[RunRecord]:
-        return [self.model.rows[self.model.row_of[i]] for i in self.selected_ids() if i in self.model.row_of]
+        return [
+            self.model.rows[self.model.row_of[i]]
+            for i in self.selected_ids()
+            if i in self.model.row_of
+        ]
 
     def select_ids(self, ids: list[int], notify: bool = True) -> None:
         sm = self.table.selectionModel()
@@ -485,12 +535,22 @@ class ExperimentsBrowser(QWidget):
             r = recs[0]
             self.config_text.setPlainText(json.dumps(r.config, indent=2, sort_keys=True))
             env = r.environment
-            head = {"status": r.status, "error": r.error, "attempt": r.attempt, "device": r.device, "device_name": r.device_name}
-            self.env_text.setPlainText(json.dumps({**head, "environment": env}, indent=2, sort_keys=True, default=str))
+            head = {
+                "status": r.status,
+                "error": r.error,
+                "attempt": r.attempt,
+                "device": r.device,
+                "device_name": r.device_name,
+            }
+            self.env_text.setPlainText(
+                json.dumps({**head, "environment": env}, indent=2, sort_keys=True, default=str)
+            )
             self._fill_checkpoints(r.id)
             self._fill_evaluations(r.id)
         else:
-            self.config_text.setPlainText("" if not recs else "Select one run to see its configuration.")
+            self.config_text.setPlainText(
+                "" if not recs else "Select one run to see its configuration."
+            )
             self.env_text.setPlainText("")
             self.ckpt_table.setRowCount(0)
             self.eval_table.setRowCount(0)
@@ -539,10 +599,16 @@ class ExperimentsBrowser(QWidget):
         else:
             groups = {str(r.id): [r] for r in recs}
         for i, members in enumerate(groups.values()):
-            color = pg.intColor(i, hues=max(len(groups), 1), values=1, maxValue=200) if n > 1 else pg.mkColor("#1f77b4")
+            color = (
+                pg.intColor(i, hues=max(len(groups), 1), values=1, maxValue=200)
+                if n > 1
+                else pg.mkColor("#1f77b4")
+            )
             if len(members) == 1:
                 r = members[0]
-                item = plot.plot(*data[r.id], pen=pg.mkPen(color, width=1.8), name=f"#{r.id} {r.name}")
+                item = plot.plot(
+                    *data[r.id], pen=pg.mkPen(color, width=1.8), name=f"#{r.id} {r.name}"
+                )
                 item.setClipToView(True)
                 item.setDownsampling(auto=True, method="peak")
                 self._curve_items[r.id] = item
@@ -580,7 +646,9 @@ class ExperimentsBrowser(QWidget):
         for c, (r, f) in enumerate(zip(recs, flats, strict=True)):
             m, v = val_metric(r)
             tm, tv, tci = test_metric(r)
-            values = [r.status, fmt_value(m, v), fmt_value(tm, tv, tci)] + [json.dumps(f.get(k)) for k in diff]
+            values = [r.status, fmt_value(m, v), fmt_value(tm, tv, tci)] + [
+                json.dumps(f.get(k)) for k in diff
+            ]
             for row, text in enumerate(values):
                 t.setItem(row, c, QTableWidgetItem(text))
         t.resizeColumnsToContents()
@@ -604,9 +672,20 @@ class ExperimentsBrowser(QWidget):
         t = self.eval_table
         t.setRowCount(len(evs))
         for i, e in enumerate(evs):
-            values = ", ".join(f"{k}={v:.4g}" for k, v in e.values.items() if not k.endswith("_ci95"))
+            values = ", ".join(
+                f"{k}={v:.4g}" for k, v in e.values.items() if not k.endswith("_ci95")
+            )
             created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at))
-            for j, text in enumerate([e.split, str(e.checkpoint_step), str(e.episodes), f"{e.metric} {fmt_value(e.metric, e.mean, e.ci95)}", values, created]):
+            for j, text in enumerate(
+                [
+                    e.split,
+                    str(e.checkpoint_step),
+                    str(e.episodes),
+                    f"{e.metric} {fmt_value(e.metric, e.mean, e.ci95)}",
+                    values,
+                    created,
+                ]
+            ):
                 t.setItem(i, j, QTableWidgetItem(text))
         t.resizeColumnsToContents()
 
@@ -669,9 +748,15 @@ class ExperimentsBrowser(QWidget):
         self._eval_cleanup()
         self.last_eval = (result, error)
         if error:
-            self.log.emit("error" if "cancelled" not in str(error) else "info", f"evaluation of run #{run_id}: {error}")
+            self.log.emit(
+                "error" if "cancelled" not in str(error) else "info",
+                f"evaluation of run #{run_id}: {error}",
+            )
         else:
-            self.log.emit("info", f"evaluation of run #{run_id}: {result['metric']} {fmt_value(result['metric'], result['mean'], result['ci95'])} on {result['episodes']} episodes")
+            self.log.emit(
+                "info",
+                f"evaluation of run #{run_id}: {result['metric']} {fmt_value(result['metric'], result['mean'], result['ci95'])} on {result['episodes']} episodes",
+            )
         if run_id is not None:
             try:
                 self.model.update_runs([self.catalog.get_run(run_id)])
@@ -700,7 +785,9 @@ class ExperimentsBrowser(QWidget):
         if r is None:
             return
         if name is None:
-            name, ok = QInputDialog.getText(self, "Rename run", f"New name of run #{r.id}:", text=r.name)
+            name, ok = QInputDialog.getText(
+                self, "Rename run", f"New name of run #{r.id}:", text=r.name
+            )
             if not ok:
                 return
         self.catalog.rename(r.id, name)
@@ -719,7 +806,9 @@ class ExperimentsBrowser(QWidget):
             tags_edit = QLineEdit(", ".join(r.tags))
             form.addRow("Notes", notes_edit)
             form.addRow("Tags (comma-separated)", tags_edit)
-            buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+            buttons = QDialogButtonBox(
+                QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+            )
             buttons.accepted.connect(dlg.accept)
             buttons.rejected.connect(dlg.reject)
             form.addRow(buttons)
@@ -738,7 +827,11 @@ class ExperimentsBrowser(QWidget):
         if r is None:
             return
         key = group_key(r.config)
-        ids = [x.id for x in self.model.rows if x.algorithm == r.algorithm and x.dataset == r.dataset and group_key(x.config) == key]
+        ids = [
+            x.id
+            for x in self.model.rows
+            if x.algorithm == r.algorithm and x.dataset == r.dataset and group_key(x.config) == key
+        ]
         self.group_check.setChecked(len(ids) > 1)
         self.select_ids(ids)
 
@@ -747,7 +840,10 @@ class ExperimentsBrowser(QWidget):
         if not recs:
             return 0
         names = ", ".join(f"#{r.id}" for r in recs[:10]) + (" …" if len(recs) > 10 else "")
-        if not self.confirm("Delete runs", f"Delete {len(recs)} run(s) ({names}) with their metrics and checkpoint files?"):
+        if not self.confirm(
+            "Delete runs",
+            f"Delete {len(recs)} run(s) ({names}) with their metrics and checkpoint files?",
+        ):
             return 0
         for r in recs:
             try:
@@ -764,7 +860,9 @@ class ExperimentsBrowser(QWidget):
         if not recs:
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export curves", "curves.csv", "CSV (*.csv)")
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Export curves", "curves.csv", "CSV (*.csv)"
+            )
             if not path:
                 return None
         with open(path, "w", newline="", encoding="utf-8") as f:
@@ -773,7 +871,9 @@ class ExperimentsBrowser(QWidget):
             for r in recs:
                 for name in self.catalog.metric_names(r.id):
                     steps, values, walls = self.catalog.metrics(r.id, name)
-                    for s, v, t in zip(steps.tolist(), values.tolist(), walls.tolist(), strict=True):
+                    for s, v, t in zip(
+                        steps.tolist(), values.tolist(), walls.tolist(), strict=True
+                    ):
                         w.writerow([r.id, r.name, name, s, "" if v != v else repr(v), repr(t)])
         self.log.emit("info", f"exported curves of {len(recs)} run(s) to {path}")
         return path

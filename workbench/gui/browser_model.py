@@ -26,7 +26,20 @@ from PySide6.QtGui import QColor
 
 from workbench.catalog import RunRecord
 
-COLUMNS = ["ID", "Status", "Name", "Algorithm", "Dataset", "Best val", "Test ± CI", "Steps", "Duration", "Device", "Created", "Tags"]
+COLUMNS = [
+    "ID",
+    "Status",
+    "Name",
+    "Algorithm",
+    "Dataset",
+    "Best val",
+    "Test ± CI",
+    "Steps",
+    "Duration",
+    "Device",
+    "Created",
+    "Tags",
+]
 COL = {name: i for i, name in enumerate(COLUMNS)}
 STATUS_COLORS = {
     "running": "#1565c0", "paused": "#ef6c00", "queued": "#6d6d6d", "finished": "#2e7d32",
@@ -94,7 +107,9 @@ class Filters:
     since: float = 0.0  # created at or after (Unix seconds); 0 = any time
 
     def active(self) -> bool:
-        return bool(self.text or self.status or self.algorithm or self.dataset or self.tag or self.since)
+        return bool(
+            self.text or self.status or self.algorithm or self.dataset or self.tag or self.since
+        )
 
 
 class RunTableModel(QAbstractTableModel):
@@ -159,7 +174,9 @@ class RunTableModel(QAbstractTableModel):
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return COLUMNS[section]
         return None
@@ -183,7 +200,13 @@ class RunTableModel(QAbstractTableModel):
             if c == COL["Name"] and r.notes:
                 return r.notes[:2000]
             return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and c in (COL["ID"], COL["Best val"], COL["Test ± CI"], COL["Steps"], COL["Duration"]):
+        if role == Qt.ItemDataRole.TextAlignmentRole and c in (
+            COL["ID"],
+            COL["Best val"],
+            COL["Test ± CI"],
+            COL["Steps"],
+            COL["Duration"],
+        ):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == ID_ROLE:
             return r.id
@@ -225,7 +248,9 @@ class RunTableModel(QAbstractTableModel):
             return r.id
         if c == 5:
             m, v = val_metric(r)
-            return -math.inf if v is None else (v if m == "accuracy" else -v)  # better first when descending
+            return (
+                -math.inf if v is None else (v if m == "accuracy" else -v)
+            )  # better first when descending
         if c == 6:
             m, v, _ = test_metric(r)
             return -math.inf if v is None else (v if m == "accuracy" else -v)
@@ -244,7 +269,12 @@ class RunTableModel(QAbstractTableModel):
         old = self.persistentIndexList()
         old_ids = [(self.rows[i.row()].id, i.column()) if i.isValid() else None for i in old]
         self._sort_rows()
-        new = [self.index(self.row_of[k[0]], k[1]) if k is not None and k[0] in self.row_of else QModelIndex() for k in old_ids]
+        new = [
+            self.index(self.row_of[k[0]], k[1])
+            if k is not None and k[0] in self.row_of
+            else QModelIndex()
+            for k in old_ids
+        ]
         self.changePersistentIndexList(old, new)
         self.layoutChanged.emit()
 
@@ -272,7 +302,17 @@ class RunTableModel(QAbstractTableModel):
             hay = self._haystack.get(r.id)
             if hay is None:
                 hay = self._haystack[r.id] = " ".join(
-                    [str(r.id), r.name, r.notes or "", r.algorithm, r.dataset, r.status, r.preset or "", r.device, *r.tags]
+                    [
+                        str(r.id),
+                        r.name,
+                        r.notes or "",
+                        r.algorithm,
+                        r.dataset,
+                        r.status,
+                        r.preset or "",
+                        r.device,
+                        *r.tags,
+                    ]
                 ).lower()
             return all(word in hay for word in f.text.lower().split())
         return True
@@ -312,4 +352,6 @@ class RunFilterProxy(QSortFilterProxyModel):
 def since_for(choice: str) -> float:
     now = time.time()
     midnight = datetime.now().replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-    return {"today": midnight, "7 days": now - 7 * 86400, "30 days": now - 30 * 86400}.get(choice, 0.0)
+    return {"today": midnight, "7 days": now - 7 * 86400, "30 days": now - 30 * 86400}.get(
+        choice, 0.0
+    )

@@ -22,7 +22,9 @@ class Series:
 
     def _bounds_reset(self) -> None:
         self.finite = True  # no NaN/inf among the values (pyqtgraph may then skip its finite check)
-        self.vmin = math.inf  # bounds of the finite values, and the smallest positive one (log axes)
+        self.vmin = (
+            math.inf
+        )  # bounds of the finite values, and the smallest positive one (log axes)
         self.vmax = -math.inf
         self.vmin_pos = math.inf
 

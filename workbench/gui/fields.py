@@ -112,7 +112,9 @@ class IntEditor(QSpinBox):
     def __init__(self, key: str, lo: float | None, hi: float | None, tooltip: str = "") -> None:
         super().__init__()
         self.key, self.base_tooltip = key, tooltip
-        self.setRange(int(lo) if lo is not None else INT_MIN, int(hi) if hi is not None else INT_MAX)
+        self.setRange(
+            int(lo) if lo is not None else INT_MIN, int(hi) if hi is not None else INT_MAX
+        )
         self.setKeyboardTracking(True)
         self.setToolTip(tooltip)
         self.setMinimumWidth(70)
@@ -130,7 +132,9 @@ class TextEditor(QLineEdit):
 
     changed = Signal()
 
-    def __init__(self, key: str, tooltip: str = "", parse: bool = False, sequence: bool = False) -> None:
+    def __init__(
+        self, key: str, tooltip: str = "", parse: bool = False, sequence: bool = False
+    ) -> None:
         super().__init__()
         self.key, self.base_tooltip, self.parse, self.sequence = key, tooltip, parse, sequence
         self.setToolTip(tooltip)
@@ -169,7 +173,11 @@ def editor_for(key: str, field: Any) -> QWidget:
     lo, hi, range_text = bounds(field)
     default = default_of(field)
     desc = field.description or ""
-    tip = desc + (f"\nAllowed: {range_text}" if range_text else "") + f"\nDefault: {json.dumps(default)}"
+    tip = (
+        desc
+        + (f"\nAllowed: {range_text}" if range_text else "")
+        + f"\nDefault: {json.dumps(default)}"
+    )
     origin = typing.get_origin(inner)
     w: Any
     if inner is bool:

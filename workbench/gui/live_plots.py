@@ -35,13 +35,25 @@ from workbench.core.events import EvalResult, StepMetrics
 from workbench.gui.buffers import Series
 
 FPS = 30
-PAINT_DUTY = 0.02  # share of wall time the curves may take (update + paint): the GIL is shared with training
+PAINT_DUTY = (
+    0.02  # share of wall time the curves may take (update + paint): the GIL is shared with training
+)
 MAX_WAIT_S = 2.0  # however slow a frame, redraw at least this often while data arrives
 HIDDEN_INGEST_S = 0.5  # hidden: move queued points into the buffers this often, draw nothing
-X_GROWTH = 0.25  # following: the x range grows by this share of the data span when the data reach its end
-Y_SLACK = 0.1  # following: a new y range gets this share of the data span as extra room on each side
+X_GROWTH = (
+    0.25  # following: the x range grows by this share of the data span when the data reach its end
+)
+Y_SLACK = (
+    0.1  # following: a new y range gets this share of the data span as extra room on each side
+)
 Y_SHRINK = 0.5  # ... and is refitted when the data use less than this share of it
-COLORS = {"loss": "#1f77b4", "score": "#d62728", "val": "#2ca02c", "lr": "#9467bd", "speed": "#ff7f0e"}
+COLORS = {
+    "loss": "#1f77b4",
+    "score": "#d62728",
+    "val": "#2ca02c",
+    "lr": "#9467bd",
+    "speed": "#ff7f0e",
+}
 
 pg.setConfigOptions(antialias=False, background="w", foreground="#333")
 
@@ -101,13 +113,19 @@ class LivePlots(QWidget):
         self.x_combo = QComboBox()
         self.x_combo.addItem("Step", "step")
         self.x_combo.addItem("Wall time (s)", "wall")
-        self.x_combo.currentIndexChanged.connect(lambda _: self.set_x_mode(self.x_combo.currentData()))
+        self.x_combo.currentIndexChanged.connect(
+            lambda _: self.set_x_mode(self.x_combo.currentData())
+        )
         bar.addWidget(self.x_combo)
         bar.addSpacing(16)
         bar.addWidget(QLabel("Smoothing"))
-        self.smooth_slider = QSlider(Qt.Orientation.Horizontal, minimum=0, maximum=99, value=int(self.alpha * 100))
+        self.smooth_slider = QSlider(
+            Qt.Orientation.Horizontal, minimum=0, maximum=99, value=int(self.alpha * 100)
+        )
         self.smooth_slider.setFixedWidth(140)
-        self.smooth_slider.setToolTip("Exponential moving average weight of the past; the raw curve stays faint behind")
+        self.smooth_slider.setToolTip(
+            "Exponential moving average weight of the past; the raw curve stays faint behind"
+        )
         self.smooth_label = QLabel(f"{self.alpha:.2f}")
         self.smooth_slider.valueChanged.connect(lambda v: self.set_smoothing(v / 100))
         bar.addWidget(self.smooth_slider)
@@ -117,7 +135,9 @@ class LivePlots(QWidget):
         self.log_check.toggled.connect(self.set_log)
         bar.addWidget(self.log_check)
         follow = QPushButton("Follow")
-        follow.setToolTip("Fit the x axis to the data again after zooming or panning (double-click a plot does the same)")
+        follow.setToolTip(
+            "Fit the x axis to the data again after zooming or panning (double-click a plot does the same)"
+        )
         follow.clicked.connect(lambda _=False: self.follow())
         bar.addWidget(follow)
         bar.addStretch(1)
@@ -156,9 +176,20 @@ class LivePlots(QWidget):
         band.setAlpha(60)
         self.val_band = pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(band))
         val.addItem(self.val_band)
-        self.val_curve = val.plot(pen=_pen(COLORS["val"], 2), symbol="o", symbolSize=6, symbolBrush=COLORS["val"], symbolPen=None)
-        self.ref_line = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#555", width=1.2, style=Qt.PenStyle.DashLine),
-                                        label="published {value:.4g}", labelOpts={"position": 0.05, "color": "#555", "anchors": [(0, 1), (0, 1)]})
+        self.val_curve = val.plot(
+            pen=_pen(COLORS["val"], 2),
+            symbol="o",
+            symbolSize=6,
+            symbolBrush=COLORS["val"],
+            symbolPen=None,
+        )
+        self.ref_line = pg.InfiniteLine(
+            angle=0,
+            movable=False,
+            pen=pg.mkPen("#555", width=1.2, style=Qt.PenStyle.DashLine),
+            label="published {value:.4g}",
+            labelOpts={"position": 0.05, "color": "#555", "anchors": [(0, 1), (0, 1)]},
+        )
         self.ref_line.hide()
         val.addItem(self.ref_line, ignoreBounds=True)
 
@@ -168,7 +199,9 @@ class LivePlots(QWidget):
             line.hide()
             p.addItem(line, ignoreBounds=True)
             self.cross[key] = line
-        self._mouse_proxy = pg.SignalProxy(self.view.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved)
+        self._mouse_proxy = pg.SignalProxy(
+            self.view.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved
+        )
 
         self._val_drawn = -1  # validations drawn (the val items are re-fed only when this changes)
         self._lr_top: float | None = None
@@ -197,7 +230,9 @@ class LivePlots(QWidget):
             self.series[key].set_alpha(self.alpha)
 
     # ---- feeding ---------------------------------------------------------------------
-    def reset(self, metric: str = "mse", reference: float | None = None, origin: float | None = None) -> None:
+    def reset(
+        self, metric: str = "mse", reference: float | None = None, origin: float | None = None
+    ) -> None:
         """Clear for a new run; `metric` is "accuracy" or "mse"."""
         self._pending_steps.clear()
         self._pending_evals.clear()
@@ -236,7 +271,12 @@ class LivePlots(QWidget):
 
     def preload(self, history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
         """Earlier points of a resumed run: {metric name: (steps, values, wall_times)}."""
-        names = {"loss": "loss", "score": self.score_metric, "lr": "meta_lr", "speed": "steps_per_s"}
+        names = {
+            "loss": "loss",
+            "score": self.score_metric,
+            "lr": "meta_lr",
+            "speed": "steps_per_s",
+        }
         for key, name in names.items():
             if name in history:
                 st, v, w = history[name]
@@ -299,8 +339,15 @@ class LivePlots(QWidget):
                 self.set_metric(score_key)
             st = [float(e.step) for e in steps]
             wt = [e.wall_time for e in steps]
-            for key, name in (("loss", "loss"), ("score", score_key), ("lr", "meta_lr"), ("speed", "steps_per_s")):
-                self.series[key].extend(st, wt, [float(e.values.get(name, math.nan)) for e in steps])
+            for key, name in (
+                ("loss", "loss"),
+                ("score", score_key),
+                ("lr", "meta_lr"),
+                ("speed", "steps_per_s"),
+            ):
+                self.series[key].extend(
+                    st, wt, [float(e.values.get(name, math.nan)) for e in steps]
+                )
         loss = self.series["loss"]
         for e in evals:
             self.val_step.append(float(e.step))
@@ -337,7 +384,11 @@ class LivePlots(QWidget):
                     self._raw_on[key] = False
         if dirty or new_evals:
             if self.val_step:
-                vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
+                vx = np.asarray(
+                    self.val_step
+                    if self.x_mode == "step"
+                    else np.asarray(self.val_wall) - self.origin
+                )
                 m = np.asarray(self.val_mean)
                 ci = np.asarray(self.val_ci)
                 self.val_curve.setData(vx, m)
@@ -390,7 +441,11 @@ class LivePlots(QWidget):
         if not len(s):
             return
         n = s.n - 1
-        lo, hi = (s.step[0], s.step[n]) if self.x_mode == "step" else (s.wall[0] - self.origin, s.wall[n] - self.origin)
+        lo, hi = (
+            (s.step[0], s.step[n])
+            if self.x_mode == "step"
+            else (s.wall[0] - self.origin, s.wall[n] - self.origin)
+        )
         lo, hi = float(lo), float(hi)
         if self.val_step and self.x_mode == "step":
             lo, hi = min(lo, self.val_step[0]), max(hi, self.val_step[-1])
@@ -400,7 +455,11 @@ class LivePlots(QWidget):
         pad = 0.02 * span
         p = self.plots["loss"]
         cur_lo, cur_hi = p.vb.viewRange()[0]
-        if not tight and lo - 2 * pad <= cur_lo <= lo and hi <= cur_hi <= hi + (2 * X_GROWTH + 0.05) * span:
+        if (
+            not tight
+            and lo - 2 * pad <= cur_lo <= lo
+            and hi <= cur_hi <= hi + (2 * X_GROWTH + 0.05) * span
+        ):
             return
         p.setXRange(lo - pad, hi + pad + (0.0 if tight else X_GROWTH * span), padding=0)
 
@@ -481,14 +540,23 @@ class LivePlots(QWidget):
             xs = loss.x(self.x_mode, self.origin)
             i = int(np.clip(np.searchsorted(xs, x), 0, loss.n - 1))
             parts.append(f"step {int(loss.step[i])}")
-            for key, label in (("loss", "loss"), ("score", self.score_metric), ("lr", "lr"), ("speed", "steps/s")):
+            for key, label in (
+                ("loss", "loss"),
+                ("score", self.score_metric),
+                ("lr", "lr"),
+                ("speed", "steps/s"),
+            ):
                 s = self.series[key]
                 if i < s.n:
                     parts.append(f"{label} {s.value[i]:.4g}")
         if self.val_step:
-            vx = np.asarray(self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin)
+            vx = np.asarray(
+                self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin
+            )
             j = int(np.argmin(np.abs(vx - x)))
-            parts.append(f"val {self.val_mean[j]:.4g} ± {self.val_ci[j]:.2g} @ {int(self.val_step[j])}")
+            parts.append(
+                f"val {self.val_mean[j]:.4g} ± {self.val_ci[j]:.2g} @ {int(self.val_step[j])}"
+            )
         text = "  ".join(parts)
         self.cursor_label.setText(text)
         return text

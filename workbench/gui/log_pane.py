@@ -27,7 +27,9 @@ class LogPane(QPlainTextEdit):
         stamp = time.strftime("%H:%M:%S")
         text = html.escape(message).replace("\n", "<br>&nbsp;&nbsp;")
         color = {"error": "#c62828", "warning": "#ef6c00"}.get(level, "#333")
-        self.appendHtml(f'<span style="color:#888">{stamp}</span> <span style="color:{color}">{text}</span>')
+        self.appendHtml(
+            f'<span style="color:#888">{stamp}</span> <span style="color:{color}">{text}</span>'
+        )
 
     def errors(self) -> list[str]:
         return [m for lv, m in self.entries if lv == "error"]

@@ -62,11 +62,15 @@ def fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds < 0 or seconds > 1e7:
         return "–"
     s = int(seconds)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    return (
+        f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+    )
 
 
 class MainWindow(QMainWindow):
-    def __init__(self, catalog: Catalog, parent: QWidget | None = None, restore: bool = True) -> None:
+    def __init__(
+        self, catalog: Catalog, parent: QWidget | None = None, restore: bool = True
+    ) -> None:
         super().__init__(parent)
         self.catalog = catalog
         self.confirm: Callable[[str, str], bool] = self._ask
@@ -91,15 +95,23 @@ class MainWindow(QMainWindow):
 
         self._sb_texts: dict[int, str] = {}
         self._mem_at = 0.0
-        self.status_timer = QTimer(self, interval=500)  # coalesced: step/rate/ETA at 2 Hz, memory at 0.5 Hz
+        self.status_timer = QTimer(
+            self, interval=500
+        )  # coalesced: step/rate/ETA at 2 Hz, memory at 0.5 Hz
         self.status_timer.timeout.connect(self.update_status_bar)
         self.status_timer.start()
 
         for msg in self.form.preset_errors:
             self.log.add("error", msg)
         if catalog.marked_interrupted:
-            self.log.add("info", f"runs {', '.join(f'#{i}' for i in catalog.marked_interrupted)} were left running by a stopped process; marked interrupted")
-        self.log.add("info", f"catalog {catalog.path} ({self.browser.model.rowCount()} runs, loaded in {self.browser.load_ms:.0f} ms)")
+            self.log.add(
+                "info",
+                f"runs {', '.join(f'#{i}' for i in catalog.marked_interrupted)} were left running by a stopped process; marked interrupted",
+            )
+        self.log.add(
+            "info",
+            f"catalog {catalog.path} ({self.browser.model.rowCount()} runs, loaded in {self.browser.load_ms:.0f} ms)",
+        )
         self.resize(1500, 950)
         if restore:
             self.restore_settings()
@@ -118,7 +130,9 @@ class MainWindow(QMainWindow):
         self.pause_button = QPushButton("Pause")
         self.pause_button.setToolTip("Pause / resume the running run (Ctrl+P)")
         self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop the running run after the current step, with a checkpoint (Ctrl+. or Esc)")
+        self.stop_button.setToolTip(
+            "Stop the running run after the current step, with a checkpoint (Ctrl+. or Esc)"
+        )
         for b in (self.start_button, self.pause_button, self.stop_button):
             buttons.addWidget(b)
         lay.addLayout(buttons)
@@ -178,7 +192,9 @@ class MainWindow(QMainWindow):
         self.sb_state.setMinimumWidth(130)  # "#123 interrupted" must not be cut off
         sb.addPermanentWidget(self.sb_memory)
 
-    def _action(self, menu: Any, text: str, slot: Callable[[], Any], shortcut: Any = None, tip: str = "") -> QAction:
+    def _action(
+        self, menu: Any, text: str, slot: Callable[[], Any], shortcut: Any = None, tip: str = ""
+    ) -> QAction:
         a = QAction(text, self)
         if shortcut is not None:
             a.setShortcuts(shortcut if isinstance(shortcut, list) else [shortcut])
@@ -198,16 +214,27 @@ class MainWindow(QMainWindow):
         f.addSeparator()
         self._action(f, "&Quit", self.close, QKeySequence.StandardKey.Quit)
         r = mb.addMenu("&Run")
-        self.start_action = self._action(r, "&Start / queue", self.start, [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")])
-        self.pause_action = self._action(r, "&Pause / resume", self.toggle_pause, QKeySequence("Ctrl+P"))
-        self.stop_action = self._action(r, "S&top", self.stop, [QKeySequence("Ctrl+."), QKeySequence(Qt.Key.Key_Escape)])
+        self.start_action = self._action(
+            r,
+            "&Start / queue",
+            self.start,
+            [QKeySequence("Ctrl+Return"), QKeySequence("Ctrl+Enter")],
+        )
+        self.pause_action = self._action(
+            r, "&Pause / resume", self.toggle_pause, QKeySequence("Ctrl+P")
+        )
+        self.stop_action = self._action(
+            r, "S&top", self.stop, [QKeySequence("Ctrl+."), QKeySequence(Qt.Key.Key_Escape)]
+        )
         r.addSeparator()
         self._action(r, "Clear &queue", self.clear_queue)
         v = mb.addMenu("&View")
         v.addAction(self.setup_dock.toggleViewAction())
         v.addAction(self.log_dock.toggleViewAction())
         self._action(v, "&Training", lambda: self.tabs.setCurrentIndex(0), QKeySequence("Ctrl+1"))
-        self._action(v, "&Experiments", lambda: self.tabs.setCurrentIndex(1), QKeySequence("Ctrl+2"))
+        self._action(
+            v, "&Experiments", lambda: self.tabs.setCurrentIndex(1), QKeySequence("Ctrl+2")
+        )
         self._action(v, "&Reload catalog", self.browser.reload, QKeySequence("F5"))
         h = mb.addMenu("&Help")
         self._action(h, "&About", self.show_about)
@@ -244,7 +271,9 @@ class MainWindow(QMainWindow):
         """Start (or queue) the configured run, one per seed; returns the new run ids."""
         cfg = self.form.validate()
         if cfg is None:
-            self.log.add("error", f"cannot start: {self.reason_label.text() or self.form.error_label.text()}")
+            self.log.add(
+                "error", f"cannot start: {self.reason_label.text() or self.form.error_label.text()}"
+            )
             return []
         seeds = self.form.seeds()
         ids = self.queue.submit(cfg, seeds)
@@ -277,7 +306,11 @@ class MainWindow(QMainWindow):
     def clone_config(self, config: dict[str, Any]) -> None:
         self.form.set_config(config)
         self.show_setup()
-        self.log.add("info", "configuration copied into the setup panel" + ("" if self.form.valid else f" (invalid: {self.form.error_label.text()})"))
+        self.log.add(
+            "info",
+            "configuration copied into the setup panel"
+            + ("" if self.form.valid else f" (invalid: {self.form.error_label.text()})"),
+        )
 
     def clear_queue(self) -> None:
         while self.queue.pending:
@@ -313,7 +346,9 @@ class MainWindow(QMainWindow):
         reason = "" if ok else (self.form.error_label.text() or "invalid configuration")
         self.reason_label.setText(f"Start disabled: {reason}" if reason else "")
         self.reason_label.setVisible(bool(reason))
-        self.start_button.setToolTip(reason or "Start the run (Ctrl+Return); while one trains, queue it")
+        self.start_button.setToolTip(
+            reason or "Start the run (Ctrl+Return); while one trains, queue it"
+        )
         self.pause_button.setEnabled(running)
         self.pause_button.setText("Resume" if self.queue.paused else "Pause")
         self.stop_button.setEnabled(running)
@@ -323,7 +358,11 @@ class MainWindow(QMainWindow):
 
     def _preset_changed(self, preset: Any) -> None:
         if not self.queue.running:
-            metric = "accuracy" if self.form.config is not None and self.form.config.task_kind == "classification" else "mse"
+            metric = (
+                "accuracy"
+                if self.form.config is not None and self.form.config.task_kind == "classification"
+                else "mse"
+            )
             self.live.set_reference(reference_value(preset, metric))
 
     # ---- run events ----------------------------------------------------------------------
@@ -333,10 +372,25 @@ class MainWindow(QMainWindow):
         preset = next((p for p in self.form.presets if p.name == cfg.preset), None)
         self.live.reset(metric, reference_value(preset, metric))
         self.adapt.clear()
-        self._run = {"id": run_id, "step": job.checkpoint.step if job.checkpoint else 0, "total": cfg.steps, "rate": 0.0,
-                     "device": cfg.device, "state": "starting", "name": job.label, "t0": time.monotonic()}
+        self._run = {
+            "id": run_id,
+            "step": job.checkpoint.step if job.checkpoint else 0,
+            "total": cfg.steps,
+            "rate": 0.0,
+            "device": cfg.device,
+            "state": "starting",
+            "name": job.label,
+            "t0": time.monotonic(),
+        }
         if job.checkpoint is not None:
-            names = ["loss", metric, "meta_lr", "steps_per_s", f"val_{metric}", f"val_{metric}_ci95"]
+            names = [
+                "loss",
+                metric,
+                "meta_lr",
+                "steps_per_s",
+                f"val_{metric}",
+                f"val_{metric}_ci95",
+            ]
             hist = {}
             for n in names:
                 st, v, w = self.catalog.metrics(run_id, n)
@@ -347,8 +401,17 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def _run_started(self, run_id: int, ev: RunStarted) -> None:
-        self._run.update(step=ev.start_step, total=ev.total_steps, device=ev.device, device_name=ev.device_name, state="running")
-        self.log.add("info", f"run #{run_id} training on {ev.device} ({ev.device_name}) from step {ev.start_step} to {ev.total_steps}")
+        self._run.update(
+            step=ev.start_step,
+            total=ev.total_steps,
+            device=ev.device,
+            device_name=ev.device_name,
+            state="running",
+        )
+        self.log.add(
+            "info",
+            f"run #{run_id} training on {ev.device} ({ev.device_name}) from step {ev.start_step} to {ev.total_steps}",
+        )
 
     def _steps(self, run_id: int, batch: list[StepMetrics]) -> None:
         self.live.add_steps(batch)
@@ -362,7 +425,10 @@ class MainWindow(QMainWindow):
         self.log.add("info", f"run #{run_id}: {what}")
 
     def _checkpoint(self, run_id: int, ev: CheckpointSaved) -> None:
-        self.log.add("info", f"run #{run_id}: {ev.kind} checkpoint at step {ev.step} ({ev.bytes / 1024:.0f} KiB)")
+        self.log.add(
+            "info",
+            f"run #{run_id}: {ev.kind} checkpoint at step {ev.step} ({ev.bytes / 1024:.0f} KiB)",
+        )
 
     def _status(self, run_id: int, status: str) -> None:
         self._run["state"] = status
@@ -376,7 +442,10 @@ class MainWindow(QMainWindow):
         self.live.redraw(force=True)
         if fin.test is not None:
             t = fin.test
-            self.log.add("info", f"run #{run_id}: test {t.metric} {fmt_value(t.metric, t.mean, t.ci95)} on {t.episodes} episodes (checkpoint step {t.checkpoint_step})")
+            self.log.add(
+                "info",
+                f"run #{run_id}: test {t.metric} {fmt_value(t.metric, t.mean, t.ci95)} on {t.episodes} episodes (checkpoint step {t.checkpoint_step})",
+            )
         self.browser.poll()
         self._update_buttons()
 
@@ -396,7 +465,10 @@ class MainWindow(QMainWindow):
             rate = r.get("rate") or 0.0
             self._set_text(self.sb_speed, f"{rate:.1f} steps/s" if rate else "")
             live = state in ("running", "starting")
-            self._set_text(self.sb_eta, f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "")
+            self._set_text(
+                self.sb_eta,
+                f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "",
+            )
             self._set_text(self.sb_device, str(r.get("device", "")))
         now = time.monotonic()
         if not force and now - self._mem_at < 2.0:
@@ -468,7 +540,10 @@ class MainWindow(QMainWindow):
         if self._closed:
             event.accept()
             return
-        if self.queue.running and not self.confirm("Quit while training?", "A run is training. Stop it (it ends cancelled, with a checkpoint) and quit?"):
+        if self.queue.running and not self.confirm(
+            "Quit while training?",
+            "A run is training. Stop it (it ends cancelled, with a checkpoint) and quit?",
+        ):
             event.ignore()
             return
         self.save_settings()
@@ -484,6 +559,3 @@ class MainWindow(QMainWindow):
         self.live.timer.stop()
         self.queue.shutdown()
         self.browser.shutdown()
-
-
-

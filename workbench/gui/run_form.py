@@ -40,15 +40,28 @@ from workbench.gui.presets import Preset, load_presets
 # MAML on sinusoid (Finn et al. 2017, section 5.1), shortened so that it runs in seconds on a CPU.
 # The launch default: the core's starting point for MAML on sinusoid (runs in seconds on a CPU)
 # with a budget sized for watching it train.
-DEMO_BUDGET = {"steps": 1000, "val_every": 100, "val_episodes": 50, "ckpt_every": 250, "test_episodes": 200}
+DEMO_BUDGET = {
+    "steps": 1000,
+    "val_every": 100,
+    "val_episodes": 50,
+    "ckpt_every": 250,
+    "test_episodes": 200,
+}
 
 
 def demo_config(algorithm: str = "maml", dataset: str = "sinusoid") -> dict[str, Any]:
     return {**default_config(algorithm, dataset).to_dict(), **DEMO_BUDGET}
 
 
-
-SCHEDULE_FIELDS = ["steps", "val_every", "val_episodes", "ckpt_every", "keep_last", "test_episodes", "test_on_finish"]
+SCHEDULE_FIELDS = [
+    "steps",
+    "val_every",
+    "val_episodes",
+    "ckpt_every",
+    "keep_last",
+    "test_episodes",
+    "test_on_finish",
+]
 DATASET_OPTION_FIELDS = ["split", "split_seed", "rotations", "image_size", "channels", "download"]
 
 
@@ -143,7 +156,9 @@ class RunForm(QWidget):
         self._build_model()
         self.body.addStretch(1)
         for combo in body.findChildren(QComboBox):  # long items must not widen the panel
-            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
             combo.setMinimumContentsLength(8)
 
         self.error_label = QLabel(wordWrap=True)
@@ -179,7 +194,14 @@ class RunForm(QWidget):
     def _build_data(self) -> None:
         box = QGroupBox("Data")
         form = QFormLayout(box)
-        ds = self._add("dataset.name", ChoiceEditor("dataset.name", DATASETS.names(), DatasetConfig.model_fields["name"].description or ""))
+        ds = self._add(
+            "dataset.name",
+            ChoiceEditor(
+                "dataset.name",
+                DATASETS.names(),
+                DatasetConfig.model_fields["name"].description or "",
+            ),
+        )
         form.addRow("Dataset", ds)
         ds.changed.connect(self._dataset_changed)
         self._kind = DATASETS.get(ds.value()).kind
@@ -206,7 +228,9 @@ class RunForm(QWidget):
         oform.setContentsMargins(12, 0, 0, 0)
         for name in DATASET_OPTION_FIELDS:
             key = f"dataset.{name}"
-            oform.addRow(label_for(name), self._add(key, editor_for(key, DatasetConfig.model_fields[name])))
+            oform.addRow(
+                label_for(name), self._add(key, editor_for(key, DatasetConfig.model_fields[name]))
+            )
         form.addRow(Collapsible("Dataset options", opts))
         self.body.addWidget(box)
 
@@ -241,7 +265,10 @@ class RunForm(QWidget):
         box = QGroupBox("Schedule")
         form = QFormLayout(box)
         for name in SCHEDULE_FIELDS:
-            form.addRow(label_for(name).replace("Val ", "Validate ").replace("Ckpt", "Checkpoint"), self._add(name, editor_for(name, RunConfig.model_fields[name])))
+            form.addRow(
+                label_for(name).replace("Val ", "Validate ").replace("Ckpt", "Checkpoint"),
+                self._add(name, editor_for(name, RunConfig.model_fields[name])),
+            )
         self.body.addWidget(box)
 
     def _build_run(self) -> None:
@@ -249,7 +276,10 @@ class RunForm(QWidget):
         form = QFormLayout(box)
         form.addRow("Name", self._add("name", editor_for("name", RunConfig.model_fields["name"])))
         self.editors["name"].setPlaceholderText("empty: generated")
-        seeds = self._add("seed", TextEditor("seed", "Seed, or a list such as 1,2,3 (or 1-5) to queue one run per seed"))
+        seeds = self._add(
+            "seed",
+            TextEditor("seed", "Seed, or a list such as 1,2,3 (or 1-5) to queue one run per seed"),
+        )
         form.addRow("Seed(s)", seeds)
         self.device_combo = QComboBox()
         self.device_combo.addItem("auto (cuda, mps, cpu)", "auto")
@@ -261,8 +291,14 @@ class RunForm(QWidget):
         self.device_combo.currentIndexChanged.connect(lambda _: self._edited())
         self.device_combo.setToolTip(RunConfig.model_fields["device"].description or "")
         form.addRow("Device", self.device_combo)
-        form.addRow("Precision", self._add("precision", editor_for("precision", RunConfig.model_fields["precision"])))
-        form.addRow("CPU threads", self._add("threads", editor_for("threads", RunConfig.model_fields["threads"])))
+        form.addRow(
+            "Precision",
+            self._add("precision", editor_for("precision", RunConfig.model_fields["precision"])),
+        )
+        form.addRow(
+            "CPU threads",
+            self._add("threads", editor_for("threads", RunConfig.model_fields["threads"])),
+        )
         form.addRow("Tags", self._add("tags", TextEditor("tags", "Comma-separated tags")))
         self.notes = QPlainTextEdit()
         self.notes.setPlaceholderText("Notes")
@@ -367,9 +403,15 @@ class RunForm(QWidget):
             self._algorithm_changed()
             dataset = (data.get("dataset") or {}).get("name", "sinusoid")
             try:
-                base = RunConfig.from_dict({"algorithm": {"name": algo}, "dataset": {"name": dataset}}).to_dict()
-            except ConfigError:  # an incompatible pair: fill what we can, validation marks the field
-                base = RunConfig.from_dict({"algorithm": {"name": algo}, "dataset": {"name": "glyphs"}}).to_dict()
+                base = RunConfig.from_dict(
+                    {"algorithm": {"name": algo}, "dataset": {"name": dataset}}
+                ).to_dict()
+            except (
+                ConfigError
+            ):  # an incompatible pair: fill what we can, validation marks the field
+                base = RunConfig.from_dict(
+                    {"algorithm": {"name": algo}, "dataset": {"name": "glyphs"}}
+                ).to_dict()
             merged = _merge(base, data)
             for key, ed in self.editors.items():
                 if key in ("seed", "tags"):
@@ -386,7 +428,11 @@ class RunForm(QWidget):
             dev = merged.get("device", "auto")
             i = self.device_combo.findData(dev if dev != "cuda" else "cuda:0")
             if i < 0 and dev != "auto":
-                i = self.device_combo.findData(preferred_device([self.device_combo.itemData(j) for j in range(self.device_combo.count())]))
+                i = self.device_combo.findData(
+                    preferred_device(
+                        [self.device_combo.itemData(j) for j in range(self.device_combo.count())]
+                    )
+                )
             if i >= 0:
                 self.device_combo.setCurrentIndex(i)
             if preset is None and merged.get("preset"):
@@ -431,13 +477,18 @@ class RunForm(QWidget):
 
     # ---- data folder -------------------------------------------------------------------
     def browse_data_dir(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Data folder", self.data_dir.currentText() or "")
+        path = QFileDialog.getExistingDirectory(
+            self, "Data folder", self.data_dir.currentText() or ""
+        )
         if path:
             self.data_dir.setCurrentText(path)
 
     def describe_data(self) -> str:
         try:
-            cfg = DatasetConfig(name=self.editors["dataset.name"].value(), data_dir=self.data_dir.currentText().strip() or None)
+            cfg = DatasetConfig(
+                name=self.editors["dataset.name"].value(),
+                data_dir=self.data_dir.currentText().strip() or None,
+            )
             return DATASETS.get(cfg.name)().describe(cfg)
         except Exception as exc:  # describe() should never raise; be safe anyway
             return f"cannot check: {exc}"
@@ -465,7 +516,9 @@ class RunForm(QWidget):
             ed = self.editor_for_key(self.error.key)
             if ed is not None:
                 ed.set_error(self.error.message)
-            reason = f"{self.error.key}: {self.error.message}" if self.error.key else self.error.message
+            reason = (
+                f"{self.error.key}: {self.error.message}" if self.error.key else self.error.message
+            )
             self.error_label.setText(reason)
             self.validityChanged.emit(False, reason)
             return None

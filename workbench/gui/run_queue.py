@@ -42,12 +42,16 @@ class RunQueue(QObject):
         seeds = seeds or [config.seed]
         ids = []
         for seed in seeds:
-            cfg = config.model_copy(update={"seed": seed, "name": run_name(config, seed, len(seeds) > 1)})
+            cfg = config.model_copy(
+                update={"seed": seed, "name": run_name(config, seed, len(seeds) > 1)}
+            )
             cfg = RunConfig.from_dict(cfg.to_dict())
             run_id = self.catalog.create_run_from_config(cfg, status="queued")
             self.pending.append(Job(run_id, cfg))
             ids.append(run_id)
-        self.log.emit("info", f"queued run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)}")
+        self.log.emit(
+            "info", f"queued run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)}"
+        )
         self.changed.emit()
         self._maybe_start()
         return ids
@@ -63,7 +67,10 @@ class RunQueue(QObject):
             self.catalog.set_status(run_id, "queued")
         self.pending.append(Job(target, cfg, checkpoint))
         child = f" as child run #{target}" if target != run_id else ""
-        self.log.emit("info", f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint{child}")
+        self.log.emit(
+            "info",
+            f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint{child}",
+        )
         self.changed.emit()
         self._maybe_start()
 
@@ -84,7 +91,9 @@ class RunQueue(QObject):
     def _discard(self, job: Job, why: str) -> None:
         try:
             if job.checkpoint is None or job.run_id not in self._prior_status:
-                self.catalog.delete_run(job.run_id)  # it never ran (a new run or a child): nothing to keep
+                self.catalog.delete_run(
+                    job.run_id
+                )  # it never ran (a new run or a child): nothing to keep
             else:
                 self.catalog.set_status(job.run_id, self._prior_status.pop(job.run_id, "cancelled"))
             self.log.emit("info", f"run #{job.run_id} {why}")
@@ -118,9 +127,13 @@ class RunQueue(QObject):
         for job in self.pending:
             try:
                 if job.checkpoint is None:
-                    self.catalog.finish_run(job.run_id, "cancelled", error="queue discarded when the app closed")
+                    self.catalog.finish_run(
+                        job.run_id, "cancelled", error="queue discarded when the app closed"
+                    )
                 else:
-                    self.catalog.set_status(job.run_id, self._prior_status.pop(job.run_id, "cancelled"))
+                    self.catalog.set_status(
+                        job.run_id, self._prior_status.pop(job.run_id, "cancelled")
+                    )
             except Exception:
                 pass
         self.pending.clear()
@@ -176,4 +189,3 @@ class RunQueue(QObject):
         self.worker = self.worker_thread = None
         self.current = None
         self.paused = False
-

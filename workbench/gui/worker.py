@@ -31,7 +31,9 @@ from workbench.core.events import (
 )
 
 EMIT_EVERY_S = 0.1  # step batches: 10 signals/s (each wakes the GUI thread and takes the GIL once); plots redraw slower
-ADAPT_EVERY_S = 2.0  # the adaptation view is recomputed at most this often (and at the last validation)
+ADAPT_EVERY_S = (
+    2.0  # the adaptation view is recomputed at most this often (and at the last validation)
+)
 ADAPT_STEPS = (0, 1, 10)
 ADAPT_SEED = 20170309  # the fixed validation task shown in the adaptation view
 
@@ -170,7 +172,9 @@ class QtBridge(Listener):
 
     def _classification(self, cfg: RunConfig, algo: Any, device: torch.device) -> dict[str, Any]:
         # a small episode that fits on screen: at most 5 ways x 5 shots, 2 queries per class
-        shape = cfg.eval.model_copy(update={"ways": min(cfg.eval.ways, 5), "shots": min(cfg.eval.shots, 5), "queries": 2})
+        shape = cfg.eval.model_copy(
+            update={"ways": min(cfg.eval.ways, 5), "shots": min(cfg.eval.shots, 5), "queries": 2}
+        )
         batch = self._episode(cfg, shape)
         on_dev = batch.to(device)
         logits = None
@@ -246,7 +250,9 @@ class TrainingWorker(QObject):
         except Exception as exc:  # e.g. the catalog could not be opened: still end cleanly
             finished = RunFinished("failed", self.trainer.step, f"{type(exc).__name__}: {exc}")
             try:
-                self.catalog.finish_run(run_id, "failed", step=self.trainer.step, error=finished.error)
+                self.catalog.finish_run(
+                    run_id, "failed", step=self.trainer.step, error=finished.error
+                )
             except Exception:
                 pass
         self.signals.finished.emit(run_id, finished)
@@ -269,7 +275,14 @@ class EvalWorker(QObject):
     progress = Signal(str)
     done = Signal(object, object)  # EvaluationRecord-like dict | None, error text | None
 
-    def __init__(self, catalog: Catalog, run_id: int, checkpoint: CheckpointRecord, episodes: int, device: str = "auto") -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        run_id: int,
+        checkpoint: CheckpointRecord,
+        episodes: int,
+        device: str = "auto",
+    ) -> None:
         super().__init__()
         self.catalog = catalog
         self.run_id = run_id
@@ -286,14 +299,29 @@ class EvalWorker(QObject):
         from workbench.api import evaluate_checkpoint
 
         try:
-            self.progress.emit(f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({self.device})")
+            self.progress.emit(
+                f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({self.device})"
+            )
             score = evaluate_checkpoint(
-                self.catalog, self.run_id, self.checkpoint, self.episodes, device=self.device, should_stop=self._stop.is_set
+                self.catalog,
+                self.run_id,
+                self.checkpoint,
+                self.episodes,
+                device=self.device,
+                should_stop=self._stop.is_set,
             )  # stored in the catalog unless cancelled part-way
             if self._stop.is_set():
                 self.done.emit(None, "evaluation cancelled")
                 return
-            self.done.emit({"metric": score.metric, "mean": score.mean, "ci95": score.ci95, "episodes": score.episodes}, None)
+            self.done.emit(
+                {
+                    "metric": score.metric,
+                    "mean": score.mean,
+                    "ci95": score.ci95,
+                    "episodes": score.episodes,
+                },
+                None,
+            )
         except Exception as exc:
             self.done.emit(None, f"{type(exc).__name__}: {exc}")
 
@@ -308,4 +336,3 @@ def start_in_thread(worker: QObject, name: str) -> QThread:
     worker.done.connect(thread.quit, Qt.ConnectionType.DirectConnection)
     thread.start()
     return thread
-

@@ -22,7 +22,9 @@ class Algorithm(nn.Module, ABC):
     Params: ClassVar[type[AlgorithmParams]]
     supports: ClassVar[frozenset[str]] = frozenset({"classification", "regression"})
     uses_head: ClassVar[bool] = True  # False: the model is an embedding network (ProtoNet)
-    same_ways: ClassVar[bool] = True  # the output layer fixes the ways: eval.ways must equal train.ways
+    same_ways: ClassVar[bool] = (
+        True  # the output layer fixes the ways: eval.ways must equal train.ways
+    )
 
     def __init__(self, params: AlgorithmParams, model: nn.Module, kind: TaskKind) -> None:
         super().__init__()
@@ -53,7 +55,9 @@ class Algorithm(nn.Module, ABC):
         raise NotImplementedError
 
 
-def loss_and_score(kind: str, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def loss_and_score(
+    kind: str, out: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean loss and per-batch score: cross-entropy + accuracy, or MSE + MSE."""
     if kind == "classification":
         loss = nn.functional.cross_entropy(out, y)

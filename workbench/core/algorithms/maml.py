@@ -19,6 +19,7 @@ from torch.func import functional_call
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.models.double_backward import closed_form_double_backward
 from workbench.core.tasks.base import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
@@ -27,9 +28,22 @@ REGRESSION_CURVE = (0, 1, 5, 10)  # MSE reported after these many steps (MAML pa
 
 class MAMLParams(AlgorithmParams):
     name: Literal["maml"] = "maml"
-    inner_lr: float = Field(0.4, gt=0, le=100, description="Inner-loop step size alpha during meta-training (0.4 Omniglot 5-way, 0.01 sinusoid)")
-    eval_inner_lr: float | None = Field(None, gt=0, le=100, description="Inner-loop step size at validation/test (empty: same as inner_lr)")
-    first_order: bool = Field(False, description="Drop second-order terms (first-order MAML): inner gradients are detached")
+    inner_lr: float = Field(
+        0.4,
+        gt=0,
+        le=100,
+        description="Inner-loop step size alpha during meta-training (0.4 Omniglot 5-way, 0.01 sinusoid)",
+    )
+    eval_inner_lr: float | None = Field(
+        None,
+        gt=0,
+        le=100,
+        description="Inner-loop step size at validation/test (empty: same as inner_lr)",
+    )
+    first_order: bool = Field(
+        False,
+        description="Drop second-order terms (first-order MAML): inner gradients are detached",
+    )
 
 
 @ALGORITHMS.register("maml")
@@ -41,13 +55,22 @@ class MAML(Algorithm):
         return dict(self.model.named_parameters())
 
     def adapt(
-        self, params: Params, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float, create_graph: bool
+        self,
+        params: Params,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        steps: int,
+        lr: float,
+        create_graph: bool,
     ) -> Params:
         """`steps` gradient steps on (x, y) from `params`; differentiable when create_graph."""
         for _ in range(steps):
             loss, _ = loss_and_score(self.kind, functional_call(self.model, params, (x,)), y)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
-            params = {k: torch.add(p, g, alpha=-lr) for (k, p), g in zip(params.items(), grads, strict=True)}  # one pass
+            params = {
+                k: torch.add(p, g, alpha=-lr)
+                for (k, p), g in zip(params.items(), grads, strict=True)
+            }  # one pass
         return params
 
     def train_inner_steps(self, shape: TaskShape) -> int:
@@ -59,13 +82,23 @@ class MAML(Algorithm):
         n = len(batch)
         loss_sum = score_sum = 0.0
         theta = self.initial_params()
-        for i in range(n):
-            adapted = self.adapt(theta, batch.support_x[i], batch.support_y[i], steps, self.params.inner_lr, second_order)
-            out = functional_call(self.model, adapted, (batch.query_x[i],))
-            loss, score = loss_and_score(self.kind, out, batch.query_y[i])
-            (loss / n).backward()  # one task's graph at a time keeps memory flat in the meta-batch
-            loss_sum += float(loss.detach())
-            score_sum += float(score)
+        with closed_form_double_backward(second_order):  # conv/BN second derivatives in closed form
+            for i in range(n):
+                adapted = self.adapt(
+                    theta,
+                    batch.support_x[i],
+                    batch.support_y[i],
+                    steps,
+                    self.params.inner_lr,
+                    second_order,
+                )
+                out = functional_call(self.model, adapted, (batch.query_x[i],))
+                loss, score = loss_and_score(self.kind, out, batch.query_y[i])
+                (
+                    loss / n
+                ).backward()  # one task's graph at a time keeps memory flat in the meta-batch
+                loss_sum += float(loss.detach())
+                score_sum += float(score)
         return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
 
     # ---- evaluation -----------------------------------------------------------------
@@ -78,13 +111,17 @@ class MAML(Algorithm):
         params = {k: p.detach().requires_grad_() for k, p in self.initial_params().items()}
         done = 0
         for s in steps:
-            params = self.adapt(params, batch.support_x[i], batch.support_y[i], s - done, self.eval_lr, False)
+            params = self.adapt(
+                params, batch.support_x[i], batch.support_y[i], s - done, self.eval_lr, False
+            )
             params = {k: p.detach().requires_grad_() for k, p in params.items()}
             done = s
             yield s, params
 
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
-        record = sorted({shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())})
+        record = sorted(
+            {shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())}
+        )
         scores: dict[int, list[float]] = {s: [] for s in record}
         for i in range(len(batch)):
             for s, params in self.trace(batch, i, record):
@@ -109,7 +146,9 @@ class MAML(Algorithm):
 
 class FOMAMLParams(MAMLParams):
     name: Literal["fomaml"] = "fomaml"  # type: ignore[assignment]
-    first_order: Literal[True] = Field(True, description="First-order MAML: inner gradients are detached")  # type: ignore[assignment]
+    first_order: Literal[True] = Field(
+        True, description="First-order MAML: inner gradients are detached"
+    )  # type: ignore[assignment]
 
 
 @ALGORITHMS.register("fomaml")

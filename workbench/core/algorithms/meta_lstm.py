@@ -34,12 +34,24 @@ from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 class MetaLSTMParams(AlgorithmParams):
     name: Literal["meta-lstm"] = "meta-lstm"
-    hidden: int = Field(20, ge=1, le=512, description="Units of the first (ordinary) LSTM over gradient and loss")
-    preprocess_p: float = Field(10.0, gt=0, le=100, description="p of the gradient/loss preprocessing (Andrychowicz et al.)")
-    support_batch: int = Field(0, ge=0, description="Support examples per update step (0 = the whole support set)")
-    forget_bias: tuple[float, float] = Field((4.0, 6.0), description="Forget-gate bias initialised U(lo, hi): high keeps theta")
-    input_bias: tuple[float, float] = Field((-5.0, -4.0), description="Input-gate bias initialised U(lo, hi): low = small steps")
-    grad_clip: float = Field(0.25, ge=0, description="Clip the meta-gradient norm (0.25 in the PyTorch port)")
+    hidden: int = Field(
+        20, ge=1, le=512, description="Units of the first (ordinary) LSTM over gradient and loss"
+    )
+    preprocess_p: float = Field(
+        10.0, gt=0, le=100, description="p of the gradient/loss preprocessing (Andrychowicz et al.)"
+    )
+    support_batch: int = Field(
+        0, ge=0, description="Support examples per update step (0 = the whole support set)"
+    )
+    forget_bias: tuple[float, float] = Field(
+        (4.0, 6.0), description="Forget-gate bias initialised U(lo, hi): high keeps theta"
+    )
+    input_bias: tuple[float, float] = Field(
+        (-5.0, -4.0), description="Input-gate bias initialised U(lo, hi): low = small steps"
+    )
+    grad_clip: float = Field(
+        0.25, ge=0, description="Clip the meta-gradient norm (0.25 in the PyTorch port)"
+    )
 
 
 def preprocess(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -53,7 +65,13 @@ def preprocess(x: torch.Tensor, p: float) -> torch.Tensor:
 class MetaLSTMCell(nn.Module):
     """The coordinate-wise cell whose state is the parameter vector."""
 
-    def __init__(self, hidden: int, n_params: int, forget_bias: tuple[float, float], input_bias: tuple[float, float]) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        n_params: int,
+        forget_bias: tuple[float, float],
+        input_bias: tuple[float, float],
+    ) -> None:
         super().__init__()
         self.W_f = nn.Parameter(torch.empty(hidden + 2, 1).uniform_(-0.01, 0.01))
         self.W_i = nn.Parameter(torch.empty(hidden + 2, 1).uniform_(-0.01, 0.01))
@@ -62,7 +80,12 @@ class MetaLSTMCell(nn.Module):
         self.theta0 = nn.Parameter(torch.zeros(n_params))  # set from the learner's initialisation
 
     def forward(
-        self, h: torch.Tensor, grad: torch.Tensor, theta: torch.Tensor, f: torch.Tensor, i: torch.Tensor
+        self,
+        h: torch.Tensor,
+        grad: torch.Tensor,
+        theta: torch.Tensor,
+        f: torch.Tensor,
+        i: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         c = theta[:, None]
         f_next = torch.sigmoid(torch.cat([h, c, f], 1) @ self.W_f + self.b_f)
@@ -95,10 +118,16 @@ class MetaLSTM(Algorithm):
             at += n
         return out
 
-    def learner_loss(self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return loss_and_score(self.kind, functional_call(self.model, self.unflatten(theta), (x,)), y)
+    def learner_loss(
+        self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return loss_and_score(
+            self.kind, functional_call(self.model, self.unflatten(theta), (x,)), y
+        )
 
-    def run_episode(self, x: torch.Tensor, y: torch.Tensor, steps: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    def run_episode(
+        self, x: torch.Tensor, y: torch.Tensor, steps: int, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """Unroll the meta-learner for `steps` updates on (x, y); returns theta_T (differentiable
         w.r.t. the meta-learner when grad mode is on)."""
         theta = self.cell.theta0
@@ -108,7 +137,11 @@ class MetaLSTM(Algorithm):
         f = theta.new_zeros(n, 1)
         i = theta.new_zeros(n, 1)
         bs = self.params.support_batch or x.shape[0]
-        order = torch.randperm(x.shape[0], generator=generator) if bs < x.shape[0] else torch.arange(x.shape[0])
+        order = (
+            torch.randperm(x.shape[0], generator=generator)
+            if bs < x.shape[0]
+            else torch.arange(x.shape[0])
+        )
         for t in range(steps):
             idx = order[(torch.arange(bs) + t * bs) % x.shape[0]].to(x.device)
             probe = theta.detach().requires_grad_()

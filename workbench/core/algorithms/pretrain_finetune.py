@@ -18,8 +18,12 @@ from workbench.core.config import AlgorithmParams, TaskShape
 
 class PretrainParams(AlgorithmParams):
     name: Literal["pretrain-finetune"] = "pretrain-finetune"
-    inner_lr: float = Field(0.01, gt=0, le=100, description="Fine-tuning step size at test (0.01 at K=5, 0.02 at K=10)")
-    eval_inner_lr: float | None = Field(None, gt=0, le=100, description="Overrides inner_lr at validation/test")
+    inner_lr: float = Field(
+        0.01, gt=0, le=100, description="Fine-tuning step size at test (0.01 at K=5, 0.02 at K=10)"
+    )
+    eval_inner_lr: float | None = Field(
+        None, gt=0, le=100, description="Overrides inner_lr at validation/test"
+    )
     first_order: Literal[True] = True  # nothing to differentiate through
 
 

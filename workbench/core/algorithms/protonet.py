@@ -22,12 +22,18 @@ class ProtoNetParams(AlgorithmParams):
     name: Literal["protonet"] = "protonet"
 
 
-def prototype_logits(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+def prototype_logits(
+    support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int
+) -> torch.Tensor:
     """Logits [Q, ways] = -||q - c_k||^2 with c_k the mean support embedding of class k."""
     onehot = nn.functional.one_hot(support_y, ways).to(support.dtype)  # [S, ways]
     protos = onehot.t() @ support / onehot.sum(0)[:, None]  # [ways, D]
     # ||q||^2 - 2 q.c + ||c||^2, one matmul instead of a [Q, ways, D] difference tensor
-    d2 = (query * query).sum(1, keepdim=True) - 2 * query @ protos.t() + (protos * protos).sum(1)[None]
+    d2 = (
+        (query * query).sum(1, keepdim=True)
+        - 2 * query @ protos.t()
+        + (protos * protos).sum(1)[None]
+    )
     return -d2
 
 
@@ -57,5 +63,8 @@ class ProtoNet(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
-        acc = [(self.logits(batch, i).argmax(1) == batch.query_y[i]).float().mean() for i in range(len(batch))]
+        acc = [
+            (self.logits(batch, i).argmax(1) == batch.query_y[i]).float().mean()
+            for i in range(len(batch))
+        ]
         return {"accuracy": torch.stack(acc).cpu()}

@@ -15,7 +15,9 @@ MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
 from workbench.core.models import conv4, mlp  # noqa: E402,F401
 
 
-def build_model(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int, kind: str) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int, kind: str
+) -> nn.Module:
     """Build the configured learner; `out_dim` 0 means an embedding network without a head."""
     name = cfg.name
     if name == "auto":

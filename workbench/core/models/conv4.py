@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.config import ModelConfig
 from workbench.core.models import MODELS
+from workbench.core.models.batch_norm import BatchStatNorm2d
+from workbench.core.models.conv import Conv2d
 
 
 class Conv4(nn.Module):
@@ -26,9 +29,9 @@ class Conv4(nn.Module):
         layers: list[nn.Module] = []
         c, size = channels, height
         for _ in range(4):
-            layers.append(nn.Conv2d(c, cfg.width, 3, stride=2 if stride else 1, padding=1))
+            layers.append(Conv2d(c, cfg.width, 3, stride=2 if stride else 1, padding=1))
             if cfg.batch_norm == "batch":
-                layers.append(nn.BatchNorm2d(cfg.width, track_running_stats=False))
+                layers.append(BatchStatNorm2d(cfg.width))
             layers.append(nn.ReLU())
             if stride:
                 size = (size + 1) // 2
@@ -37,6 +40,7 @@ class Conv4(nn.Module):
                 size = size // 2
             c = cfg.width
         self.features = nn.Sequential(*layers)
+        self.channels_last = cfg.channels_last
         self.average = stride
         self.embedding_dim = cfg.width if stride else cfg.width * max(size, 1) ** 2
         self.head = nn.Linear(self.embedding_dim, out_dim) if out_dim > 0 else None
@@ -46,8 +50,16 @@ class Conv4(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
-        return h.mean(dim=(2, 3)) if self.average else h.flatten(1)
+        h = self.features[0](x)
+        if self.channels_last:  # a 1-channel image is both layouts, so the first conv returns
+            h = h.contiguous(memory_format=torch.channels_last)  # NCHW; keep one layout throughout
+        for layer in self.features[1:]:
+            h = layer(h)
+        if self.average:  # avg_pool2d, not mean(): its gradient keeps h's (channels-last) layout,
+            # and one NCHW gradient meeting channels-last activations makes every later
+            # backward op run a strided loop (threshold_backward 40x slower)
+            return F.avg_pool2d(h, h.shape[-2:]).flatten(1)
+        return h.flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)

@@ -48,7 +48,9 @@ class EpisodeBatch:
         """Task i as a batch of one."""
         s = slice(i, i + 1)
         info = {k: (v[s] if isinstance(v, torch.Tensor) else v) for k, v in self.info.items()}
-        return EpisodeBatch(self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s], self.ways, info)
+        return EpisodeBatch(
+            self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s], self.ways, info
+        )
 
 
 class TaskDistribution(ABC):

@@ -106,7 +106,9 @@ def cached(name: str, parts: Any, build: Callable[[], dict[str, Any]]) -> dict[s
         try:
             atomic_write(path, lambda f: torch.save(data, f))
         except OSError as exc:
-            log.warning("could not write cache file %s (%s); will decode again next time", path, exc)
+            log.warning(
+                "could not write cache file %s (%s); will decode again next time", path, exc
+            )
     _MEMORY[path] = data
     return data
 

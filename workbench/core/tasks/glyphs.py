@@ -63,11 +63,15 @@ def _class_strokes(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nda
 def _bezier(pts: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Cubic Bezier of control points [..., 4, 2] at parameters t [T] -> [..., T, 2]."""
     t = t[:, None]
-    b = np.stack([(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3], axis=0)  # [4, T, 1]
+    b = np.stack(
+        [(1 - t) ** 3, 3 * (1 - t) ** 2 * t, 3 * (1 - t) * t**2, t**3], axis=0
+    )  # [4, T, 1]
     return np.einsum("...kd,ktd->...td", pts, np.broadcast_to(b, (4, len(t), 2)))
 
 
-def _sample_paths(rng: np.random.Generator, pts: np.ndarray, poly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sample_paths(
+    rng: np.random.Generator, pts: np.ndarray, poly: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Jittered stroke paths [n, S, MAX_STROKES, CURVE_POINTS, 2] (unit square) and pen widths [n, S]."""
     n = pts.shape[0]
     s = SAMPLES_PER_CLASS
@@ -81,10 +85,16 @@ def _sample_paths(rng: np.random.Generator, pts: np.ndarray, poly: np.ndarray) -
     paths = np.where(poly[:, None, :, None, None], lines, curves)
     # one affine map per sample about the centre
     ang = rng.uniform(-ROTATE, ROTATE, size=(n, s))
-    sx, sy = (1 + rng.uniform(-SCALE, SCALE, size=(2, n, s)))
+    sx, sy = 1 + rng.uniform(-SCALE, SCALE, size=(2, n, s))
     sh = rng.uniform(-SHEAR, SHEAR, size=(n, s))
     cos, sin = np.cos(ang), np.sin(ang)
-    a = np.stack([np.stack([cos * sx, -sin * sy + cos * sh * sy], -1), np.stack([sin * sx, cos * sy + sin * sh * sy], -1)], -2)
+    a = np.stack(
+        [
+            np.stack([cos * sx, -sin * sy + cos * sh * sy], -1),
+            np.stack([sin * sx, cos * sy + sin * sh * sy], -1),
+        ],
+        -2,
+    )
     shift = rng.uniform(-SHIFT, SHIFT, size=(n, s, 2))
     centred = paths - 0.5
     moved = np.einsum("nsij,nsmtj->nsmti", a, centred) + 0.5 + shift[:, :, None, None, :]
@@ -106,7 +116,12 @@ def render(paths: np.ndarray, counts: np.ndarray, widths: np.ndarray, size: int)
             im = Image.new("L", (big, big), 0)
             draw = ImageDraw.Draw(im)
             for m in range(int(counts[c])):
-                draw.line([tuple(q) for q in scaled[c, j, m].tolist()], fill=255, width=int(pen[c, j]), joint="curve")
+                draw.line(
+                    [tuple(q) for q in scaled[c, j, m].tolist()],
+                    fill=255,
+                    width=int(pen[c, j]),
+                    joint="curve",
+                )
             out[c, j] = np.asarray(im.reduce(SUPERSAMPLE))
     return out
 
@@ -122,7 +137,13 @@ def generate(seed: int, size: int = 28, classes: int = NUM_CLASSES) -> torch.Ten
 
 def load_images(seed: int, size: int) -> torch.Tensor:
     """The generated images, from the decode cache after the first call."""
-    parts = {"dataset": "glyphs", "version": VERSION, "seed": seed, "size": size, "classes": NUM_CLASSES}
+    parts = {
+        "dataset": "glyphs",
+        "version": VERSION,
+        "seed": seed,
+        "size": size,
+        "classes": NUM_CLASSES,
+    }
     return cached("glyphs", parts, lambda: {"images": generate(seed, size)})["images"]
 
 
@@ -133,7 +154,9 @@ class GlyphsSpec(DatasetSpec):
     def build(self, cfg: DatasetConfig, split: Split) -> TaskDistribution:
         images = load_images(cfg.split_seed, cfg.image_size)
         lo, hi = SPLITS[split]
-        index = [torch.arange(c * SAMPLES_PER_CLASS, (c + 1) * SAMPLES_PER_CLASS) for c in range(lo, hi)]
+        index = [
+            torch.arange(c * SAMPLES_PER_CLASS, (c + 1) * SAMPLES_PER_CLASS) for c in range(lo, hi)
+        ]
         return ClassImages(images, index, name="glyphs", split=split, channels=cfg.channels)
 
     def describe(self, cfg: DatasetConfig) -> str:

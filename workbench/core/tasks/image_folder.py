@@ -63,7 +63,9 @@ def data_root(cfg: DatasetConfig) -> Path:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    return sorted(
+        p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+    )
 
 
 def _class_folders(folder: Path) -> dict[str, list[Path]]:
@@ -89,7 +91,9 @@ def read_csv(path: Path, images: Path) -> dict[str, list[Path]]:
     out: dict[str, list[Path]] = {}
     with open(path, newline="") as f:
         for i, row in enumerate(csv.reader(f)):
-            if not row or (i == 0 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]):
+            if not row or (
+                i == 0 and [c.strip().lower() for c in row[:2]] == ["filename", "label"]
+            ):
                 continue
             if len(row) < 2:
                 raise DataError(f"{path}:{i + 1}: expected filename,label, got {row!r}")
@@ -100,21 +104,28 @@ def read_csv(path: Path, images: Path) -> dict[str, list[Path]]:
 def find_layout(root: Path, split: str) -> Found:
     """Which layout `root` holds (the one dataset.split asks for); ConfigError if none fits."""
     if split not in ("default", "csv", "folders", "random"):
-        raise ConfigError("dataset.split", f"unknown image-folder split {split!r}; allowed: {SPLIT_HELP}")
+        raise ConfigError(
+            "dataset.split", f"unknown image-folder split {split!r}; allowed: {SPLIT_HELP}"
+        )
     csv_dir = _csv_dir(root)
     if split in ("default", "csv", "random") and csv_dir is not None:
         images = root / "images"
         if not images.is_dir():
-            raise ConfigError("dataset.data_dir", f"found {csv_dir}/train.csv but no images/ folder in {root}")
+            raise ConfigError(
+                "dataset.data_dir", f"found {csv_dir}/train.csv but no images/ folder in {root}"
+            )
         return Found(root, "csv", {s: read_csv(csv_dir / f"{s}.csv", images) for s in SPLIT_NAMES})
     if split == "csv":
         raise ConfigError(
-            "dataset.split", f"split csv needs train.csv, val.csv and test.csv in {root} or {root}/splits/ravi"
+            "dataset.split",
+            f"split csv needs train.csv, val.csv and test.csv in {root} or {root}/splits/ravi",
         )
     if split in ("default", "folders", "random") and all((root / s).is_dir() for s in SPLIT_NAMES):
         return Found(root, "folders", {s: _class_folders(root / s) for s in SPLIT_NAMES})
     if split == "folders":
-        raise ConfigError("dataset.split", f"split folders needs train/, val/ and test/ sub-folders in {root}")
+        raise ConfigError(
+            "dataset.split", f"split folders needs train/, val/ and test/ sub-folders in {root}"
+        )
     classes = _class_folders(root)
     if not classes:
         raise ConfigError(
@@ -138,7 +149,11 @@ def split_of(found: Found, cfg: DatasetConfig, split: Split) -> dict[str, list[P
     n_train = max(1, round(n * RANDOM_FRACTIONS[0])) if n >= 3 else n
     n_val = max(1, round(n * RANDOM_FRACTIONS[1])) if n >= 3 else 0
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.split_seed)).tolist()
-    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, n)}
+    bounds = {
+        "train": (0, n_train),
+        "val": (n_train, n_train + n_val),
+        "test": (n_train + n_val, n),
+    }
     lo, hi = bounds[split]
     return {names[i]: pool[names[i]] for i in sorted(perm[lo:hi])}
 
@@ -153,7 +168,9 @@ def decode_split(classes: dict[str, list[Path]], size: int, channels: int) -> di
     return {"images": images, "classes": names, "starts": torch.tensor(starts, dtype=torch.long)}
 
 
-def load_split(root: Path, classes: dict[str, list[Path]], size: int, channels: int) -> dict[str, Any]:
+def load_split(
+    root: Path, classes: dict[str, list[Path]], size: int, channels: int
+) -> dict[str, Any]:
     """Decoded images of one split, from the cache when the files are unchanged."""
     missing = [p for paths in classes.values() for p in paths if not p.is_file()]
     if missing:
@@ -184,8 +201,16 @@ class ImageFolderSpec(DatasetSpec):
             raise DataError(f"the {split} split of {root} ({found.layout} layout) has no classes")
         data = load_split(root, classes, cfg.image_size, cfg.channels)
         starts = data["starts"]
-        index = [torch.arange(int(starts[i]), int(starts[i + 1])) for i in range(len(data["classes"]))]
-        return ClassImages(data["images"], index, name=f"image-folder {root.name}", split=split, class_names=data["classes"])
+        index = [
+            torch.arange(int(starts[i]), int(starts[i + 1])) for i in range(len(data["classes"]))
+        ]
+        return ClassImages(
+            data["images"],
+            index,
+            name=f"image-folder {root.name}",
+            split=split,
+            class_names=data["classes"],
+        )
 
     def describe(self, cfg: DatasetConfig) -> str:
         try:
@@ -195,13 +220,19 @@ class ImageFolderSpec(DatasetSpec):
             for s in SPLIT_NAMES:
                 part = split_of(found, cfg, s)
                 counts.append((len(part), sum(len(v) for v in part.values())))
-            how = "random class split" if (cfg.split == "random" or found.layout == "classes") else f"{found.layout} split"
+            how = (
+                "random class split"
+                if (cfg.split == "random" or found.layout == "classes")
+                else f"{found.layout} split"
+            )
             per = "/".join(f"{c:,}" for c, _ in counts)
             n_img = sum(i for _, i in counts)
             line = f"image-folder: {n_img:,} images in {root} ({how}): {per} classes"
             if found.layout == "csv":
                 present = set(os.listdir(root / "images"))
-                listed = [p.name for part in found.splits.values() for v in part.values() for p in v]
+                listed = [
+                    p.name for part in found.splits.values() for v in part.values() for p in v
+                ]
                 absent = sum(name not in present for name in listed)
                 if absent:
                     line += f"; {absent:,} listed images missing from {root / 'images'}"

@@ -57,7 +57,9 @@ VERSION = 1  # bump when decoding changes so stale cache entries are not reused
 N_CHARACTERS = 1623
 RANDOM_TRAIN, RANDOM_VAL = 1200, 100  # MAML: 1,200 meta-training characters (val taken from them)
 SPLIT_LINE = re.compile(r"^([^/]+/[^/]+)/rot(000|090|180|270)$")
-SPLIT_HELP = "vinyals (default), random, or a folder holding Vinyals-format train.txt/val.txt/test.txt"
+SPLIT_HELP = (
+    "vinyals (default), random, or a folder holding Vinyals-format train.txt/val.txt/test.txt"
+)
 
 
 @dataclass
@@ -129,10 +131,14 @@ def _fetch(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0) 
     try:
         atomic_write(dest, write)
     except PermissionError as exc:
-        raise DataError(f"cannot write {dest} ({exc}); set --data-dir to a writable folder") from exc
+        raise DataError(
+            f"cannot write {dest} ({exc}); set --data-dir to a writable folder"
+        ) from exc
 
 
-def download_archives(dest: Path, base_url: str | None = None, md5: dict[str, str] | None = None) -> Sources:
+def download_archives(
+    dest: Path, base_url: str | None = None, md5: dict[str, str] | None = None
+) -> Sources:
     """Download the official zips missing from dest and verify their published MD5."""
     base = base_url or os.environ.get(URL_ENV) or OMNIGLOT_URL
     sums = ARCHIVE_MD5 if md5 is None else md5
@@ -287,7 +293,12 @@ def decode(src: Sources, size: int) -> dict[str, Any]:
 
 def load_decoded(src: Sources, size: int) -> dict[str, Any]:
     """The decoded images of verified sources, from the cache after the first time."""
-    parts = {"dataset": "omniglot", "version": VERSION, "sources": source_signature(src), "size": size}
+    parts = {
+        "dataset": "omniglot",
+        "version": VERSION,
+        "sources": source_signature(src),
+        "size": size,
+    }
     return cached("omniglot", parts, lambda: decode(src, size))
 
 
@@ -365,15 +376,23 @@ def random_characters(chars: list[str], seed: int) -> dict[str, list[str]]:
     n_val = RANDOM_VAL if n == N_CHARACTERS else max(1, round(n_train * RANDOM_VAL / RANDOM_TRAIN))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
     picked = [sorted(chars)[i] for i in perm]
-    return {"train": picked[: n_train - n_val], "val": picked[n_train - n_val : n_train], "test": picked[n_train:]}
+    return {
+        "train": picked[: n_train - n_val],
+        "val": picked[n_train - n_val : n_train],
+        "test": picked[n_train:],
+    }
 
 
-def split_classes(cfg: DatasetConfig, src: Sources, chars: list[str], split: Split) -> list[tuple[str, int]]:
+def split_classes(
+    cfg: DatasetConfig, src: Sources, chars: list[str], split: Split
+) -> list[tuple[str, int]]:
     if cfg.split == "random":
         rots = (0, 1, 2, 3) if cfg.rotations else (0,)
         return [(c, k) for c in random_characters(chars, cfg.split_seed)[split] for k in rots]
     if cfg.split not in ("default", "vinyals") and not Path(cfg.split).expanduser().is_dir():
-        raise ConfigError("dataset.split", f"unknown Omniglot split {cfg.split!r}; allowed: {SPLIT_HELP}")
+        raise ConfigError(
+            "dataset.split", f"unknown Omniglot split {cfg.split!r}; allowed: {SPLIT_HELP}"
+        )
     return vinyals_classes(cfg, src, split)
 
 
@@ -427,7 +446,11 @@ class OmniglotSpec(DatasetSpec):
             where = " or ".join(str(d) for d in data_dirs(cfg))
             if not (cfg.data_dir or os.environ.get(DATA_ENV)):
                 where += f" (no data dir set, ${DATA_ENV} unset)"
-            action = "will be downloaded (dataset.download=true)" if cfg.download else "set --data-dir or dataset.download=true"
+            action = (
+                "will be downloaded (dataset.download=true)"
+                if cfg.download
+                else "set --data-dir or dataset.download=true"
+            )
             return (
                 f"omniglot: no archives found in {where} (expected images_background.zip and "
                 f"images_evaluation.zip); {action}"
@@ -446,14 +469,26 @@ class OmniglotSpec(DatasetSpec):
             parts = random_characters(chars, cfg.split_seed)
             counts = [len(parts[s]) * rots for s in ("train", "val", "test")]
             return f"{head}; split random (seed {cfg.split_seed}): {'/'.join(f'{n:,}' for n in counts)} classes"
-        folder = split_files_dir(cfg, src) if (cfg.split in ("default", "vinyals") or Path(cfg.split).expanduser().is_dir()) else None
+        folder = (
+            split_files_dir(cfg, src)
+            if (cfg.split in ("default", "vinyals") or Path(cfg.split).expanduser().is_dir())
+            else None
+        )
         if cfg.split not in ("default", "vinyals") and folder is None:
             return f"{head}; unknown split {cfg.split!r} (allowed: {SPLIT_HELP})"
-        if folder is None or not all((folder / f"{s}.txt").is_file() for s in ("train", "val", "test")):
-            extra = "will be downloaded" if cfg.download else "missing (set dataset.download=true or dataset.split=random)"
+        if folder is None or not all(
+            (folder / f"{s}.txt").is_file() for s in ("train", "val", "test")
+        ):
+            extra = (
+                "will be downloaded"
+                if cfg.download
+                else "missing (set dataset.download=true or dataset.split=random)"
+            )
             return f"{head}; Vinyals split files {extra}"
         counts = []
         for s in ("train", "val", "test"):
             lines = [ln for ln in (folder / f"{s}.txt").read_text().split() if ln]
-            counts.append(len(lines) if cfg.rotations else sum(ln.endswith("rot000") for ln in lines))
+            counts.append(
+                len(lines) if cfg.rotations else sum(ln.endswith("rot000") for ln in lines)
+            )
         return f"{head}; split vinyals: {'/'.join(f'{n:,}' for n in counts)} classes"

@@ -47,7 +47,9 @@ class ClassImages(TaskDistribution):
         channels: int | None = None,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() != 4:
-            raise ValueError(f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, C, H, W], got {images.dtype} {tuple(images.shape)}"
+            )
         if not class_index:
             raise ValueError("no classes")
         self.images = ((255 - images) if invert else images).contiguous()
@@ -60,7 +62,11 @@ class ClassImages(TaskDistribution):
         self.table = table
         self.counts = counts
         self.uniform_counts = bool((counts == width).all())
-        rot = torch.zeros(len(class_index), dtype=torch.long) if rotation is None else torch.as_tensor(rotation, dtype=torch.long)
+        rot = (
+            torch.zeros(len(class_index), dtype=torch.long)
+            if rotation is None
+            else torch.as_tensor(rotation, dtype=torch.long)
+        )
         if rot.shape != (len(class_index),) or bool(((rot < 0) | (rot > 3)).any()):
             raise ValueError("rotation must hold one value in 0..3 per class")
         if bool(rot.any()) and images.shape[-1] != images.shape[-2]:

@@ -1,0 +1,189 @@
+"""The conv and batch-norm layers with a closed-form double backward (second-order MAML's speed).
+
+They must be the same mathematics as autograd's generic double backward, and the MAML
+meta-gradient computed through them must match finite differences.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from workbench.core.algorithms import ALGORITHMS
+from workbench.core.algorithms.maml import MAML
+from workbench.core.config import ModelConfig, TaskShape
+from workbench.core.models import batch_norm as bn_module
+from workbench.core.models.batch_norm import batch_norm
+from workbench.core.models.conv import _Conv
+from workbench.core.models.conv4 import Conv4
+from workbench.core.models.double_backward import closed_form_double_backward, enabled
+from workbench.core.tasks.base import EpisodeBatch
+
+LAYOUTS = [torch.contiguous_format, torch.channels_last]
+
+
+def second_derivatives(fn, inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """d/d(inputs) of <grad of a non-linear loss of fn(inputs), a fixed direction>: every
+    term of the double backward is exercised (the loss is quadratic, so gy depends on y)."""
+    y = fn(*inputs)
+    w = torch.sin(torch.arange(y.numel(), dtype=y.dtype)).view_as(y)
+    grads = torch.autograd.grad((y * w).sum() + (y**2).sum(), inputs, create_graph=True)
+    s = sum((g * torch.cos(torch.arange(g.numel(), dtype=g.dtype)).view_as(g)).sum() for g in grads)
+    return torch.autograd.grad(s, inputs)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_batch_norm_double_backward_is_autograds(layout: torch.memory_format) -> None:
+    torch.manual_seed(0)
+    x = (
+        torch.randn(5, 3, 4, 4, dtype=torch.float64)
+        .contiguous(memory_format=layout)
+        .requires_grad_()
+    )
+    w = (torch.rand(3, dtype=torch.float64) + 0.5).requires_grad_()
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(batch_norm, (x, w, b))
+    ours = second_derivatives(batch_norm, (x, w, b))
+    native = second_derivatives(
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), (x, w, b)
+    )
+    for a, e in zip(ours, native, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("input_grad", [True, False])
+def test_conv_double_backward_is_autograds(layout: torch.memory_format, input_grad: bool) -> None:
+    torch.manual_seed(0)
+    x = (
+        torch.randn(3, 2, 7, 7, dtype=torch.float64)
+        .contiguous(memory_format=layout)
+        .requires_grad_(input_grad)
+    )
+    w = (
+        torch.randn(4, 2, 3, 3, dtype=torch.float64)
+        .contiguous(memory_format=layout)
+        .requires_grad_()
+    )
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    inputs = (x, w, b) if input_grad else (w, b)
+
+    def ours(*t: torch.Tensor) -> torch.Tensor:
+        return _Conv.apply(*(t if input_grad else (x, *t)), 2, 1)
+
+    def native(*t: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(*(t if input_grad else (x, *t)), stride=2, padding=1)
+
+    assert torch.autograd.gradgradcheck(ours, inputs)
+    for a, e in zip(
+        second_derivatives(ours, inputs), second_derivatives(native, inputs), strict=True
+    ):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def conv_maml(steps: int, layout: torch.memory_format) -> tuple[MAML, EpisodeBatch]:
+    torch.manual_seed(0)
+    model = Conv4(
+        ModelConfig(width=4, channels_last=layout == torch.channels_last), (1, 12, 12), 3
+    ).double()
+    model.to(memory_format=layout)
+    algo = MAML(ALGORITHMS.get("maml").Params(inner_lr=0.4), model, "classification")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(2, 6, 1, 12, 12, generator=g, dtype=torch.float64)
+    y = torch.arange(3).repeat(2).view(1, 6).expand(2, 6)
+    return algo, EpisodeBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:], 3)
+
+
+def objective(algo: MAML, batch: EpisodeBatch, steps: int) -> float:
+    """The MAML objective computed directly (native layers: the switch is off here)."""
+    total = 0.0
+    for i in range(len(batch)):
+        adapted = algo.adapt(
+            algo.initial_params(), batch.support_x[i], batch.support_y[i], steps, 0.4, False
+        )
+        out = torch.func.functional_call(algo.model, adapted, (batch.query_x[i],))
+        total += float(F.cross_entropy(out, batch.query_y[i]).detach())
+    return total / len(batch)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("steps", [1, 2])
+def test_conv4_maml_meta_gradient_matches_finite_differences(
+    steps: int, layout: torch.memory_format
+) -> None:
+    """Directional derivative of the objective along a random direction vs <meta-gradient, v>."""
+    algo, batch = conv_maml(steps, layout)
+    algo.zero_grad()
+    algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=steps))
+    params = list(algo.model.parameters())
+    v = [torch.randn_like(p) for p in params]
+    analytic = sum(float((p.grad * d).sum()) for p, d in zip(params, v, strict=True))
+    eps = 1e-7  # batch norm over 3 images makes the objective strongly curved: a small step
+    with torch.no_grad():
+        for p, d in zip(params, v, strict=True):
+            p.add_(d, alpha=eps)
+    plus = objective(algo, batch, steps)
+    with torch.no_grad():
+        for p, d in zip(params, v, strict=True):
+            p.add_(d, alpha=-2 * eps)
+    minus = objective(algo, batch, steps)
+    assert analytic == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)
+
+
+def test_second_order_maml_uses_the_closed_form_and_first_order_does_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = {"n": 0}
+    original = bn_module._BatchNormBackward.backward
+
+    def counting(ctx, *grads):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return original(ctx, *grads)
+
+    monkeypatch.setattr(bn_module._BatchNormBackward, "backward", staticmethod(counting))
+    algo, batch = conv_maml(1, torch.contiguous_format)
+    algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=1))
+    assert calls["n"] == 4 * len(batch)  # one double backward per BN layer and task
+    assert not enabled()  # the switch is reset after the step
+    calls["n"] = 0
+    algo.params = algo.params.model_copy(update={"first_order": True})
+    algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=1))
+    assert calls["n"] == 0
+
+
+class LayoutMixes(TorchDispatchMode):
+    """Records ops that meet an NCHW and a channels-last 4-d tensor (each such op runs a strided
+    loop, threshold_backward 40x slower than on one layout)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kinds = set()
+        for a in args:
+            if (
+                isinstance(a, torch.Tensor)
+                and a.dim() == 4
+                and a.shape[1] > 1
+                and a.shape[2] * a.shape[3] > 1
+            ):
+                kinds.add(
+                    "cl"
+                    if not a.is_contiguous() and a.is_contiguous(memory_format=torch.channels_last)
+                    else "other"
+                )
+        if len(kinds) > 1:
+            self.mixed.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_channels_last_step_never_mixes_layouts(first_order: bool) -> None:
+    algo, batch = conv_maml(1, torch.channels_last)
+    algo.params = algo.params.model_copy(update={"first_order": first_order})
+    with LayoutMixes() as probe, closed_form_double_backward(False):
+        algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=1))
+    assert probe.mixed == []
