@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from bench import peers  # noqa: E402
 from workbench.core.config import RunConfig, TaskShape  # noqa: E402
 from workbench.core.engine import build_algorithm  # noqa: E402
+from workbench.core.memory import reuse_freed_memory  # noqa: E402
 from workbench.core.presets import get_preset  # noqa: E402
 from workbench.core.tasks import DATASETS  # noqa: E402
 from workbench.core.tasks.base import EpisodeBatch, TaskDistribution  # noqa: E402
@@ -618,7 +619,7 @@ def report(
         f"### {threads} torch thread(s)",
         "",
         f"{stamp_or_plain(args)}; `torch.set_num_threads({threads})`; {args.repeats} timed rounds after {args.warmup} warm-up, "
-        f"implementations alternated round-robin; matmul peak (best 2048x2048) fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; peers: {peers_line}.",
+        f"implementations alternated round-robin; {args.malloc} for all; matmul peak (best 2048x2048) fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; peers: {peers_line}.",
         "",
         *table(results, peak32, peak16),
         "",
@@ -763,6 +764,12 @@ def main(argv: list[str] | None = None) -> int:
     args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 2)
     available = use_peers(args, argv)
     torch.set_num_interop_threads(1)
+    # what our Trainer does at start; process-wide, so every implementation gets it alike
+    args.malloc = (
+        "freed memory kept in the heap (`reuse_freed_memory`, as our Trainer)"
+        if reuse_freed_memory()
+        else "default malloc"
+    )
     peers_line = ", ".join(
         f"{k} {'ok' if v == 'ok' else 'skipped: ' + v}" for k, v in available.items() if k != "base"
     )

@@ -38,6 +38,7 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
+from workbench.core.memory import reuse_freed_memory
 from workbench.core.models import build_model
 from workbench.core.tasks import DATASETS, TaskDistribution
 
@@ -199,6 +200,7 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        reuse_freed_memory()  # large activations stop being page-faulted in every step
         self.device = device = resolve_device(cfg.device)
         torch.manual_seed(cfg.seed)
         dists = self.datasets or load_datasets(cfg, ("train", "val", "test"))

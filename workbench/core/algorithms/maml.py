@@ -1,6 +1,6 @@
 """MAML (Finn, Abbeel & Levine 2017) and its first-order approximation.
 
-Parameters stay functional: a dict of tensors passed to `torch.func.functional_call`, so the
+Parameters stay functional: a dict of tensors passed to the model (`workbench.core.models.call`), so the
 adapted weights theta' = theta - alpha * grad are differentiable functions of the
 initialisation theta and the meta-gradient reaches it (second order: `create_graph=True`).
 Reloading a state_dict inside the inner loop would silently cut that path; the tests check
@@ -14,11 +14,11 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch.func import functional_call
 
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
 from workbench.core.tasks.base import EpisodeBatch
 
@@ -65,7 +65,7 @@ class MAML(Algorithm):
     ) -> Params:
         """`steps` gradient steps on (x, y) from `params`; differentiable when create_graph."""
         for _ in range(steps):
-            loss, _ = loss_and_score(self.kind, functional_call(self.model, params, (x,)), y)
+            loss, _ = loss_and_score(self.kind, call(self.model, params, x), y)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
             params = {
                 k: torch.add(p, g, alpha=-lr)
@@ -92,7 +92,7 @@ class MAML(Algorithm):
                     self.params.inner_lr,
                     second_order,
                 )
-                out = functional_call(self.model, adapted, (batch.query_x[i],))
+                out = call(self.model, adapted, batch.query_x[i])
                 loss, score = loss_and_score(self.kind, out, batch.query_y[i])
                 (
                     loss / n
@@ -126,7 +126,7 @@ class MAML(Algorithm):
         for i in range(len(batch)):
             for s, params in self.trace(batch, i, record):
                 with torch.no_grad():
-                    out = functional_call(self.model, params, (batch.query_x[i],))
+                    out = call(self.model, params, batch.query_x[i])
                     scores[s].append(float(loss_and_score(self.kind, out, batch.query_y[i])[1]))
         result = {score_name(self.kind): torch.tensor(scores[shape.inner_steps])}
         if self.kind == "regression":
@@ -140,7 +140,7 @@ class MAML(Algorithm):
         for i in range(len(batch)):
             for s, params in self.trace(batch, i, sorted(steps)):
                 with torch.no_grad():
-                    out[s].append(functional_call(self.model, params, (x[i],)))
+                    out[s].append(call(self.model, params, x[i]))
         return {s: torch.stack(v) for s, v in out.items()}
 
 

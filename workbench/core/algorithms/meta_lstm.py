@@ -24,11 +24,11 @@ from typing import Literal
 import torch
 from pydantic import Field
 from torch import nn
-from torch.func import functional_call
 
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.models import call
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 
@@ -121,9 +121,7 @@ class MetaLSTM(Algorithm):
     def learner_loss(
         self, theta: torch.Tensor, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return loss_and_score(
-            self.kind, functional_call(self.model, self.unflatten(theta), (x,)), y
-        )
+        return loss_and_score(self.kind, call(self.model, self.unflatten(theta), x), y)
 
     def run_episode(
         self, x: torch.Tensor, y: torch.Tensor, steps: int, generator: torch.Generator | None = None
@@ -183,6 +181,6 @@ class MetaLSTM(Algorithm):
             preds = []
             for k in range(len(batch)):
                 theta = self.run_episode(batch.support_x[k], batch.support_y[k], s)
-                preds.append(functional_call(self.model, self.unflatten(theta), (x[k],)))
+                preds.append(call(self.model, self.unflatten(theta), x[k]))
             out[s] = torch.stack(preds)
         return out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
+import torch
 from torch import nn
+from torch.func import functional_call
 
 from workbench.core.config import ModelConfig
 from workbench.core.registry import Registry
@@ -23,3 +25,11 @@ def build_model(
     if name == "auto":
         name = "mlp" if kind == "regression" else "conv4"
     return MODELS.get(name)(cfg, input_shape, out_dim)
+
+
+def call(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """`model` evaluated with `params` in place of its own: the model's `functional_forward`
+    where it has one (our learners; much cheaper on small episodes), else
+    `torch.func.functional_call` (any other nn.Module)."""
+    fn = getattr(model, "functional_forward", None)
+    return fn(params, x) if fn is not None else functional_call(model, params, (x,))

@@ -93,7 +93,12 @@ class Conv2d(nn.Conv2d):
     """`nn.Conv2d` (square stride and padding, no dilation or groups) that uses the closed-form
     double backward inside `closed_form_double_backward()`; same parameters and state dict."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def apply_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """This layer's convolution with the given weights (MAML's adapted parameters)."""
+        stride, padding = self.stride[0], self.padding[0]  # type: ignore[index]
         if double_backward.enabled() and torch.is_grad_enabled():
-            return _Conv.apply(x, self.weight, self.bias, self.stride[0], self.padding[0])  # type: ignore[index]
-        return super().forward(x)
+            return _Conv.apply(x, weight, bias, stride, padding)
+        return F.conv2d(x, weight, bias, stride, padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.apply_with(x, self.weight, self.bias)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -40,6 +42,13 @@ class Conv4(nn.Module):
                 size = size // 2
             c = cfg.width
         self.features = nn.Sequential(*layers)
+        # parameter names of each feature layer (None: no parameters), for functional_forward
+        self._keys = [
+            (f"features.{i}.weight", f"features.{i}.bias")
+            if isinstance(m, Conv2d | BatchStatNorm2d)
+            else None
+            for i, m in enumerate(layers)
+        ]
         self.channels_last = cfg.channels_last
         self.average = stride
         self.embedding_dim = cfg.width if stride else cfg.width * max(size, 1) ** 2
@@ -49,21 +58,41 @@ class Conv4(nn.Module):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features[0](x)
-        if self.channels_last:  # a 1-channel image is both layouts, so the first conv returns
-            h = h.contiguous(memory_format=torch.channels_last)  # NCHW; keep one layout throughout
-        for layer in self.features[1:]:
-            h = layer(h)
+    def embed(
+        self, x: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        h = x
+        for i, (keys, layer) in enumerate(zip(self._keys, self.features, strict=True)):
+            if keys is None:
+                h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
+                continue
+            w, b = (
+                (layer.weight, layer.bias) if params is None else (params[keys[0]], params[keys[1]])
+            )
+            h = layer.apply_with(h, w, b)
+            if i == 0 and self.channels_last:  # a 1-channel image is both layouts, so the first
+                h = h.contiguous(memory_format=torch.channels_last)  # conv returns NCHW: keep one
         if self.average:  # avg_pool2d, not mean(): its gradient keeps h's (channels-last) layout,
             # and one NCHW gradient meeting channels-last activations makes every later
             # backward op run a strided loop (threshold_backward 40x slower)
             return F.avg_pool2d(h, h.shape[-2:]).flatten(1)
         return h.flatten(1)
 
+    def functional_forward(
+        self, params: Mapping[str, torch.Tensor] | None, x: torch.Tensor
+    ) -> torch.Tensor:
+        """The forward pass with `params` (name -> tensor, e.g. MAML's adapted weights) in place
+        of the module's own. Direct calls: `torch.func.functional_call` swaps every parameter
+        in and out of the module, which on a 5-image episode costs as much as the convolutions."""
+        h = self.embed(x, params)
+        if self.head is None:
+            return h
+        if params is None:
+            return self.head(h)
+        return F.linear(h, params["head.weight"], params["head.bias"])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.embed(x)
-        return self.head(h) if self.head is not None else h
+        return self.functional_forward(None, x)
 
 
 @MODELS.register("conv4")

@@ -2,10 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.config import ModelConfig
 from workbench.core.models import MODELS
+
+
+class MLP(nn.Sequential):
+    """An nn.Sequential (same state dict) with a direct functional forward for MAML."""
+
+    def functional_forward(
+        self, params: Mapping[str, torch.Tensor] | None, x: torch.Tensor
+    ) -> torch.Tensor:
+        if params is None:
+            return self(x)
+        for name, layer in self._modules.items():
+            if isinstance(layer, nn.Linear):
+                x = F.linear(x, params[f"{name}.weight"], params[f"{name}.bias"])
+            else:
+                x = layer(x)
+        return x
 
 
 @MODELS.register("mlp")
@@ -16,7 +36,7 @@ def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> n
         layers += [nn.Linear(a, b), nn.ReLU()]
     if out_dim > 0:
         layers.append(nn.Linear(dims[-1], out_dim))
-    return nn.Sequential(*layers)
+    return MLP(*layers)
 
 
 def _prod(shape: tuple[int, ...]) -> int:
