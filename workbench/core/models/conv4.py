@@ -42,6 +42,14 @@ class Conv4(nn.Module):
                 size = size // 2
             c = cfg.width
         self.features = nn.Sequential(*layers)
+        # max-pool before ReLU: max commutes with the monotone ReLU (same values, same
+        # gradient), and the ReLU then runs on a quarter of the map (ProtoNet: 2 fewer full
+        # passes over a 600-image activation)
+        order = list(range(len(layers)))
+        for i in range(len(layers) - 1):
+            if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
+                order[i], order[i + 1] = i + 1, i
+        self._order = order
         # parameter names of each feature layer (None: no parameters), for functional_forward
         self._keys = [
             (f"features.{i}.weight", f"features.{i}.bias")
@@ -62,7 +70,9 @@ class Conv4(nn.Module):
         self, x: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         h = x
-        for i, (keys, layer) in enumerate(zip(self._keys, self.features, strict=True)):
+        layers = list(self.features)
+        for i in self._order:
+            keys, layer = self._keys[i], layers[i]
             if keys is None:
                 h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
                 continue
