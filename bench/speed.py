@@ -623,7 +623,7 @@ def report(
         "",
         *table(results, peak32, peak16),
         "",
-        "Meta-gradient check against ours before timing: fp32, rtol 1e-4, atol 1e-6; where fp32 fails, the same check in fp64 decides (timed only if it agrees):",
+        "Meta-gradient check against ours before timing: fp32, rtol 1e-4, atol 1e-6; where fp32 fails, the same check in fp64 decides (timed only if it agrees), and each fp32 result's distance from the fp64 meta-gradient is shown:",
         "",
     ]
     for res in results:
@@ -670,7 +670,23 @@ update is not timed) on CPU, same initial weights and the same episodes for ever
 implementation, meta-gradients checked against ours before timing. ours/impl is the ratio of
 medians: below 1 ours is faster. GFLOP/s counts the FLOPs of one step
 (`torch.utils.flop_counter`) over its median time; "% of peak" is against the best
-2048x2048 matmul measured in the same run. Written by `python bench/speed.py --write`."""
+2048x2048 matmul measured in the same run. Written by `python bench/speed.py --write`.
+
+The peers run the Conv-4 their users write (stock `nn.Conv2d`, `nn.BatchNorm2d` with batch
+statistics, ReLU, mean pooling or max-pool and flatten, NCHW as in higher's and
+learn2learn's Omniglot examples) with our weights. Ours is the workbench's own step, and the
+difference is work it does not do: second-order MAML differentiates conv and batch norm
+through closed-form double backwards (`workbench/core/models/conv.py`, `batch_norm.py`: one
+`convolution_backward` gives both dW and dx, where autograd's generic one convolves
+batch-transposed copies; three reductions for batch norm instead of about forty ops), so
+its step also counts fewer FLOPs; the learner runs through a direct functional forward (no
+`functional_call` parameter swapping, which on 5-image episodes costs as much as the
+convolutions); one channels-last layout through forward and backward (one NCHW gradient
+meeting channels-last activations makes every later op a strided loop); max-pool before
+ReLU (they commute). Where two fp32 results differ, the check says how far each is from the
+float64 meta-gradient: different but equally valid operation orders round differently,
+and second-order MAML amplifies that rounding (20-way, 5 steps: percent-level for every
+implementation)."""
 
 
 def write(threads: int, lines: list[str]) -> None:

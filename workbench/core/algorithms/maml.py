@@ -82,23 +82,18 @@ class MAML(Algorithm):
         n = len(batch)
         loss_sum = score_sum = 0.0
         theta = self.initial_params()
-        with closed_form_double_backward(second_order):  # conv/BN second derivatives in closed form
-            for i in range(n):
+        for i in range(n):
+            # the inner loop's graph is differentiated twice: conv/BN second derivatives in
+            # closed form there; the query pass is differentiated once (native layers)
+            with closed_form_double_backward(second_order):
                 adapted = self.adapt(
-                    theta,
-                    batch.support_x[i],
-                    batch.support_y[i],
-                    steps,
-                    self.params.inner_lr,
-                    second_order,
+                    theta, batch.support_x[i], batch.support_y[i], steps, self.params.inner_lr, second_order
                 )
-                out = call(self.model, adapted, batch.query_x[i])
-                loss, score = loss_and_score(self.kind, out, batch.query_y[i])
-                (
-                    loss / n
-                ).backward()  # one task's graph at a time keeps memory flat in the meta-batch
-                loss_sum += float(loss.detach())
-                score_sum += float(score)
+            out = call(self.model, adapted, batch.query_x[i])
+            loss, score = loss_and_score(self.kind, out, batch.query_y[i])
+            (loss / n).backward()  # one task's graph at a time keeps memory flat in the meta-batch
+            loss_sum += float(loss.detach())
+            score_sum += float(score)
         return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
 
     # ---- evaluation -----------------------------------------------------------------
