@@ -187,3 +187,42 @@ def test_channels_last_step_never_mixes_layouts(first_order: bool) -> None:
     with LayoutMixes() as probe, closed_form_double_backward(False):
         algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=1))
     assert probe.mixed == []
+
+
+@pytest.mark.parametrize("batch_norm", ["batch", "none"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_batched_task_gradients_equal_per_task_autograd(
+    batch_norm: str, layout: torch.memory_format
+) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(width=4, batch_norm=batch_norm, channels_last=layout == torch.channels_last)
+    model = Conv4(cfg, (1, 12, 12), 3).double().to(memory_format=layout)
+    params = dict(model.named_parameters())
+    x = torch.rand(4, 6, 1, 12, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (4, 6))
+    batched = model.task_gradients(params, x, y)
+    assert batched is not None and batched.keys() == params.keys()
+    for t in range(4):
+        loss = F.cross_entropy(model(x[t]), y[t])
+        for name, g in zip(params, torch.autograd.grad(loss, tuple(params.values())), strict=True):
+            torch.testing.assert_close(batched[name][t], g, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_first_order_step_is_the_same_with_the_batched_first_step(
+    steps: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    algo, batch = conv_maml(steps, torch.channels_last)
+    algo.params = algo.params.model_copy(update={"first_order": True})
+    shape = TaskShape(ways=3, shots=1, queries=1, inner_steps=steps)
+
+    def meta_gradient() -> list[torch.Tensor]:
+        algo.zero_grad()
+        algo.meta_train_step(batch, shape)
+        return [p.grad.clone() for p in algo.model.parameters()]
+
+    assert algo.first_step_gradients(batch, algo.initial_params()) is not None
+    batched = meta_gradient()
+    monkeypatch.setattr(MAML, "first_step_gradients", lambda self, b, t: None)
+    for a, e in zip(batched, meta_gradient(), strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)

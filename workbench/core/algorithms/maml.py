@@ -81,20 +81,39 @@ class MAML(Algorithm):
         steps = self.train_inner_steps(shape)
         n = len(batch)
         loss_sum = score_sum = 0.0
+        lr = self.params.inner_lr
         theta = self.initial_params()
+        first = None if second_order or steps < 1 else self.first_step_gradients(batch, theta)
         for i in range(n):
-            # the inner loop's graph is differentiated twice: conv/BN second derivatives in
-            # closed form there; the query pass is differentiated once (native layers)
-            with closed_form_double_backward(second_order):
+            if first is not None:  # first-order: the first inner step of all tasks came batched
+                adapted = {k: torch.add(p, first[k][i], alpha=-lr) for k, p in theta.items()}
                 adapted = self.adapt(
-                    theta, batch.support_x[i], batch.support_y[i], steps, self.params.inner_lr, second_order
+                    adapted, batch.support_x[i], batch.support_y[i], steps - 1, lr, False
                 )
+            else:
+                # the inner loop's graph is differentiated twice: conv/BN second derivatives in
+                # closed form there; the query pass is differentiated once (native layers)
+                with closed_form_double_backward(second_order):
+                    adapted = self.adapt(
+                        theta, batch.support_x[i], batch.support_y[i], steps, lr, second_order
+                    )
             out = call(self.model, adapted, batch.query_x[i])
             loss, score = loss_and_score(self.kind, out, batch.query_y[i])
             (loss / n).backward()  # one task's graph at a time keeps memory flat in the meta-batch
             loss_sum += float(loss.detach())
             score_sum += float(score)
         return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+
+    def first_step_gradients(
+        self, batch: EpisodeBatch, theta: Params
+    ) -> dict[str, torch.Tensor] | None:
+        """Every task's support gradient at theta, (tasks, ...) per parameter, from the model's
+        batched `task_gradients` where it has one (not differentiable: first order only)."""
+        fn = getattr(self.model, "task_gradients", None)
+        if fn is None or self.kind != "classification":
+            return None
+        grads = fn(theta, batch.support_x, batch.support_y)
+        return grads if grads is not None and grads.keys() == theta.keys() else None
 
     # ---- evaluation -----------------------------------------------------------------
     @property

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.config import ModelConfig
-from workbench.core.models import MODELS
+from workbench.core.models import MODELS, task_gradients
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
 
@@ -103,6 +103,22 @@ class Conv4(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.functional_forward(None, x)
+
+    def task_gradients(
+        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+    ) -> dict[str, torch.Tensor] | None:
+        """Per-task cross-entropy gradients at shared `params` for x: (tasks, n, C, H, W), from
+        one batched pass (`task_gradients.py`); None where this model shape is not covered."""
+        group = task_gradients.IMAGES_PER_PASS // x.shape[1]  # tasks per batched pass
+        if group < task_gradients.MIN_TASKS_PER_PASS or not task_gradients.supported(self):
+            return None
+        if torch.is_autocast_enabled(x.device.type):
+            return None
+        parts = [
+            task_gradients.conv4_task_gradients(self, params, x[i : i + group], y[i : i + group])
+            for i in range(0, x.shape[0], group)
+        ]
+        return task_gradients.merge(parts, params)
 
 
 @MODELS.register("conv4")
