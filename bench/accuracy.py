@@ -45,14 +45,14 @@ METHODS: dict[str, dict] = {
         "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": 98.7}, "target": {"5-way 1-shot": 97.5},
     },
     "fomaml": {
-        "preset": "maml-omniglot-5w1s", "set": ["algorithm.name=fomaml"], "steps": 25000, "episodes": 600,
+        "preset": "maml-omniglot-5w1s", "set": ["algorithm.name=fomaml"], "steps": 15000, "episodes": 600,
         "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
     },
     "meta-lstm": {
         "preset": "maml-omniglot-5w1s",
         "set": ["algorithm.name=meta-lstm", "model.width=32", "model.downsample=maxpool", "train.inner_steps=5",
                 "eval.inner_steps=5", "train.meta_batch=1", "train.queries=15", "eval.queries=15", "algorithm.grad_clip=0.25"],
-        "steps": 25000, "episodes": 600, "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
+        "steps": 10000, "episodes": 600, "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
     },
     # MAML paper, section 5.1 / Fig. 2: meta-trained at K=10, fine-tuned at K=5 and K=10
     "maml-sinusoid": {

@@ -71,12 +71,14 @@ class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
         super().__init__()
         self.last_paint_s = 0.0
         self.paint_done = 0.0
+        self.paint_total_s = 0.0  # all paints so far: one redraw can cause several
 
     def paintEvent(self, ev: Any) -> None:
         t0 = time.perf_counter()
         super().paintEvent(ev)
         self.paint_done = time.perf_counter()
         self.last_paint_s = self.paint_done - t0
+        self.paint_total_s += self.last_paint_s
 
 
 class LivePlots(QWidget):
@@ -101,6 +103,7 @@ class LivePlots(QWidget):
         self.redraws = 0
         self._update_s = 0.0
         self._redraw_done = 0.0
+        self._paint_mark = 0.0  # view.paint_total_s at the last redraw
         self._dirty = False
         self._dirty_steps = False
         self._log = False
@@ -306,18 +309,22 @@ class LivePlots(QWidget):
             self.timer.setInterval(int(HIDDEN_INGEST_S * 1000))
             return
         v = self.view
-        cost = v.last_paint_s + self._update_s
+        # the cost of the last redraw: its update plus EVERY paint since (a redraw is often
+        # painted in two or three passes, range and axis changes coming after the data)
+        cost = v.paint_total_s - self._paint_mark + self._update_s
         wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
         since = time.perf_counter() - max(v.paint_done, self._redraw_done)
         if since < wait:
             self.timer.setInterval(max(1, int((wait - since) * 1000)))
             return
         t0 = time.perf_counter()
+        painted_before = v.paint_total_s
         drew = self.redraw()
         self._redraw_done = time.perf_counter()
         if drew:
             self._update_s = self._redraw_done - t0
-            cost = v.last_paint_s + self._update_s
+            self._paint_mark = painted_before
+            cost = v.paint_total_s - painted_before + self._update_s
             wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
         else:  # nothing arrived: look again soon, it costs next to nothing
             wait = 1.0 / FPS
