@@ -226,3 +226,36 @@ def test_first_order_step_is_the_same_with_the_batched_first_step(
     monkeypatch.setattr(MAML, "first_step_gradients", lambda self, b, t: None)
     for a, e in zip(batched, meta_gradient(), strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("downsample", ["maxpool", "stride"])
+def test_conv4_runs_the_same_function_as_its_layers_in_order(downsample: str) -> None:
+    """Max-pool before ReLU, the direct functional forward and the channels-last copy change
+    nothing: same outputs and gradients as running `features` in declaration order."""
+    torch.manual_seed(0)
+    model = Conv4(ModelConfig(width=4, downsample=downsample), (1, 28, 28), 3).double()
+    model.to(memory_format=torch.channels_last)
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+
+    def stock(x: torch.Tensor) -> torch.Tensor:
+        h = model.features(x)
+        h = h.mean((2, 3)) if downsample == "stride" else h.flatten(1)
+        return model.head(h)
+
+    ours = model.functional_forward(dict(model.named_parameters()), x)
+    torch.testing.assert_close(ours, stock(x), rtol=1e-12, atol=1e-12)
+    params = tuple(model.parameters())
+    g_ours = torch.autograd.grad(ours.square().sum(), params)
+    g_stock = torch.autograd.grad(stock(x).square().sum(), params)
+    for a, e in zip(g_ours, g_stock, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
+
+
+def test_freed_memory_setting_applies_once_on_glibc() -> None:
+    import sys
+
+    from workbench.core.memory import reuse_freed_memory
+
+    expected = sys.platform.startswith("linux")
+    assert reuse_freed_memory() is expected
+    assert reuse_freed_memory() is expected  # idempotent

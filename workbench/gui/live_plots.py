@@ -219,6 +219,8 @@ class LivePlots(QWidget):
         p.setClipToView(True)
         p.setDownsampling(auto=True, mode="peak")
         p.getAxis("left").setWidth(48)
+        for side in ("left", "bottom"):  # the axes have no units: without this, every range
+            p.getAxis(side).enableAutoSIPrefix(False)  # change re-renders their labels' HTML
         self.plots[key] = p
         if key != "val":
             self.raw[key] = p.plot(pen=_pen(COLORS[key], 1, 45))
