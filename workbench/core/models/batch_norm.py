@@ -50,14 +50,15 @@ def _backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: tor
         )
     nd, dims = x.dim(), _dims(x.dim())
     n = x.numel() // x.shape[1]
-    xc = x - _channel(mean, nd)
-    gx = gy * xc  # the buffer is reused for gx below
-    gw = gx.sum(dims) * invstd
+    buf = x - _channel(mean, nd)
+    gw = buf.mul_(gy).sum(dims) * invstd  # centred: sum(gy * (x - mean)) * invstd
     gb = gy.sum(dims)
-    scale = weight * invstd
-    torch.mul(gy, _channel(scale, nd), out=gx)
-    gx.addcmul_(xc, _channel(-scale * invstd * gw / n, nd)).sub_(_channel(scale * gb / n, nd))
-    return gx, gw, gb
+    # gx = scale * (gy - gb/n - xh * gw/n) = a * gy + b * x + c, in two passes over the buffer
+    a = weight * invstd
+    b = -a * invstd * gw / n
+    c = -a * gb / n - b * mean
+    gx = torch.addcmul(_channel(c, nd), x, _channel(b, nd), out=buf)
+    return gx.addcmul_(gy, _channel(a, nd)), gw, gb
 
 
 CENTRED_ABOVE = 32768  # elements per channel
@@ -82,9 +83,10 @@ class _BatchNorm(torch.autograd.Function):
             nd, dims = x.dim(), _dims(x.dim())
             n = x.numel() // x.shape[1]
             mean = x.sum(dims) / n
-            y = x - _channel(mean, nd)  # centred, then scaled in place
-            invstd = torch.rsqrt((y * y).sum(dims) / n + eps)
-            y.mul_(_channel(weight * invstd, nd)).add_(_channel(bias, nd))
+            xc = x - _channel(mean, nd)
+            invstd = torch.rsqrt(xc.mul_(xc).sum(dims) / n + eps)  # centred sum of squares
+            scale = weight * invstd  # y = x * scale + (bias - mean * scale): one pass
+            y = torch.addcmul(_channel(bias - mean * scale, nd), x, _channel(scale, nd), out=xc)
         else:
             y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
