@@ -259,3 +259,26 @@ def test_freed_memory_setting_applies_once_on_glibc() -> None:
     expected = sys.platform.startswith("linux")
     assert reuse_freed_memory() is expected
     assert reuse_freed_memory() is expected  # idempotent
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_maml_step_runs_under_bf16_autocast(first_order: bool) -> None:
+    """precision=bf16: the closed forms and the batched first step step aside (they compute in
+    the input's dtype); the step must run and give finite gradients close to fp32's."""
+    algo, batch = conv_maml(1, torch.channels_last)
+    algo.float()
+    batch = EpisodeBatch(
+        batch.support_x.float(), batch.support_y, batch.query_x.float(), batch.query_y, 3
+    )
+    algo.params = algo.params.model_copy(update={"first_order": first_order})
+    shape = TaskShape(ways=3, shots=1, queries=1, inner_steps=1)
+    algo.zero_grad()
+    algo.meta_train_step(batch, shape)
+    fp32 = [p.grad.clone() for p in algo.model.parameters()]
+    algo.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        algo.meta_train_step(batch, shape)
+    grads = [p.grad for p in algo.model.parameters()]
+    assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    flat, ref = torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in fp32])
+    assert F.cosine_similarity(flat, ref, dim=0) > 0.95  # bf16 keeps 8 bits of mantissa

@@ -71,6 +71,8 @@ def _needs_centred_sums(x: torch.Tensor) -> bool:
     it put 8% (of the largest entry) on the fp32 meta-gradient, against 0.9% for the NCHW
     kernels and for the centred sums with torch's cascaded reductions used here. A MAML
     episode (5 images, 14x14: 980) loses nothing, and there the native kernel is cheaper."""
+    if x.dtype not in (torch.float32, torch.float64):  # bf16 (autocast): the native kernels
+        return False
     return _layout(x) == torch.channels_last and x.numel() // x.shape[1] > CENTRED_ABOVE
 
 
@@ -183,7 +185,7 @@ class BatchStatNorm2d(nn.BatchNorm2d):
 
     def apply_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """This layer's normalisation with the given affine parameters (MAML's adapted ones)."""
-        if torch.is_grad_enabled() and (double_backward.enabled() or _needs_centred_sums(x)):
+        if double_backward.enabled(x) or (torch.is_grad_enabled() and _needs_centred_sums(x)):
             return batch_norm(x, weight, bias, self.eps)
         return F.batch_norm(x, None, None, weight, bias, True, 0.0, self.eps)
 

@@ -105,7 +105,7 @@ class Conv2d(nn.Conv2d):
     def apply_with(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         """This layer's convolution with the given weights (MAML's adapted parameters)."""
         stride, padding = self.stride[0], self.padding[0]  # type: ignore[index]
-        if double_backward.enabled() and torch.is_grad_enabled():
+        if double_backward.enabled(x):
             return _Conv.apply(x, weight, bias, stride, padding)
         return F.conv2d(x, weight, bias, stride, padding)
 

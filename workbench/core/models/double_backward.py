@@ -12,11 +12,17 @@ import contextlib
 from collections.abc import Iterator
 from contextvars import ContextVar
 
+import torch
+
 _ENABLED: ContextVar[bool] = ContextVar("closed_form_double_backward", default=False)
 
 
-def enabled() -> bool:
-    return _ENABLED.get()
+def enabled(x: torch.Tensor | None = None) -> bool:
+    """Switched on, recording gradients, and (given the layer input x) not under autocast:
+    the closed forms compute in the input's dtype, and bf16 autocast mixes dtypes."""
+    if not (_ENABLED.get() and torch.is_grad_enabled()):
+        return False
+    return x is None or not torch.is_autocast_enabled(x.device.type)
 
 
 @contextlib.contextmanager
