@@ -45,7 +45,7 @@ CONV = {
 }  # fmt: skip
 # key -> (label, config, steps, warm-up steps excluded from the rate); --tiny uses the second numbers
 WORKLOADS = {
-    "sinusoid": ("sinusoid MAML (MLP 40-40)", SINUSOID, (600, 60), (20, 10)),
+    "sinusoid": ("sinusoid MAML (MLP 40-40)", SINUSOID, (1500, 60), (20, 10)),
     "conv": ("glyphs 5-way 1-shot MAML (Conv-4)", CONV, (40, 6), (4, 2)),
 }
 

@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_tiny(script: str, timeout: int = 80) -> str:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
-    proc = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--tiny"], capture_output=True, text=True,
+    name, *extra = script.split()
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / name), "--tiny", *extra], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=timeout)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc.stdout
@@ -45,6 +46,10 @@ def run_tiny(script: str, timeout: int = 80) -> str:
             ],
         ),
         ("plot_redraw.py", ["redraw of a 10,000-point curve, full view", "zoomed", "paint"]),
+        (
+            "profile_step.py --write",
+            ["| maml-5w1s-q1-so |", "| maml-5w1s-q1-fo |", "| protonet-60w5s |", "convolution"],
+        ),
     ],
 )
 def test_bench_script_tiny(script: str, words: list[str]) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QStackedWidget, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget
 
 STEP_COLORS = {0: "#999999", 1: "#ff7f0e", 10: "#2ca02c"}
 PAD = 2
@@ -47,6 +47,9 @@ class AdaptationView(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
         self.title = QLabel("<b>Adaptation on a fixed validation task</b>")
+        # the title's text changes at every update: its width must not move the splitter,
+        # which would resize (relayout and repaint) both this view and the live plots
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         lay.addWidget(self.title)
         self.stack = QStackedWidget()
         lay.addWidget(self.stack, 1)

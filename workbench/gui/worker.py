@@ -2,8 +2,8 @@
 
 The worker objects live in their thread and never touch a widget. Training events reach the
 GUI through `QtBridge`, a Trainer listener that emits Qt signals (queued across threads); step
-metrics are batched on the worker side (one signal per ~100 ms) so that a fast run does not
-flood the GUI's event queue. The catalog is written by `CatalogListener` in the same thread.
+metrics and validation results are batched on the worker side (one burst per EMIT_EVERY_S) so
+that a fast run neither floods the GUI's event queue nor keeps taking the GIL from training. The catalog is written by `CatalogListener` in the same thread.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from workbench.core.events import (
     StepMetrics,
 )
 
-EMIT_EVERY_S = 0.1  # step batches: 10 signals/s (each wakes the GUI thread and takes the GIL once); plots redraw slower
+# step and validation results go to the GUI in bursts at most this often: each burst wakes the
+# GUI thread, which then takes the GIL from training (the plots redraw about once a second)
+EMIT_EVERY_S = 0.25
 ADAPT_EVERY_S = (
     2.0  # the adaptation view is recomputed at most this often (and at the last validation)
 )
@@ -77,6 +79,7 @@ class QtBridge(Listener):
         self.signals = signals
         self.trainer = trainer
         self._pending: list[StepMetrics] = []
+        self._pending_evals: list[EvalResult] = []
         self._last_emit = 0.0
         self._val_dist: Any = None
         self._adapt_batch: Any = None
@@ -86,6 +89,9 @@ class QtBridge(Listener):
         if self._pending:
             batch, self._pending = self._pending, []
             self.signals.steps.emit(self.run_id, batch)
+        evals, self._pending_evals = self._pending_evals, []
+        for event in evals:
+            self.signals.evaluated.emit(self.run_id, event)
         self._last_emit = time.perf_counter()
 
     def on_start(self, event: RunStarted) -> None:
@@ -97,8 +103,9 @@ class QtBridge(Listener):
             self.flush()
 
     def on_eval(self, event: EvalResult) -> None:
-        self.flush()
-        self.signals.evaluated.emit(self.run_id, event)
+        self._pending_evals.append(event)  # after the steps it follows, in the next burst
+        if event.split != "val" or time.perf_counter() - self._last_emit >= EMIT_EVERY_S:
+            self.flush()
         if event.split == "val" and self._adaptation_due(event.step):
             self._adapt_at = time.perf_counter()
             try:
