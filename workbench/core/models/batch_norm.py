@@ -4,8 +4,10 @@ Second-order MAML differentiates through the inner-loop gradient, so every batch
 differentiated twice. PyTorch's generic double backward of batch norm
 (`batchnorm_double_backward`) runs about forty full-size elementwise ops per layer; on
 MAML's tiny episodes (5 images per task) those ops are dispatch-bound and made batch norm
-about 40% of a second-order step on CPU. Here the forward and backward call the native
-kernels, and the double backward is the closed form below: three per-channel reductions and
+about 40% of a second-order step on CPU. Here the backward calls the native kernel, the
+forward too except for channels-last inputs with many elements per channel (whose native
+statistics are inaccurate in fp32: `_needs_centred_sums`), and the double backward is the
+closed form below: three per-channel reductions and
 a handful of elementwise passes. Same mathematics (tested against autograd's own double
 backward and finite differences), no running statistics (the MAML paper's setting).
 
@@ -42,32 +44,19 @@ def _dims(ndim: int) -> list[int]:
 
 def _backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
               eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(gx, gweight, gbias): the native kernel, except channels-last with many elements per
-    channel (`_needs_centred_sums`)."""
-    if not _needs_centred_sums(x):
-        return torch.ops.aten.native_batch_norm_backward(
-            gy, x, weight, None, None, mean, invstd, True, eps, [True, True, True]
-        )
-    nd, dims = x.dim(), _dims(x.dim())
-    n = x.numel() // x.shape[1]
-    buf = x - _channel(mean, nd)
-    gw = buf.mul_(gy).sum(dims) * invstd  # centred: sum(gy * (x - mean)) * invstd
-    gb = gy.sum(dims)
-    # gx = scale * (gy - gb/n - xh * gw/n) = a * gy + b * x + c, in two passes over the buffer
-    a = weight * invstd
-    b = -a * invstd * gw / n
-    c = -a * gb / n - b * mean
-    gx = torch.addcmul(_channel(c, nd), x, _channel(b, nd), out=buf)
-    return gx.addcmul_(gy, _channel(a, nd)), gw, gb
+    """(gx, gweight, gbias) by the native kernel, from the forward's (accurate) statistics."""
+    return torch.ops.aten.native_batch_norm_backward(
+        gy, x, weight, None, None, mean, invstd, True, eps, [True, True, True]
+    )
 
 
 CENTRED_ABOVE = 2048  # elements per channel
 
 
 def _needs_centred_sums(x: torch.Tensor) -> bool:
-    """The native channels-last kernels accumulate each channel's sums in one running fp32
-    value and subtract means afterwards (var = E[x^2] - mean^2, sum(gy*x) - mean*sum(gy)); the
-    error grows with the elements per channel. Measured on fp32 meta-gradients against fp64
+    """The native channels-last forward accumulates each channel's sums in one running fp32
+    value and takes var = E[x^2] - mean^2; the error grows with the elements per channel (the
+    backward, given accurate statistics, is fine: same errors as an all-centred version). Measured on fp32 meta-gradients against fp64
     (max error / largest entry; NCHW kernels in brackets): ProtoNet 60-way (470k per channel)
     8e-2 -> 9e-3 with the centred sums used here (9e-3); 20-way 5-step MAML (3920) 2e-1 -> 5e-2
     (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). At MAML's 5-image episodes (980) the
