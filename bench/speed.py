@@ -679,11 +679,15 @@ difference is work it does not do: second-order MAML differentiates conv and bat
 through closed-form double backwards (`workbench/core/models/conv.py`, `batch_norm.py`: one
 `convolution_backward` gives both dW and dx, where autograd's generic one convolves
 batch-transposed copies; three reductions for batch norm instead of about forty ops), so
-its step also counts fewer FLOPs; the learner runs through a direct functional forward (no
+its step also counts fewer FLOPs; first-order MAML computes the first inner step of all tasks
+in batched passes (`models/task_gradients.py`: shared-weight convolutions once per group of
+tasks, per-task batch norm, only the weight gradients per task); the learner runs through a
+direct functional forward (no
 `functional_call` parameter swapping, which on 5-image episodes costs as much as the
 convolutions); one channels-last layout through forward and backward (one NCHW gradient
 meeting channels-last activations makes every later op a strided loop); max-pool before
-ReLU (they commute). Where two fp32 results differ, the check says how far each is from the
+ReLU (they commute); batch norm on large channel-last episodes takes its statistics with
+centred cascaded sums (the native channels-last kernel's drift in fp32). Where two fp32 results differ, the check says how far each is from the
 float64 meta-gradient: different but equally valid operation orders round differently,
 and second-order MAML amplifies that rounding (20-way, 5 steps: percent-level for every
 implementation)."""
