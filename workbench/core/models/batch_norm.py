@@ -31,6 +31,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from workbench.core.models import double_backward
+from workbench.core.models.layout import memory_format
 
 
 def _channel(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -56,14 +57,15 @@ CENTRED_ABOVE = 2048  # elements per channel
 def _needs_centred_sums(x: torch.Tensor) -> bool:
     """The native channels-last forward accumulates each channel's sums in one running fp32
     value and takes var = E[x^2] - mean^2; the error grows with the elements per channel (the
-    backward, given accurate statistics, is fine: same errors as an all-centred version). Measured on fp32 meta-gradients against fp64
-    (max error / largest entry; NCHW kernels in brackets): ProtoNet 60-way (470k per channel)
+    backward, given accurate statistics, is fine: same errors as an all-centred version).
+    Measured on fp32 meta-gradients against fp64 (max error / largest entry; NCHW kernels in
+    brackets): ProtoNet 60-way (470k per channel)
     8e-2 -> 9e-3 with the centred sums used here (9e-3); 20-way 5-step MAML (3920) 2e-1 -> 5e-2
     (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). At MAML's 5-image episodes (980) the
     native kernel is both accurate (3e-5; NCHW 2e-3) and 10% faster a step."""
     if x.dtype not in (torch.float32, torch.float64):  # bf16 (autocast): the native kernels
         return False
-    return _layout(x) == torch.channels_last and x.numel() // x.shape[1] > CENTRED_ABOVE
+    return memory_format(x) == torch.channels_last and x.numel() // x.shape[1] > CENTRED_ABOVE
 
 
 class _BatchNorm(torch.autograd.Function):
@@ -88,7 +90,7 @@ class _BatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, weight, mean, invstd = ctx.saved_tensors
-        gy = gy.contiguous(memory_format=_layout(x))
+        gy = gy.contiguous(memory_format=memory_format(x))
         if torch.is_grad_enabled():  # create_graph: the backward itself is differentiated
             gx, gw, gb = _BatchNormBackward.apply(gy, x, weight, mean, invstd, ctx.eps)
         else:
@@ -122,7 +124,9 @@ class _BatchNormBackward(torch.autograd.Function):
         grw = weight * r  # gamma * r
         # every full-size operand in x's layout: mixed NCHW / channels-last elementwise ops are
         # several times slower than either
-        ggx = torch.zeros_like(xh) if ggx is None else ggx.contiguous(memory_format=_layout(xh))
+        ggx = (
+            torch.zeros_like(xh) if ggx is None else ggx.contiguous(memory_format=memory_format(xh))
+        )
         ggw = torch.zeros_like(weight) if ggw is None else ggw
         ggb = torch.zeros_like(weight) if ggb is None else ggb
         m1 = ggx.mean(dims)
@@ -147,16 +151,6 @@ class _BatchNormBackward(torch.autograd.Function):
             d_x = (ggx * ch(r * alpha1, nd)).addcmul_(gy, ch(r * alpha2, nd))
             d_x.addcmul_(xh, ch(-r * mean_vxh, nd)).sub_(ch(r * mean_v, nd))
         return d_gy, d_x, d_w, None, None, None
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    return (
-        torch.channels_last
-        if x.dim() == 4
-        and x.is_contiguous(memory_format=torch.channels_last)
-        and not x.is_contiguous()
-        else torch.contiguous_format
-    )
 
 
 def batch_norm(

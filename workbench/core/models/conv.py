@@ -20,6 +20,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from workbench.core.models import double_backward
+from workbench.core.models.layout import memory_format
 
 
 class _Conv(torch.autograd.Function):
@@ -76,12 +77,7 @@ class _ConvBackward(torch.autograd.Function):
             if ggw is not None and ggx is not None:
                 # conv(x, ggW) + conv(ggx, W) as ONE convolution over stacked input channels:
                 # on 5-image episodes a call costs more than the copies
-                memory = (
-                    torch.channels_last
-                    if w.is_contiguous(memory_format=torch.channels_last)
-                    else torch.contiguous_format
-                )
-                both_x = torch.cat([x, ggx.contiguous(memory_format=memory)], 1)
+                both_x = torch.cat([x, ggx.contiguous(memory_format=memory_format(x))], 1)
                 d_gy = F.conv2d(both_x, torch.cat([ggw, w], 1), ggb, stride, padding)
             elif ggw is not None:
                 d_gy = F.conv2d(x, ggw, ggb, stride, padding)

@@ -109,16 +109,7 @@ class Conv4(nn.Module):
     ) -> dict[str, torch.Tensor] | None:
         """Per-task cross-entropy gradients at shared `params` for x: (tasks, n, C, H, W), from
         one batched pass (`task_gradients.py`); None where this model shape is not covered."""
-        group = task_gradients.IMAGES_PER_PASS // x.shape[1]  # tasks per batched pass
-        if group < task_gradients.MIN_TASKS_PER_PASS or not task_gradients.supported(self):
-            return None
-        if torch.is_autocast_enabled(x.device.type):
-            return None
-        parts = [
-            task_gradients.conv4_task_gradients(self, params, x[i : i + group], y[i : i + group])
-            for i in range(0, x.shape[0], group)
-        ]
-        return task_gradients.merge(parts, params)
+        return task_gradients.per_task_gradients(self, params, x, y)
 
 
 @MODELS.register("conv4")

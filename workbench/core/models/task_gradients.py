@@ -21,6 +21,7 @@ from torch import nn
 
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
+from workbench.core.models.layout import memory_format
 
 if TYPE_CHECKING:
     from workbench.core.models.conv4 import Conv4
@@ -44,25 +45,42 @@ def _map_view(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return v.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def merge(
+def per_task_gradients(
+    model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor] | None:
+    """Per-task gradients of the mean cross-entropy at shared `params`, (tasks, *param shape)
+    per parameter, for x: (tasks, n, C, H, W), y: (tasks, n); tasks go through in groups of
+    about IMAGES_PER_PASS images. None where it does not apply: another model shape, too
+    few tasks per pass to gain anything, or bf16 autocast (this computes in x's dtype)."""
+    group = IMAGES_PER_PASS // x.shape[1]
+    if (
+        group < MIN_TASKS_PER_PASS
+        or not _supported(model)
+        or torch.is_autocast_enabled(x.device.type)
+    ):
+        return None
+    parts = [
+        _group_gradients(model, params, x[i : i + group], y[i : i + group])
+        for i in range(0, x.shape[0], group)
+    ]
+    return _merge(parts, params)
+
+
+def _merge(
     parts: list[dict[str, torch.Tensor]], params: Mapping[str, torch.Tensor]
 ) -> dict[str, torch.Tensor]:
     """Concatenate the groups' (tasks, ...) gradients; each task's slice gets its parameter's
     memory layout, so that theta - alpha * g[t] does not mix NCHW and channels-last."""
     out = {}
     for k, p in params.items():
-        if (
-            p.dim() == 4
-            and p.is_contiguous(memory_format=torch.channels_last)
-            and not p.is_contiguous()
-        ):
+        if memory_format(p) == torch.channels_last:
             out[k] = torch.cat([g[k].permute(0, 1, 3, 4, 2) for g in parts]).permute(0, 1, 4, 2, 3)
         else:
             out[k] = torch.cat([g[k] for g in parts])
     return out
 
 
-def supported(model: Conv4) -> bool:
+def _supported(model: Conv4) -> bool:
     return (
         model.average
         and model.head is not None
@@ -71,13 +89,13 @@ def supported(model: Conv4) -> bool:
 
 
 @torch.no_grad()
-def conv4_task_gradients(
+def _group_gradients(
     model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
 ) -> dict[str, torch.Tensor]:
     """Per-task gradients of the mean cross-entropy, (tasks, *param shape) per parameter.
 
     x: (tasks, n, C, H, W) support images, y: (tasks, n) labels. The model must be the
-    strided Conv-4 with a head (`supported`)."""
+    strided Conv-4 with a head (`_supported`)."""
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
     layers = list(model.features)
