@@ -9,7 +9,7 @@ the meta-gradient against finite differences to catch exactly that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -24,6 +24,11 @@ from workbench.core.tasks.base import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
 REGRESSION_CURVE = (0, 1, 5, 10)  # MSE reported after these many steps (MAML paper, Fig. 2)
+
+
+def sgd_step(params: Params, grads: Sequence[torch.Tensor], lr: float) -> Params:
+    """theta - lr * grad for each parameter (in `params` order), one fused op each."""
+    return {k: torch.add(p, g, alpha=-lr) for (k, p), g in zip(params.items(), grads, strict=True)}
 
 
 class MAMLParams(AlgorithmParams):
@@ -67,10 +72,7 @@ class MAML(Algorithm):
         for _ in range(steps):
             loss, _ = loss_and_score(self.kind, call(self.model, params, x), y)
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
-            params = {
-                k: torch.add(p, g, alpha=-lr)
-                for (k, p), g in zip(params.items(), grads, strict=True)
-            }  # one pass
+            params = sgd_step(params, grads, lr)
         return params
 
     def train_inner_steps(self, shape: TaskShape) -> int:
@@ -86,7 +88,7 @@ class MAML(Algorithm):
         first = None if second_order or steps < 1 else self.first_step_gradients(batch, theta)
         for i in range(n):
             if first is not None:  # first-order: the first inner step of all tasks came batched
-                adapted = {k: torch.add(p, first[k][i], alpha=-lr) for k, p in theta.items()}
+                adapted = sgd_step(theta, [first[k][i] for k in theta], lr)
                 adapted = self.adapt(
                     adapted, batch.support_x[i], batch.support_y[i], steps - 1, lr, False
                 )
