@@ -64,6 +64,11 @@ def _pen(color: str, width: float = 1.6, alpha: int = 255) -> Any:
     return pg.mkPen(c, width=width)
 
 
+def _budget_wait(cost: float) -> float:
+    """Seconds until the next redraw so that redraws costing `cost` take PAINT_DUTY of the time."""
+    return min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+
+
 class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
     """Measures its own paint time so that redraws can be spaced to a CPU budget."""
 
@@ -313,8 +318,7 @@ class LivePlots(QWidget):
         v = self.view
         # the cost of the last redraw: its update plus EVERY paint since (a redraw is often
         # painted in two or three passes, range and axis changes coming after the data)
-        cost = v.paint_total_s - self._paint_mark + self._update_s
-        wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+        wait = _budget_wait(v.paint_total_s - self._paint_mark + self._update_s)
         since = time.perf_counter() - max(v.paint_done, self._redraw_done)
         if since < wait:
             self.timer.setInterval(max(1, int((wait - since) * 1000)))
@@ -323,11 +327,10 @@ class LivePlots(QWidget):
         painted_before = v.paint_total_s
         drew = self.redraw()
         self._redraw_done = time.perf_counter()
-        if drew:
-            self._update_s = self._redraw_done - t0
+        if drew:  # its paints come later, in the event loop: the next tick counts them
             self._paint_mark = painted_before
-            cost = v.paint_total_s - painted_before + self._update_s
-            wait = min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+            self._update_s = self._redraw_done - t0
+            wait = _budget_wait(self._update_s)
         else:  # nothing arrived: look again soon, it costs next to nothing
             wait = 1.0 / FPS
         self.timer.setInterval(max(1, int(wait * 1000)))
