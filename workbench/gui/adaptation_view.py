@@ -50,6 +50,7 @@ class AdaptationView(QWidget):
         # the title's text changes at every update: its width must not move the splitter,
         # which would resize (relayout and repaint) both this view and the live plots
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.title.setWordWrap(True)  # ... so a long title wraps instead of being cut off
         lay.addWidget(self.title)
         self.stack = QStackedWidget()
         lay.addWidget(self.stack, 1)
