@@ -18,8 +18,9 @@ from pydantic import Field
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
-from workbench.core.models import call
+from workbench.core.models import call, stateless
 from workbench.core.models.double_backward import closed_form_double_backward
+from workbench.core.task_threads import map_chunks, sum_in_order, task_workers
 from workbench.core.tasks.base import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
@@ -75,20 +76,45 @@ class MAML(Algorithm):
             params = sgd_step(params, grads, lr)
         return params
 
+    def workers(self, batch: EpisodeBatch) -> int:
+        """Threads sharing the batch's tasks (`task_threads`); one where `call` must swap the
+        module's own parameters (a model without a functional forward)."""
+        return task_workers(batch.query_x.device, len(batch)) if stateless(self.model) else 1
+
     def train_inner_steps(self, shape: TaskShape) -> int:
         return shape.inner_steps
 
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
+        """Mean query loss over the meta-batch, its meta-gradient accumulated into .grad. The
+        tasks run in chunks on the CPU threads (`task_threads`), summed in chunk order."""
+        n = len(batch)
+        theta = self.initial_params()
+        parts = map_chunks(
+            lambda tasks: self.task_chunk(batch, shape, theta, tasks), n, self.workers(batch)
+        )
+        grads = sum_in_order([grads for grads, _, _ in parts])
+        for p, g in zip(theta.values(), grads, strict=True):
+            p.grad = g if p.grad is None else p.grad.add_(g)
+        loss_sum = sum(loss for _, loss, _ in parts)
+        score_sum = sum(score for _, _, score in parts)
+        return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+
+    def task_chunk(
+        self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range
+    ) -> tuple[list[torch.Tensor], float, float]:
+        """The summed meta-gradient of `tasks` (each task's query loss / meta-batch size), and
+        their summed query loss and score."""
         second_order = not self.params.first_order
         steps = self.train_inner_steps(shape)
-        n = len(batch)
+        n, lr = len(batch), self.params.inner_lr
+        first = None
+        if not second_order and steps >= 1:
+            first = self.first_step_gradients(batch, theta, slice(tasks.start, tasks.stop))
+        total: list[torch.Tensor] | None = None
         loss_sum = score_sum = 0.0
-        lr = self.params.inner_lr
-        theta = self.initial_params()
-        first = None if second_order or steps < 1 else self.first_step_gradients(batch, theta)
-        for i in range(n):
+        for j, i in enumerate(tasks):
             if first is not None:  # first-order: the first inner step of all tasks came batched
-                adapted = sgd_step(theta, [first[k][i] for k in theta], lr)
+                adapted = sgd_step(theta, [first[k][j] for k in theta], lr)
                 adapted = self.adapt(
                     adapted, batch.support_x[i], batch.support_y[i], steps - 1, lr, False
                 )
@@ -101,20 +127,28 @@ class MAML(Algorithm):
                     )
             out = call(self.model, adapted, batch.query_x[i])
             loss, score = loss_and_score(self.kind, out, batch.query_y[i])
-            (loss / n).backward()  # one task's graph at a time keeps memory flat in the meta-batch
+            # one task's graph at a time keeps memory flat in the meta-batch
+            grads = torch.autograd.grad(loss / n, tuple(theta.values()), allow_unused=True)
+            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(theta.values(), grads)]
+            if total is None:
+                total = list(grads)
+            else:
+                for acc, g in zip(total, grads, strict=True):
+                    acc.add_(g)
             loss_sum += float(loss.detach())
             score_sum += float(score)
-        return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+        assert total is not None, "a chunk has at least one task"
+        return total, loss_sum, score_sum
 
     def first_step_gradients(
-        self, batch: EpisodeBatch, theta: Params
+        self, batch: EpisodeBatch, theta: Params, tasks: slice = slice(None)
     ) -> dict[str, torch.Tensor] | None:
-        """Every task's support gradient at theta, (tasks, ...) per parameter, from the model's
-        batched `task_gradients` where it has one (not differentiable: first order only)."""
+        """The support gradient at theta of each task in `tasks`, (tasks, ...) per parameter, from
+        the model's batched `task_gradients` where it has one (not differentiable: first order)."""
         fn = getattr(self.model, "task_gradients", None)
         if fn is None or self.kind != "classification":
             return None
-        grads = fn(theta, batch.support_x, batch.support_y)
+        grads = fn(theta, batch.support_x[tasks], batch.support_y[tasks])
         return grads if grads is not None and grads.keys() == theta.keys() else None
 
     # ---- evaluation -----------------------------------------------------------------
@@ -138,15 +172,22 @@ class MAML(Algorithm):
         record = sorted(
             {shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())}
         )
-        scores: dict[int, list[float]] = {s: [] for s in record}
-        for i in range(len(batch)):
-            for s, params in self.trace(batch, i, record):
-                with torch.no_grad():
-                    out = call(self.model, params, batch.query_x[i])
-                    scores[s].append(float(loss_and_score(self.kind, out, batch.query_y[i])[1]))
-        result = {score_name(self.kind): torch.tensor(scores[shape.inner_steps])}
+
+        def scores(tasks: range) -> dict[int, list[float]]:
+            out: dict[int, list[float]] = {s: [] for s in record}
+            for i in tasks:
+                for s, params in self.trace(batch, i, record):
+                    with torch.no_grad():
+                        pred = call(self.model, params, batch.query_x[i])
+                        out[s].append(float(loss_and_score(self.kind, pred, batch.query_y[i])[1]))
+            return out
+
+        n = len(batch)
+        parts = map_chunks(scores, n, self.workers(batch))
+        per_step = {s: torch.tensor([v for part in parts for v in part[s]]) for s in record}
+        result = {score_name(self.kind): per_step[shape.inner_steps]}
         if self.kind == "regression":
-            result.update({f"mse_after_{s}": torch.tensor(scores[s]) for s in REGRESSION_CURVE})
+            result.update({f"mse_after_{s}": per_step[s] for s in REGRESSION_CURVE})
         return result
 
     def predict_after(

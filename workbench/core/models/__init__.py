@@ -33,3 +33,9 @@ def call(model: nn.Module, params: Mapping[str, torch.Tensor], x: torch.Tensor) 
     `torch.func.functional_call` (any other nn.Module)."""
     fn = getattr(model, "functional_forward", None)
     return fn(params, x) if fn is not None else functional_call(model, params, (x,))
+
+
+def stateless(model: nn.Module) -> bool:
+    """Whether `call(model, ...)` leaves the module untouched, so that several threads may call
+    it at once: a `functional_forward` does; `functional_call` swaps the module's parameters."""
+    return getattr(model, "functional_forward", None) is not None

@@ -1,0 +1,146 @@
+"""The meta-batch's tasks on several CPU threads: same meta-gradient, same scores, and the
+threads see what the caller set (grad mode, autocast, the closed-form switch)."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from workbench.core import task_threads
+from workbench.core.algorithms import ALGORITHMS
+from workbench.core.algorithms.maml import MAML
+from workbench.core.config import ModelConfig, TaskShape
+from workbench.core.models import batch_norm as bn_module
+from workbench.core.models.conv4 import Conv4
+from workbench.core.models.double_backward import closed_form_double_backward, enabled
+from workbench.core.tasks.base import EpisodeBatch
+
+SHAPE = TaskShape(ways=3, shots=1, queries=2, inner_steps=2)
+
+
+def image_maml(
+    first_order: bool, dtype: torch.dtype = torch.float64, tasks: int = 5
+) -> tuple[MAML, EpisodeBatch]:
+    torch.manual_seed(0)
+    model = Conv4(ModelConfig(width=6), (1, 14, 14), 3).to(dtype)
+    params = ALGORITHMS.get("maml").Params(inner_lr=0.4, first_order=first_order)
+    algo = MAML(params, model, "classification")
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(tasks, 9, 1, 14, 14, generator=g).to(dtype)
+    y = torch.arange(3).repeat(3).expand(tasks, 9)
+    return algo, EpisodeBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:], 3)
+
+
+def step_with(
+    algo: MAML, batch: EpisodeBatch, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> tuple[dict[str, float], list[torch.Tensor]]:
+    monkeypatch.setattr(MAML, "workers", lambda self, b: workers)
+    algo.zero_grad()
+    out = algo.meta_train_step(batch, SHAPE)
+    return out, [p.grad.clone() for p in algo.parameters()]
+
+
+def test_chunks_cover_every_task_once_in_order() -> None:
+    for n in range(1, 12):
+        for w in range(1, n + 1):
+            parts = task_threads.chunks(n, w)
+            assert [i for part in parts for i in part] == list(range(n))
+            assert len(parts) == w and max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_workers_run_in_the_callers_state_with_one_thread_each() -> None:
+    def state(tasks: range) -> tuple[object, ...]:
+        return (
+            list(tasks),
+            torch.is_grad_enabled(),
+            torch.is_autocast_enabled("cpu"),
+            torch.get_autocast_dtype("cpu"),
+            enabled(),
+            torch.get_num_threads(),
+            threading.get_ident(),
+        )
+
+    me = threading.get_ident()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with closed_form_double_backward(True):
+            seen = task_threads.map_chunks(state, 4, 2)
+    assert [s[0] for s in seen] == [[0, 1], [2, 3]]
+    for s in seen:
+        assert s[1:6] == (False, True, torch.bfloat16, False, 1)  # enabled() is off: no grad
+        assert s[6] != me
+    with closed_form_double_backward(True):
+        assert all(s[0] for s in task_threads.map_chunks(lambda t: (enabled(),), 2, 2))
+
+
+def test_a_new_pool_leaves_the_thread_count_of_the_caller_and_of_later_threads() -> None:
+    """The GUI starts a thread per run: it must not inherit the workers' one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        task_threads._POOLS.pop(3, None)
+        task_threads.map_chunks(lambda t: None, 3, 3)
+        assert torch.get_num_threads() == 2
+        later: list[int] = []
+        t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+        assert later == [2]
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_threaded_meta_gradient_equals_the_sequential_one(
+    first_order: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    algo, batch = image_maml(first_order)
+    seq_out, seq = step_with(algo, batch, 1, monkeypatch)
+    par_out, par = step_with(algo, batch, 2, monkeypatch)
+    again_out, again = step_with(algo, batch, 2, monkeypatch)
+    for s, p, a in zip(seq, par, again, strict=True):
+        torch.testing.assert_close(p, s, rtol=1e-9, atol=1e-11)  # rounding order only
+        assert torch.equal(p, a)  # and that order is fixed: bitwise reproducible
+    assert par_out == pytest.approx(seq_out, rel=1e-9)
+    assert par_out == again_out
+
+
+def test_second_order_threads_use_the_closed_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    original = bn_module._BatchNormBackward.backward
+
+    def counting(ctx, *grads):  # type: ignore[no-untyped-def]
+        calls.append(threading.get_ident())
+        return original(ctx, *grads)
+
+    monkeypatch.setattr(bn_module._BatchNormBackward, "backward", staticmethod(counting))
+    algo, batch = image_maml(first_order=False)
+    step_with(algo, batch, 2, monkeypatch)
+    # one double backward per BN layer, inner step and task, all in the workers
+    assert len(calls) == 4 * SHAPE.inner_steps * len(batch)
+    assert threading.get_ident() not in calls
+
+
+def test_bf16_autocast_reaches_the_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    algo, batch = image_maml(first_order=True, dtype=torch.float32)
+    _, fp32 = step_with(algo, batch, 2, monkeypatch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, seq = step_with(algo, batch, 1, monkeypatch)
+        _, par = step_with(algo, batch, 2, monkeypatch)
+    scale = max(float(g.abs().max()) for g in fp32)
+    bf16_error = max(float((a - b).abs().max()) for a, b in zip(seq, fp32, strict=True))
+    order_error = max(float((a - b).abs().max()) for a, b in zip(par, seq, strict=True))
+    assert bf16_error > 1e-4 * scale  # autocast changes the result visibly...
+    assert order_error < bf16_error / 20  # ...and the threads computed in bf16 too
+
+
+def test_threaded_evaluation_scores_each_task_as_the_sequential_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    algo, batch = image_maml(first_order=False, tasks=7)
+    monkeypatch.setattr(MAML, "workers", lambda self, b: 1)
+    seq = algo.evaluate(batch, SHAPE)["accuracy"]
+    monkeypatch.setattr(MAML, "workers", lambda self, b: 3)
+    par = algo.evaluate(batch, SHAPE)["accuracy"]
+    assert par.shape == (7,) and torch.equal(par, seq)
