@@ -110,7 +110,7 @@ class MAML(Algorithm):
         first = None
         if not second_order and steps >= 1:
             first = self.first_step_gradients(batch, theta, slice(tasks.start, tasks.stop))
-        total: list[torch.Tensor] | None = None
+        total = [torch.zeros_like(p) for p in theta.values()]
         loss_sum = score_sum = 0.0
         for j, i in enumerate(tasks):
             if first is not None:  # first-order: the first inner step of all tasks came batched
@@ -129,15 +129,11 @@ class MAML(Algorithm):
             loss, score = loss_and_score(self.kind, out, batch.query_y[i])
             # one task's graph at a time keeps memory flat in the meta-batch
             grads = torch.autograd.grad(loss / n, tuple(theta.values()), allow_unused=True)
-            grads = [torch.zeros_like(p) if g is None else g for p, g in zip(theta.values(), grads)]
-            if total is None:
-                total = list(grads)
-            else:
-                for acc, g in zip(total, grads, strict=True):
+            for acc, g in zip(total, grads, strict=True):
+                if g is not None:  # None: a parameter the loss does not reach
                     acc.add_(g)
             loss_sum += float(loss.detach())
             score_sum += float(score)
-        assert total is not None, "a chunk has at least one task"
         return total, loss_sum, score_sum
 
     def first_step_gradients(
