@@ -54,6 +54,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from bench import peers  # noqa: E402
 from workbench.core.config import RunConfig, TaskShape  # noqa: E402
 from workbench.core.engine import build_algorithm  # noqa: E402
+from workbench.core.episode_stream import EpisodeStream  # noqa: E402
 from workbench.core.memory import reuse_freed_memory  # noqa: E402
 from workbench.core.presets import get_preset  # noqa: E402
 from workbench.core.tasks import DATASETS  # noqa: E402
@@ -63,6 +64,7 @@ DATA = ROOT.parent / "shared" / "data" / "omniglot"
 IN_PEERS = "WORKBENCH_SPEED_IN_PEERS"  # set when re-executed inside the peers venv
 PEER_STATUS = "WORKBENCH_SPEED_PEER_STATUS"
 RTOL, ATOL = 1e-4, 1e-6
+TASK_THREADS = " (ours: MAML tasks on that many threads, 1 intra-op thread each)"
 META_LSTM = ["algorithm.name=meta-lstm", "model.width=32", "model.downsample=maxpool", "train.inner_steps=5",
              "train.meta_batch=1", "train.queries=15", "algorithm.grad_clip=0.25"]  # as bench/accuracy.py  # fmt: skip
 
@@ -450,8 +452,15 @@ def compare(ref: dict[str, torch.Tensor], got: dict[str, torch.Tensor]) -> tuple
 
 
 def count_flops(impl: Impl, batch: EpisodeBatch) -> int:
-    with FlopCounterMode(display=False) as counter:
-        impl.step(batch)
+    """FLOPs of one step, counted on one thread: the counter (a dispatch mode) sees only the
+    thread it is entered on, not our task threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with FlopCounterMode(display=False) as counter:
+            impl.step(batch)
+    finally:
+        torch.set_num_threads(threads)
     return int(counter.get_total_flops())
 
 
@@ -497,6 +506,7 @@ class CaseResult:
     rows: list[Row] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     sample: tuple[float, float] = (float("nan"), float("nan"))
+    wait: tuple[float, float] = (float("nan"), float("nan"))  # the trainer's, drawing ahead
 
 
 def run_case(
@@ -570,6 +580,16 @@ def run_case(
             for _ in range(max(5, args.repeats))
         ]
     )
+    # the trainer draws each meta-batch during the step before (EpisodeStream): what it waits
+    stream = EpisodeStream(dist, shape, shape.meta_batch, torch.Generator().manual_seed(args.seed))
+    ours.step(stream.next())  # the first batch is drawn inline
+    waits = []
+    for _ in range(max(5, args.repeats)):
+        t0 = time.perf_counter()
+        b = stream.next()
+        waits.append(time.perf_counter() - t0)
+        ours.step(b)
+    res.wait = stats(waits)
     return res
 
 
@@ -618,7 +638,7 @@ def report(
     lines = [
         f"### {threads} torch thread(s)",
         "",
-        f"{stamp_or_plain(args)}; `torch.set_num_threads({threads})`; {args.repeats} timed rounds after {args.warmup} warm-up, "
+        f"{stamp_or_plain(args)}; `torch.set_num_threads({threads})`{TASK_THREADS if threads > 1 else ''}; {args.repeats} timed rounds after {args.warmup} warm-up, "
         f"implementations alternated round-robin; {args.malloc} for all; matmul peak (best 2048x2048) fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; peers: {peers_line}.",
         "",
         *table(results, peak32, peak16),
@@ -632,17 +652,20 @@ def report(
                 lines.append(f"- {res.case.title}, {row.impl}: {row.check}")
     lines += [
         "",
-        "Sampling the meta-batch from the task distribution (`dist.sample`) vs our fp32 step:",
+        "Sampling the meta-batch from the task distribution (`dist.sample`) vs our fp32 step, and what the training "
+        "loop waits for it: the trainer draws each meta-batch on a background thread during the step before "
+        "(`workbench/core/episode_stream.py`), so it waits only for the hand-over:",
         "",
     ]
     lines += [
-        "| configuration | setting | sampling ms (median, IQR) | % of our step |",
-        "|---|---|---|---|",
+        "| configuration | setting | sampling ms (median, IQR) | % of our step | trainer's wait ms (median, IQR) | % of our step |",
+        "|---|---|---|---|---|---|",
     ]
     for res in results:
         ours = next(r for r in res.rows if r.impl == "ours")
         lines.append(
-            f"| {res.case.title} | {describe(res.cfg)} | {1e3 * res.sample[0]:.2f} ({1e3 * res.sample[1]:.2f}) | {100 * res.sample[0] / ours.median:.1f}% |"
+            f"| {res.case.title} | {describe(res.cfg)} | {1e3 * res.sample[0]:.2f} ({1e3 * res.sample[1]:.2f}) | {100 * res.sample[0] / ours.median:.1f}% | "
+            f"{1e3 * res.wait[0]:.3f} ({1e3 * res.wait[1]:.3f}) | {100 * res.wait[0] / ours.median:.2f}% |"
         )
     return lines
 
@@ -687,7 +710,11 @@ direct functional forward (no
 convolutions); one channels-last layout through forward and backward (one NCHW gradient
 meeting channels-last activations makes every later op a strided loop); max-pool before
 ReLU (they commute); batch norm on large channel-last episodes takes its statistics with
-centred cascaded sums (the native channels-last kernel's drift in fp32). Where two fp32 results differ, the check says how far each is from the
+centred cascaded sums (the native channels-last kernel's drift in fp32). With more than one
+torch thread, our MAML step runs the meta-batch's tasks in contiguous chunks on that many
+threads, one intra-op thread each (`workbench/core/task_threads.py`, summed in chunk order);
+the peers use torch's intra-op threads, the way they run: the ops of a 5-image episode are
+too small to split well (a second thread makes their steps 8-10% faster). Where two fp32 results differ, the check says how far each is from the
 float64 meta-gradient: different but equally valid operation orders round differently,
 and second-order MAML amplifies that rounding (20-way, 5 steps: percent-level for every
 implementation)."""

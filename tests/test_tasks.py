@@ -19,8 +19,10 @@ import torch
 from PIL import Image
 
 from workbench.core.config import DatasetConfig, TaskShape
+from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.tasks import DATASETS, cache, glyphs, image_folder, omniglot
+from workbench.core.tasks.base import EpisodeBatch
 from workbench.core.tasks.sampler import ClassImages
 
 OMNIGLOT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
@@ -159,6 +161,56 @@ def test_sampling_speed() -> None:
         for _ in range(10):
             dist.sample(shape, batch, g)
         assert (time.perf_counter() - t) / 10 < 0.25
+
+
+def assert_same_batch(a: EpisodeBatch, b: EpisodeBatch) -> None:
+    for f in ("support_x", "support_y", "query_x", "query_y"):
+        assert torch.equal(getattr(a, f), getattr(b, f)), f
+
+
+def test_episode_stream_gives_the_inline_batches_drawn_on_another_thread() -> None:
+    images, index = coded_images(12, 6)
+    dist = ClassImages(images, index, rotation=[c % 4 for c in range(12)])
+    shape = TaskShape(ways=3, shots=2, queries=2)
+    drawn_on: list[int] = []
+    sample = dist.sample
+
+    def recording(*args: object) -> EpisodeBatch:
+        drawn_on.append(threading.get_ident())
+        return sample(*args)  # type: ignore[arg-type]
+
+    dist.sample = recording  # type: ignore[method-assign]
+    stream = EpisodeStream(dist, shape, 4, torch.Generator().manual_seed(5))
+    inline = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        assert_same_batch(stream.next(), sample(shape, 4, inline))
+    assert threading.get_ident() not in drawn_on
+
+
+def test_episode_stream_state_reproduces_the_batch_not_yet_handed_out() -> None:
+    """What a checkpoint saves: resuming from it continues with the very next batch."""
+    images, index = coded_images(12, 6)
+    dist = ClassImages(images, index)
+    shape = TaskShape(ways=3, shots=1, queries=3)
+    stream = EpisodeStream(dist, shape, 2, torch.Generator().manual_seed(1))
+    stream.next()
+    stream.next()  # a third batch is now being drawn ahead
+    state = stream.get_state()
+    third = stream.next()
+    resumed = EpisodeStream(dist, shape, 2, torch.Generator())
+    resumed.set_state(state)
+    assert_same_batch(resumed.next(), third)
+    stream.set_state(state)  # rewinding drops the batch drawn ahead
+    assert_same_batch(stream.next(), third)
+
+
+def test_episode_stream_raises_a_sampling_error_at_next() -> None:
+    images, index = coded_images(4, 3)
+    stream = EpisodeStream(
+        ClassImages(images, index), TaskShape(ways=9), 1, torch.Generator().manual_seed(0)
+    )
+    with pytest.raises(ConfigError, match="9 ways requested"):
+        stream.next()
 
 
 # ---- cache ----------------------------------------------------------------------------------

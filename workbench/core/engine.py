@@ -27,6 +27,7 @@ from workbench.core.algorithms import ALGORITHMS, Algorithm
 from workbench.core.checkpoint import load_checkpoint, save_checkpoint
 from workbench.core.config import RunConfig
 from workbench.core.devices import device_name, resolve_device
+from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import CheckpointError, ConfigError, DataError
 from workbench.core.evaluate import Score, evaluate
 from workbench.core.events import (
@@ -208,9 +209,11 @@ class Trainer:
         train = dists["train"]
         params = [p for p in algo.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
+        # the next meta-batch is drawn on a background thread while a step trains
         task_gen = torch.Generator().manual_seed(cfg.seed)
+        tasks = EpisodeStream(train, cfg.train, cfg.train.meta_batch, task_gen)
         if self.resume_from is not None:
-            self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, task_gen)
+            self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, tasks)
         self._emit(
             "on_start",
             RunStarted(
@@ -232,11 +235,11 @@ class Trainer:
                 self._emit("on_status", "running")
                 t_last = time.perf_counter()
             if self._cancel.is_set():
-                return self._stop(opt, task_gen)
+                return self._stop(opt, tasks)
             lr = self._lr()
             for group in opt.param_groups:
                 group["lr"] = lr
-            batch = train.sample(cfg.train, cfg.train.meta_batch, task_gen).to(device)
+            batch = tasks.next().to(device)
             opt.zero_grad(set_to_none=True)
             algo.train()
             with self._autocast():
@@ -252,11 +255,11 @@ class Trainer:
             values.update(meta_lr=lr, steps_per_s=rate, step_time=dt)
             self._emit("on_step", StepMetrics(self.step, values, time.time()))
             if cfg.val_every and self.step % cfg.val_every == 0:
-                self._validate(dists["val"], opt, task_gen)
+                self._validate(dists["val"], opt, tasks)
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
-                self._checkpoint("periodic", opt, task_gen)
+                self._checkpoint("periodic", opt, tasks)
             t_last = time.perf_counter()  # steps/s counts training only, not validation or I/O
-        self._checkpoint("final", opt, task_gen)
+        self._checkpoint("final", opt, tasks)
         test = self._test(dists.get("test")) if cfg.test_on_finish else None
         return RunFinished("finished", self.step, None, test)
 
@@ -271,7 +274,7 @@ class Trainer:
         )
 
     def _validate(
-        self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: torch.Generator
+        self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: EpisodeStream
     ) -> None:
         s = self._score(dist, "val", self.config.val_episodes)
         self._emit(
@@ -331,12 +334,12 @@ class Trainer:
         self._emit("on_eval", result)
         return result
 
-    def _stop(self, opt: torch.optim.Optimizer, gen: torch.Generator) -> RunFinished:
+    def _stop(self, opt: torch.optim.Optimizer, gen: EpisodeStream) -> RunFinished:
         self._checkpoint("stop", opt, gen)
         return RunFinished("cancelled", self.step, "stopped by the user")
 
     # ---- checkpoints -------------------------------------------------------------------
-    def _state(self, opt: torch.optim.Optimizer, gen: torch.Generator) -> dict[str, Any]:
+    def _state(self, opt: torch.optim.Optimizer, gen: EpisodeStream) -> dict[str, Any]:
         assert self.algo is not None
         rng = {"torch": torch.get_rng_state(), "tasks": gen.get_state()}
         if self.device is not None and self.device.type == "cuda":
@@ -352,7 +355,7 @@ class Trainer:
         }
 
     def _restore(
-        self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: torch.Generator
+        self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: EpisodeStream
     ) -> None:
         assert self.algo is not None
         try:
@@ -374,7 +377,7 @@ class Trainer:
         self,
         kind: str,
         opt: torch.optim.Optimizer,
-        gen: torch.Generator,
+        gen: EpisodeStream,
         metrics: dict[str, float] | None = None,
     ) -> None:
         if self.checkpoint_dir is None:

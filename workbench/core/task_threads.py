@@ -63,6 +63,11 @@ def sum_in_order(parts: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:
     return total
 
 
+def background() -> ThreadPoolExecutor:
+    """One lasting thread, with one intra-op thread, for work beside a step (the next batch)."""
+    return _pool(1)
+
+
 def _in_callers_state(fn: Callable[[range], T]) -> Callable[[range], T]:
     grad = torch.is_grad_enabled()
     autocast = torch.is_autocast_enabled("cpu")
@@ -85,7 +90,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
             return _POOLS[workers]
         callers = torch.get_num_threads()
         ready = threading.Barrier(workers + 1)
-        pool = ThreadPoolExecutor(workers, f"tasks{workers}", initializer=_one_intra_op_thread)
+        pool = ThreadPoolExecutor(workers, f"workbench-{workers}", initializer=_one_intra_op_thread)
         for _ in range(workers):  # each waits for all: one task per thread, all initialised
             pool.submit(ready.wait)
         ready.wait()
