@@ -10,6 +10,7 @@ import torch
 
 from workbench.core import task_threads
 from workbench.core.algorithms import ALGORITHMS
+from workbench.core.algorithms.base import Algorithm
 from workbench.core.algorithms.maml import MAML
 from workbench.core.config import ModelConfig, TaskShape
 from workbench.core.models import batch_norm as bn_module
@@ -144,3 +145,42 @@ def test_threaded_evaluation_scores_each_task_as_the_sequential_one(
     monkeypatch.setattr(MAML, "workers", lambda self, b: 3)
     par = algo.evaluate(batch, SHAPE)["accuracy"]
     assert par.shape == (7,) and torch.equal(par, seq)
+
+
+@pytest.mark.parametrize("name", ["protonet", "meta-lstm"])
+def test_threaded_evaluation_of_protonet_and_meta_lstm(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    algo_cls = ALGORITHMS.get(name)
+    out_dim = 0 if name == "protonet" else 3
+    model = Conv4(ModelConfig(width=6), (1, 14, 14), out_dim)
+    extra = {"support_batch": 2} if name == "meta-lstm" else {}
+    algo = algo_cls(algo_cls.Params(**extra), model, "classification")
+    _, batch = image_maml(first_order=True, dtype=torch.float32, tasks=6)
+    scores = {}
+    for workers in (1, 3, 3):
+        monkeypatch.setattr(Algorithm, "workers", lambda self, b, w=workers: w)
+        torch.manual_seed(7)  # Meta-LSTM's support mini-batches come from the global RNG
+        scores.setdefault(workers, []).append(algo.evaluate(batch, SHAPE)["accuracy"])
+    assert scores[1][0].shape == (6,)
+    assert torch.equal(scores[3][0], scores[1][0]) and torch.equal(scores[3][1], scores[1][0])
+
+
+def test_evaluation_episodes_do_not_depend_on_the_meta_batch() -> None:
+    """Runs that trained with different meta-batches are scored on the same episodes."""
+    from workbench.core.evaluate import evaluate
+    from workbench.core.tasks.sampler import ClassImages
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.randint(0, 256, (40 * 6, 1, 14, 14), generator=g, dtype=torch.uint8)
+    dist = ClassImages(images, [torch.arange(c * 6, c * 6 + 6) for c in range(40)])
+    algo, _ = image_maml(first_order=True, dtype=torch.float32)
+    scores = {
+        mb: evaluate(
+            algo, dist, SHAPE.model_copy(update={"meta_batch": mb}), 40, torch.device("cpu")
+        )
+        for mb in (1, 4, 32)
+    }
+    assert scores[1].episodes == 40
+    assert scores[1].mean == scores[4].mean == scores[32].mean

@@ -39,6 +39,14 @@ def episode_generator(split: str, offset: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(EPISODE_SEEDS.get(split, 0) + offset)
 
 
+def episodes_per_draw(shape: TaskShape) -> int:
+    """Episodes sampled (and scored, across the task threads) at a time: fixed by the task shape
+    alone, since the draw size decides which episodes a seed gives, and every run of a dataset
+    and shape must be scored on the same ones; at most about 2,048 images per draw."""
+    images = shape.ways * (shape.shots + shape.queries)
+    return max(1, min(16, 2048 // max(images, 1)))
+
+
 def evaluate(
     algo: Algorithm,
     dist: TaskDistribution,
@@ -51,7 +59,7 @@ def evaluate(
 ) -> Score:
     """Score `episodes` tasks drawn from a generator seeded by the split name."""
     gen = episode_generator(split)
-    chunk = max(1, min(shape.meta_batch, episodes))
+    chunk = max(1, min(episodes_per_draw(shape), episodes))
     parts: dict[str, list[torch.Tensor]] = {}
     done = 0
     was_training = algo.training

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
 
 import torch
 from torch import nn
 
 from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.models import stateless
+from workbench.core.task_threads import map_chunks, task_workers
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
+
+T = TypeVar("T")
 
 
 class Algorithm(nn.Module, ABC):
@@ -47,6 +52,17 @@ class Algorithm(nn.Module, ABC):
         Must return "accuracy" (classification) or "mse" (regression); may add more keys
         (for example "mse_after_1" for an adaptation-curve protocol).
         """
+
+    def workers(self, batch: EpisodeBatch) -> int:
+        """Threads sharing the batch's tasks (`task_threads`); one where `call` must swap the
+        module's own parameters (a model without a functional forward)."""
+        return task_workers(batch.query_x.device, len(batch)) if stateless(self.model) else 1
+
+    def per_task(self, batch: EpisodeBatch, fn: Callable[[int], T]) -> list[T]:
+        """fn(i) for every task i of the batch, in task order, the tasks split among the CPU
+        threads (evaluation: 600-1,000 small episodes)."""
+        parts = map_chunks(lambda tasks: [fn(i) for i in tasks], len(batch), self.workers(batch))
+        return [r for part in parts for r in part]
 
     def predict_after(
         self, batch: EpisodeBatch, x: torch.Tensor, steps: list[int], shape: TaskShape

@@ -18,9 +18,9 @@ from pydantic import Field
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
-from workbench.core.models import call, stateless
+from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
-from workbench.core.task_threads import map_chunks, sum_in_order, task_workers
+from workbench.core.task_threads import map_chunks, sum_in_order
 from workbench.core.tasks.base import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
@@ -75,11 +75,6 @@ class MAML(Algorithm):
             grads = torch.autograd.grad(loss, tuple(params.values()), create_graph=create_graph)
             params = sgd_step(params, grads, lr)
         return params
-
-    def workers(self, batch: EpisodeBatch) -> int:
-        """Threads sharing the batch's tasks (`task_threads`); one where `call` must swap the
-        module's own parameters (a model without a functional forward)."""
-        return task_workers(batch.query_x.device, len(batch)) if stateless(self.model) else 1
 
     def train_inner_steps(self, shape: TaskShape) -> int:
         return shape.inner_steps
@@ -169,18 +164,16 @@ class MAML(Algorithm):
             {shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())}
         )
 
-        def scores(tasks: range) -> dict[int, list[float]]:
-            out: dict[int, list[float]] = {s: [] for s in record}
-            for i in tasks:
-                for s, params in self.trace(batch, i, record):
-                    with torch.no_grad():
-                        pred = call(self.model, params, batch.query_x[i])
-                        out[s].append(float(loss_and_score(self.kind, pred, batch.query_y[i])[1]))
+        def scores(i: int) -> dict[int, float]:
+            out = {}
+            for s, params in self.trace(batch, i, record):
+                with torch.no_grad():
+                    pred = call(self.model, params, batch.query_x[i])
+                    out[s] = float(loss_and_score(self.kind, pred, batch.query_y[i])[1])
             return out
 
-        n = len(batch)
-        parts = map_chunks(scores, n, self.workers(batch))
-        per_step = {s: torch.tensor([v for part in parts for v in part[s]]) for s in record}
+        per_task = self.per_task(batch, scores)
+        per_step = {s: torch.tensor([task[s] for task in per_task]) for s in record}
         result = {score_name(self.kind): per_step[shape.inner_steps]}
         if self.kind == "regression":
             result.update({f"mse_after_{s}": per_step[s] for s in REGRESSION_CURVE})

@@ -166,11 +166,16 @@ class MetaLSTM(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
-        scores = []
-        for k in range(len(batch)):
-            theta = self.run_episode(batch.support_x[k], batch.support_y[k], shape.inner_steps)
-            scores.append(float(self.learner_loss(theta, batch.query_x[k], batch.query_y[k])[1]))
-        return {score_name(self.kind): torch.tensor(scores)}
+        # support mini-batches: one generator per task (seeded from the global RNG here), so
+        # the draws do not depend on which thread reaches the RNG first
+        seed = int(torch.randint(2**62, (1,))) if self.params.support_batch else None
+
+        def score(k: int) -> float:
+            gen = None if seed is None else torch.Generator().manual_seed(seed + k)
+            theta = self.run_episode(batch.support_x[k], batch.support_y[k], shape.inner_steps, gen)
+            return float(self.learner_loss(theta, batch.query_x[k], batch.query_y[k])[1])
+
+        return {score_name(self.kind): torch.tensor(self.per_task(batch, score))}
 
     @torch.no_grad()
     def predict_after(

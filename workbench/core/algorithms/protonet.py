@@ -63,8 +63,7 @@ class ProtoNet(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
-        acc = [
-            (self.logits(batch, i).argmax(1) == batch.query_y[i]).float().mean()
-            for i in range(len(batch))
-        ]
+        acc = self.per_task(
+            batch, lambda i: (self.logits(batch, i).argmax(1) == batch.query_y[i]).float().mean()
+        )
         return {"accuracy": torch.stack(acc).cpu()}
