@@ -76,6 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--only", choices=["sinusoid", "conv"], help="measure one workload")
     p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads for both (the runs' `threads`; default: the app's, CPUs - 1)",
+    )
+    p.add_argument(
         "--write", action="store_true", help="write the gui-overhead section of bench/RESULTS.md"
     )
     args = p.parse_args(argv)
@@ -91,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.gui.main_window import MainWindow
     from workbench.gui.worker import leave_a_core_for_the_gui
 
-    threads = (
-        leave_a_core_for_the_gui()
-    )  # what the GUI's worker does; headless runs use the same count
+    # what the GUI's worker does; headless runs use the same count
+    threads = args.threads or leave_a_core_for_the_gui()
     catalog = Catalog.open(tmp / "runs.db")
     win = MainWindow(catalog, restore=False)
     win.confirm = lambda *_: True
@@ -158,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and args.only != key:
             continue
         n, warmup = (steps[1], warm[1]) if args.tiny else (steps[0], warm[0])
-        cfg = RunConfig.from_dict({**base, "steps": n})
+        cfg = RunConfig.from_dict({**base, "steps": n, "threads": args.threads})
         late: list[float] = []
         head_rates: list[float] = []
         gui_rates: list[float] = []
