@@ -180,11 +180,13 @@ def test_episode_stream_gives_the_inline_batches_drawn_on_another_thread() -> No
         return sample(*args)  # type: ignore[arg-type]
 
     dist.sample = recording  # type: ignore[method-assign]
-    stream = EpisodeStream(dist, shape, 4, torch.Generator().manual_seed(5))
+    stream = EpisodeStream(dist, shape, 4, torch.Generator().manual_seed(5), ahead=True)
     inline = torch.Generator().manual_seed(5)
     for _ in range(4):
         assert_same_batch(stream.next(), sample(shape, 4, inline))
-    assert threading.get_ident() not in drawn_on
+    stream.close()  # waits for the fifth draw, begun ahead
+    assert drawn_on[0] == threading.get_ident()  # the first draw: nothing was drawn ahead yet
+    assert threading.get_ident() not in drawn_on[1:] and len(drawn_on) == 5
 
 
 def test_episode_stream_state_reproduces_the_batch_not_yet_handed_out() -> None:
@@ -192,7 +194,7 @@ def test_episode_stream_state_reproduces_the_batch_not_yet_handed_out() -> None:
     images, index = coded_images(12, 6)
     dist = ClassImages(images, index)
     shape = TaskShape(ways=3, shots=1, queries=3)
-    stream = EpisodeStream(dist, shape, 2, torch.Generator().manual_seed(1))
+    stream = EpisodeStream(dist, shape, 2, torch.Generator().manual_seed(1), ahead=True)
     stream.next()
     stream.next()  # a third batch is now being drawn ahead
     state = stream.get_state()
@@ -202,6 +204,25 @@ def test_episode_stream_state_reproduces_the_batch_not_yet_handed_out() -> None:
     assert_same_batch(resumed.next(), third)
     stream.set_state(state)  # rewinding drops the batch drawn ahead
     assert_same_batch(stream.next(), third)
+
+
+def test_episode_stream_draws_ahead_only_where_a_draw_is_slow() -> None:
+    images, index = coded_images(12, 6)
+    dist = ClassImages(images, index)
+    shape = TaskShape(ways=3, shots=1, queries=1)
+    cheap = EpisodeStream(dist, shape, 2, torch.Generator())
+    cheap.next()
+    assert cheap.ahead is False  # a 2-task draw of 6x6 images: microseconds, stays inline
+    sample = dist.sample
+
+    def slow(*args: object) -> EpisodeBatch:
+        time.sleep(0.002)
+        return sample(*args)  # type: ignore[arg-type]
+
+    dist.sample = slow  # type: ignore[method-assign]
+    costly = EpisodeStream(dist, shape, 2, torch.Generator())
+    costly.next()
+    assert costly.ahead is True
 
 
 def test_episode_stream_raises_a_sampling_error_at_next() -> None:

@@ -1,15 +1,16 @@
 """The training loop's meta-batches, each drawn on a background thread while the step before
 it trains.
 
-Why: drawing a 32-task Omniglot meta-batch takes 0.6-1.2 ms (mostly the uniform keys that
+Why: drawing a 32-task Omniglot meta-batch takes 0.6-1.5 ms (mostly the uniform keys that
 choose the classes), 1-2% of a first-order MAML step; drawn ahead, it costs the loop only
-the hand-over. Episodes are exactly those of drawing inline: the task generator is used by
+the hand-over. Cheap draws (sinusoid) stay inline, where the hand-over would cost more. Episodes are exactly those of drawing inline: the task generator is used by
 one thread at a time, in the same order. A checkpoint must reproduce the next batch the loop
 has not received yet, so `get_state()` is the generator's state before that batch was drawn.
 """
 
 from __future__ import annotations
 
+import time
 from concurrent.futures import Future
 
 import torch
@@ -18,25 +19,42 @@ from workbench.core.config import TaskShape
 from workbench.core.task_threads import background
 from workbench.core.tasks.base import EpisodeBatch, TaskDistribution
 
+# a draw is moved to the background thread when it takes longer than this: below, the hand-over
+# costs more than it saves (sinusoid: ~0.05 ms a draw, ~0.25 ms a step lost to the hand-over)
+AHEAD_ABOVE_S = 0.3e-3
+
 
 class EpisodeStream:
     """`next()` gives the meta-batch `dist.sample(shape, size, generator)` would give now."""
 
     def __init__(
-        self, dist: TaskDistribution, shape: TaskShape, size: int, generator: torch.Generator
+        self,
+        dist: TaskDistribution,
+        shape: TaskShape,
+        size: int,
+        generator: torch.Generator,
+        ahead: bool | None = None,
     ) -> None:
+        """ahead: draw on the background thread (True), inline (False), or decide by the time
+        of the first draw (None)."""
         self.dist, self.shape, self.size, self.generator = dist, shape, size, generator
         self._pending: Future[EpisodeBatch] | None = None
         self._state_before_pending: torch.Tensor | None = None
+        self.ahead = ahead
 
     def next(self) -> EpisodeBatch:
-        """The next meta-batch (a sampling error is raised here); the one after is started."""
+        """The next meta-batch (a sampling error is raised here); the one after is started
+        where drawing takes long enough to be worth a thread's hand-over."""
         if self._pending is None:
+            t0 = time.perf_counter()
+            batch = self.dist.sample(self.shape, self.size, self.generator)
+            if self.ahead is None:  # decided once, on the first draw (episodes are the same)
+                self.ahead = time.perf_counter() - t0 > AHEAD_ABOVE_S
+        else:
+            pending, self._pending = self._pending, None
+            batch = pending.result()
+        if self.ahead:
             self._start()
-        assert self._pending is not None
-        pending, self._pending = self._pending, None
-        batch = pending.result()
-        self._start()
         return batch
 
     def get_state(self) -> torch.Tensor:
