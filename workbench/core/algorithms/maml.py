@@ -80,32 +80,37 @@ class MAML(Algorithm):
         return shape.inner_steps
 
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
-        """Mean query loss over the meta-batch, its meta-gradient accumulated into .grad. The
-        tasks run in chunks on the CPU threads (`task_threads`), summed in chunk order."""
+        """Mean query loss over the meta-batch, its meta-gradient accumulated into .grad. With
+        several CPU threads the tasks run in chunks (`task_threads`), summed in chunk order."""
         n = len(batch)
         theta = self.initial_params()
-        parts = map_chunks(
-            lambda tasks: self.task_chunk(batch, shape, theta, tasks), n, self.workers(batch)
-        )
-        grads = sum_in_order([grads for grads, _, _ in parts])
-        for p, g in zip(theta.values(), grads, strict=True):
-            p.grad = g if p.grad is None else p.grad.add_(g)
-        loss_sum = sum(loss for _, loss, _ in parts)
-        score_sum = sum(score for _, _, score in parts)
+        workers = self.workers(batch)
+        if workers == 1:
+            _, loss_sum, score_sum = self.task_chunk(batch, shape, theta, range(n), False)
+        else:
+            parts = map_chunks(
+                lambda tasks: self.task_chunk(batch, shape, theta, tasks, True), n, workers
+            )
+            grads = sum_in_order([grads for grads, _, _ in parts if grads is not None])
+            for p, g in zip(theta.values(), grads, strict=True):
+                p.grad = g if p.grad is None else p.grad.add_(g)
+            loss_sum = sum(loss for _, loss, _ in parts)
+            score_sum = sum(score for _, _, score in parts)
         return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
 
     def task_chunk(
-        self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range
-    ) -> tuple[list[torch.Tensor], float, float]:
-        """The summed meta-gradient of `tasks` (each task's query loss / meta-batch size), and
-        their summed query loss and score."""
+        self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range, apart: bool
+    ) -> tuple[list[torch.Tensor] | None, float, float]:
+        """Meta-gradient of `tasks` (each task's query loss / meta-batch size): summed and
+        returned when `apart` (a thread's chunk), else accumulated into theta's .grad (one
+        thread: no extra sums); and their summed query loss and score."""
         second_order = not self.params.first_order
         steps = self.train_inner_steps(shape)
         n, lr = len(batch), self.params.inner_lr
         first = None
         if not second_order and steps >= 1:
             first = self.first_step_gradients(batch, theta, slice(tasks.start, tasks.stop))
-        total = [torch.zeros_like(p) for p in theta.values()]
+        total = [torch.zeros_like(p) for p in theta.values()] if apart else None
         loss_sum = score_sum = 0.0
         for j, i in enumerate(tasks):
             if first is not None:  # first-order: the first inner step of all tasks came batched
@@ -123,10 +128,13 @@ class MAML(Algorithm):
             out = call(self.model, adapted, batch.query_x[i])
             loss, score = loss_and_score(self.kind, out, batch.query_y[i])
             # one task's graph at a time keeps memory flat in the meta-batch
-            grads = torch.autograd.grad(loss / n, tuple(theta.values()), allow_unused=True)
-            for acc, g in zip(total, grads, strict=True):
-                if g is not None:  # None: a parameter the loss does not reach
-                    acc.add_(g)
+            if total is None:
+                (loss / n).backward()
+            else:
+                grads = torch.autograd.grad(loss / n, tuple(theta.values()), allow_unused=True)
+                for acc, g in zip(total, grads, strict=True):
+                    if g is not None:  # None: a parameter the loss does not reach
+                        acc.add_(g)
             loss_sum += float(loss.detach())
             score_sum += float(score)
         return total, loss_sum, score_sum
