@@ -711,8 +711,8 @@ convolutions); one channels-last layout through forward and backward (one NCHW g
 meeting channels-last activations makes every later op a strided loop); max-pool before
 ReLU (they commute); batch norm on large channel-last episodes takes its statistics with
 centred cascaded sums (the native channels-last kernel's drift in fp32). With more than one
-torch thread, our MAML step runs the meta-batch's tasks in contiguous chunks on that many
-threads, one intra-op thread each (`workbench/core/task_threads.py`, summed in chunk order);
+torch thread, our MAML step runs the meta-batch's tasks on that many threads, a few tasks at a
+time, one intra-op thread each (`workbench/core/task_threads.py`, summed in a fixed order);
 the peers use torch's intra-op threads, the way they run: the ops of a 5-image episode are
 too small to split well (a second thread makes their steps 8-10% faster). Where two fp32 results differ, the check says how far each is from the
 float64 meta-gradient: different but equally valid operation orders round differently,

@@ -4,6 +4,7 @@ threads see what the caller set (grad mode, autocast, the closed-form switch).""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -43,12 +44,23 @@ def step_with(
     return out, [p.grad.clone() for p in algo.parameters()]
 
 
-def test_chunks_cover_every_task_once_in_order() -> None:
+def test_units_cover_every_task_once_in_order() -> None:
     for n in range(1, 12):
-        for w in range(1, n + 1):
-            parts = task_threads.chunks(n, w)
-            assert [i for part in parts for i in part] == list(range(n))
-            assert len(parts) == w and max(map(len, parts)) - min(map(len, parts)) <= 1
+        for size in range(1, n + 2):
+            units = task_threads.units_of(n, size)
+            assert [i for unit in units for i in unit] == list(range(n))
+            assert all(len(u) == size for u in units[:-1]) and 1 <= len(units[-1]) <= size
+
+
+def test_map_units_returns_results_in_unit_order_whoever_ran_them() -> None:
+    def slow_first(unit: range) -> tuple[int, int]:
+        if unit.start == 0:
+            time.sleep(0.05)  # the other thread takes every later unit meanwhile
+        return unit.start, threading.get_ident()
+
+    out = task_threads.map_units(slow_first, task_threads.units_of(6, 1), 2)
+    assert [start for start, _ in out] == list(range(6))
+    assert all(ident != out[0][1] for _, ident in out[1:])  # taken, not pre-assigned
 
 
 def test_workers_run_in_the_callers_state_with_one_thread_each() -> None:
@@ -66,13 +78,14 @@ def test_workers_run_in_the_callers_state_with_one_thread_each() -> None:
     me = threading.get_ident()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         with closed_form_double_backward(True):
-            seen = task_threads.map_chunks(state, 4, 2)
+            seen = task_threads.map_units(state, task_threads.units_of(4, 2), 2)
     assert [s[0] for s in seen] == [[0, 1], [2, 3]]
     for s in seen:
         assert s[1:6] == (False, True, torch.bfloat16, False, 1)  # enabled() is off: no grad
         assert s[6] != me
     with closed_form_double_backward(True):
-        assert all(s[0] for s in task_threads.map_chunks(lambda t: (enabled(),), 2, 2))
+        units = task_threads.units_of(2, 1)
+        assert all(s[0] for s in task_threads.map_units(lambda t: (enabled(),), units, 2))
 
 
 def test_a_new_pool_leaves_the_thread_count_of_the_caller_and_of_later_threads() -> None:
@@ -81,7 +94,7 @@ def test_a_new_pool_leaves_the_thread_count_of_the_caller_and_of_later_threads()
     torch.set_num_threads(2)
     try:
         task_threads._POOLS.pop(3, None)
-        task_threads.map_chunks(lambda t: None, 3, 3)
+        task_threads.map_units(lambda t: None, task_threads.units_of(3, 1), 3)
         assert torch.get_num_threads() == 2
         later: list[int] = []
         t = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
@@ -99,10 +112,10 @@ def test_threaded_meta_gradient_equals_the_sequential_one(
     algo, batch = image_maml(first_order)
     seq_out, seq = step_with(algo, batch, 1, monkeypatch)
     par_out, par = step_with(algo, batch, 2, monkeypatch)
-    again_out, again = step_with(algo, batch, 2, monkeypatch)
+    again_out, again = step_with(algo, batch, 3, monkeypatch)
     for s, p, a in zip(seq, par, again, strict=True):
         torch.testing.assert_close(p, s, rtol=1e-9, atol=1e-11)  # rounding order only
-        assert torch.equal(p, a)  # and that order is fixed: bitwise reproducible
+        assert torch.equal(p, a)  # that order is fixed: the same on 2 or 3 threads
     assert par_out == pytest.approx(seq_out, rel=1e-9)
     assert par_out == again_out
 

@@ -3,11 +3,11 @@
 Why: the ops of a few-shot episode (5 images of 28x28) are too small for torch's intra-op
 threads: a second thread makes a higher/learn2learn MAML step only 8-10% faster. The tasks
 of a meta-batch are independent until their meta-gradients are summed, so each CPU thread
-here takes a contiguous chunk of them with ONE intra-op thread of its own; torch kernels
-release the GIL, so the chunks overlap.
+here takes a few consecutive tasks at a time (a unit) with ONE intra-op thread of its own;
+torch kernels release the GIL, so the units overlap.
 
-Results stay deterministic: the chunks depend only on the task and worker counts, and the
-caller sums them in chunk order. A worker sees what the caller's thread had set (grad mode,
+Results stay deterministic: the units depend only on the task count and unit size, and the
+caller sums their results in unit order, whichever thread ran which. A worker sees what the caller's thread had set (grad mode,
 autocast, context variables such as `closed_form_double_backward`), none of which a new
 thread inherits by itself.
 """
@@ -15,6 +15,7 @@ thread inherits by itself.
 from __future__ import annotations
 
 import contextvars
+import itertools
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,23 +36,29 @@ def task_workers(device: torch.device, n_tasks: int) -> int:
     return max(1, min(torch.get_num_threads(), n_tasks))
 
 
-def chunks(n_tasks: int, workers: int) -> list[range]:
-    """Contiguous, near-equal task ranges, one per worker."""
-    return [range(w * n_tasks // workers, (w + 1) * n_tasks // workers) for w in range(workers)]
+def units_of(n_tasks: int, size: int) -> list[range]:
+    """Consecutive task ranges of `size` (the last may be shorter)."""
+    return [range(i, min(i + size, n_tasks)) for i in range(0, n_tasks, max(1, size))]
 
 
-def map_chunks(fn: Callable[[range], T], n_tasks: int, workers: int) -> list[T]:
-    """`fn(tasks)` for each chunk of `chunks(n_tasks, workers)`, results in chunk order.
-
-    One worker runs in the calling thread (nothing changes); more run in a pool of threads with
-    one intra-op thread each, under the caller's grad mode, autocast and context variables."""
-    parts = chunks(n_tasks, workers)
-    if len(parts) == 1:
-        return [fn(parts[0])]
+def map_units(fn: Callable[[range], T], units: Sequence[range], workers: int) -> list[T]:
+    """`fn(unit)` for every unit, results in unit order. The threads take the next unit as they
+    finish one, so a core slowed by other work simply takes fewer; the results, being in unit
+    order, do not depend on which thread ran what."""
+    if workers <= 1 or len(units) <= 1:
+        return [fn(u) for u in units]
     run = _in_callers_state(fn)
-    pool = _pool(len(parts))
-    futures = [pool.submit(contextvars.copy_context().run, run, part) for part in parts]
-    return [f.result() for f in futures]
+    results: list[T | None] = [None] * len(units)
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+
+    def work() -> None:
+        while (i := next(taken)) < len(units):
+            results[i] = run(units[i])
+
+    pool = _pool(workers)
+    for f in [pool.submit(contextvars.copy_context().run, work) for _ in range(workers)]:
+        f.result()
+    return results  # type: ignore[return-value]
 
 
 def sum_in_order(parts: Sequence[Sequence[torch.Tensor]]) -> list[torch.Tensor]:

@@ -11,7 +11,7 @@ from torch import nn
 
 from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import stateless
-from workbench.core.task_threads import map_chunks, task_workers
+from workbench.core.task_threads import map_units, task_workers, units_of
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 T = TypeVar("T")
@@ -61,8 +61,9 @@ class Algorithm(nn.Module, ABC):
     def per_task(self, batch: EpisodeBatch, fn: Callable[[int], T]) -> list[T]:
         """fn(i) for every task i of the batch, in task order, the tasks split among the CPU
         threads (evaluation: 600-1,000 small episodes)."""
-        parts = map_chunks(lambda tasks: [fn(i) for i in tasks], len(batch), self.workers(batch))
-        return [r for part in parts for r in part]
+        return map_units(
+            lambda tasks: fn(tasks.start), units_of(len(batch), 1), self.workers(batch)
+        )
 
     def predict_after(
         self, batch: EpisodeBatch, x: torch.Tensor, steps: list[int], shape: TaskShape
