@@ -22,6 +22,7 @@ from workbench.core.tasks.base import EpisodeBatch, TaskDistribution
 # a draw is moved to the background thread when it takes longer than this: below, the hand-over
 # costs more than it saves (sinusoid: ~0.05 ms a draw, ~0.25 ms a step lost to the hand-over)
 AHEAD_ABOVE_S = 0.3e-3
+LET_THE_STEP_START_S = 2e-3
 
 
 class EpisodeStream:
@@ -79,4 +80,10 @@ class EpisodeStream:
 
     def _start(self) -> None:
         self._state_before_pending = self.generator.get_state()
-        self._pending = background().submit(self.dist.sample, self.shape, self.size, self.generator)
+        self._pending = background().submit(self._draw_later)
+
+    def _draw_later(self) -> EpisodeBatch:
+        # let the training thread get into the step first: a draw begun at once takes the GIL
+        # from it and holds it, in short spells between torch ops, until the draw is done
+        time.sleep(LET_THE_STEP_START_S)
+        return self.dist.sample(self.shape, self.size, self.generator)
