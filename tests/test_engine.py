@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from workbench.core import episode_stream
 from workbench.core.algorithms.maml import MAML
 from workbench.core.checkpoint import load_checkpoint, save_checkpoint
 from workbench.core.config import RunConfig, default_config
@@ -60,7 +61,19 @@ def small(algorithm: str = "maml", **extra: object) -> RunConfig:
 def test_resume_at_step_k_reproduces_the_uninterrupted_run_bitwise(
     tmp_path: Path, algorithm: str
 ) -> None:
-    cfg = small(algorithm)
+    assert_resume_reproduces(small(algorithm), tmp_path)
+
+
+def test_resume_is_bitwise_too_with_task_threads_and_batches_drawn_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two threads: the meta-batch's tasks on both, every batch drawn during the step before
+    (the checkpoint must hold the generator state from before the batch drawn ahead)."""
+    monkeypatch.setattr(episode_stream, "AHEAD_ABOVE_S", 0.0)
+    assert_resume_reproduces(small("maml", threads=2), tmp_path)
+
+
+def assert_resume_reproduces(cfg: RunConfig, tmp_path: Path) -> None:
     full = Recorder()
     Trainer(cfg, [full], tmp_path / "a").run()
     ckpt = next(c for c in full.ckpts if c.step == 10 and c.kind == "periodic")
