@@ -7,9 +7,9 @@ here takes a few consecutive tasks at a time (a unit) with ONE intra-op thread o
 torch kernels release the GIL, so the units overlap.
 
 Results stay deterministic: the units depend only on the task count and unit size, and the
-caller sums their results in unit order, whichever thread ran which. A worker sees what the caller's thread had set (grad mode,
-autocast, context variables such as `closed_form_double_backward`), none of which a new
-thread inherits by itself.
+caller sums their results in unit order, whichever thread ran which. A worker sees what the
+caller's thread had set (grad mode, autocast, context variables such as
+`closed_form_double_backward`), none of which a new thread inherits by itself.
 """
 
 from __future__ import annotations
