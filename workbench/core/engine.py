@@ -210,8 +210,9 @@ class Trainer:
         params = [p for p in algo.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
         # the next meta-batch is drawn on a background thread while a step trains
-        task_gen = torch.Generator().manual_seed(cfg.seed)
-        tasks = EpisodeStream(train, cfg.train, cfg.train.meta_batch, task_gen)
+        tasks = EpisodeStream(
+            train, cfg.train, cfg.train.meta_batch, torch.Generator().manual_seed(cfg.seed)
+        )
         if self.resume_from is not None:
             self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, tasks)
         self._emit(
@@ -274,7 +275,7 @@ class Trainer:
         )
 
     def _validate(
-        self, dist: TaskDistribution, opt: torch.optim.Optimizer, gen: EpisodeStream
+        self, dist: TaskDistribution, opt: torch.optim.Optimizer, tasks: EpisodeStream
     ) -> None:
         s = self._score(dist, "val", self.config.val_episodes)
         self._emit(
@@ -286,7 +287,7 @@ class Trainer:
         if better and math.isfinite(s.mean):
             self.best = (s.mean, self.step)
             self._checkpoint(
-                "best", opt, gen, {f"val_{s.metric}": s.mean, f"val_{s.metric}_ci95": s.ci95}
+                "best", opt, tasks, {f"val_{s.metric}": s.mean, f"val_{s.metric}_ci95": s.ci95}
             )
 
     def _test(self, dist: TaskDistribution | None) -> EvalResult | None:
@@ -334,14 +335,14 @@ class Trainer:
         self._emit("on_eval", result)
         return result
 
-    def _stop(self, opt: torch.optim.Optimizer, gen: EpisodeStream) -> RunFinished:
-        self._checkpoint("stop", opt, gen)
+    def _stop(self, opt: torch.optim.Optimizer, tasks: EpisodeStream) -> RunFinished:
+        self._checkpoint("stop", opt, tasks)
         return RunFinished("cancelled", self.step, "stopped by the user")
 
     # ---- checkpoints -------------------------------------------------------------------
-    def _state(self, opt: torch.optim.Optimizer, gen: EpisodeStream) -> dict[str, Any]:
+    def _state(self, opt: torch.optim.Optimizer, tasks: EpisodeStream) -> dict[str, Any]:
         assert self.algo is not None
-        rng = {"torch": torch.get_rng_state(), "tasks": gen.get_state()}
+        rng = {"torch": torch.get_rng_state(), "tasks": tasks.get_state()}
         if self.device is not None and self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {
@@ -355,7 +356,7 @@ class Trainer:
         }
 
     def _restore(
-        self, state: dict[str, Any], opt: torch.optim.Optimizer, gen: EpisodeStream
+        self, state: dict[str, Any], opt: torch.optim.Optimizer, tasks: EpisodeStream
     ) -> None:
         assert self.algo is not None
         try:
@@ -363,7 +364,7 @@ class Trainer:
             opt.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
             torch.set_rng_state(state["rng"]["torch"])
-            gen.set_state(state["rng"]["tasks"])
+            tasks.set_state(state["rng"]["tasks"])
             if "cuda" in state["rng"] and self.device is not None and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         except (KeyError, RuntimeError, ValueError) as exc:
@@ -377,13 +378,13 @@ class Trainer:
         self,
         kind: str,
         opt: torch.optim.Optimizer,
-        gen: EpisodeStream,
+        tasks: EpisodeStream,
         metrics: dict[str, float] | None = None,
     ) -> None:
         if self.checkpoint_dir is None:
             return
         path = self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt"
-        size, sha = save_checkpoint(path, self._state(opt, gen))
+        size, sha = save_checkpoint(path, self._state(opt, tasks))
         self._emit(
             "on_checkpoint", CheckpointSaved(self.step, kind, str(path), size, sha, metrics or {})
         )  # type: ignore[arg-type]

@@ -3,9 +3,11 @@ it trains.
 
 Why: drawing a 32-task Omniglot meta-batch takes 0.6-1.5 ms (mostly the uniform keys that
 choose the classes), 1-2% of a first-order MAML step; drawn ahead, it costs the loop only
-the hand-over. Cheap draws (sinusoid) stay inline, where the hand-over would cost more. Episodes are exactly those of drawing inline: the task generator is used by
-one thread at a time, in the same order. A checkpoint must reproduce the next batch the loop
-has not received yet, so `get_state()` is the generator's state before that batch was drawn.
+the hand-over. Cheap draws (sinusoid) stay inline, where the hand-over would cost more.
+
+Episodes are exactly those of drawing inline: the task generator is used by one thread at a
+time, in the same order. A checkpoint must reproduce the next batch the loop has not received
+yet, so `get_state()` is the generator's state before that batch was drawn.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ class EpisodeStream:
         """ahead: draw on the background thread (True), inline (False), or decide by the time
         of the first draw (None)."""
         self.dist, self.shape, self.size, self.generator = dist, shape, size, generator
-        self._pending: Future[EpisodeBatch] | None = None
-        self._state_before_pending: torch.Tensor | None = None
+        # the batch being drawn ahead, with the generator state from before it
+        self._pending: tuple[Future[EpisodeBatch], torch.Tensor] | None = None
         self.ahead = ahead
 
     def next(self) -> EpisodeBatch:
@@ -52,8 +54,8 @@ class EpisodeStream:
             if self.ahead is None:  # decided once, on the first draw (episodes are the same)
                 self.ahead = time.perf_counter() - t0 > AHEAD_ABOVE_S
         else:
-            pending, self._pending = self._pending, None
-            batch = pending.result()
+            batch = self._pending[0].result()
+            self._pending = None
         if self.ahead:
             self._start()
         return batch
@@ -61,8 +63,7 @@ class EpisodeStream:
     def get_state(self) -> torch.Tensor:
         """Generator state from which the next `next()` batch is drawn."""
         if self._pending is not None:
-            assert self._state_before_pending is not None
-            return self._state_before_pending.clone()
+            return self._pending[1].clone()
         return self.generator.get_state()
 
     def set_state(self, state: torch.Tensor) -> None:
@@ -73,14 +74,13 @@ class EpisodeStream:
         """Drop a batch drawn ahead and rewind the generator to before it."""
         if self._pending is None:
             return
-        pending, self._pending = self._pending, None
-        pending.exception()  # wait: the generator is ours again; its error is not ours to raise
-        assert self._state_before_pending is not None
-        self.generator.set_state(self._state_before_pending)
+        (future, before), self._pending = self._pending, None
+        future.exception()  # wait: the generator is ours again; its error is not ours to raise
+        self.generator.set_state(before)
 
     def _start(self) -> None:
-        self._state_before_pending = self.generator.get_state()
-        self._pending = background().submit(self._draw_later)
+        before = self.generator.get_state()
+        self._pending = (background().submit(self._draw_later), before)
 
     def _draw_later(self) -> EpisodeBatch:
         # let the training thread get into the step first: a draw begun at once takes the GIL
