@@ -47,16 +47,16 @@ def map_units(fn: Callable[[range], T], units: Sequence[range], workers: int) ->
     order, do not depend on which thread ran what."""
     if workers <= 1 or len(units) <= 1:
         return [fn(u) for u in units]
-    run = _in_callers_state(fn)
     results: list[T | None] = [None] * len(units)
     taken = itertools.count()  # next() on a count is atomic under the GIL
 
     def work() -> None:
         while (i := next(taken)) < len(units):
-            results[i] = run(units[i])
+            results[i] = fn(units[i])
 
+    run = _in_callers_state(work)
     pool = _pool(workers)
-    for f in [pool.submit(contextvars.copy_context().run, work) for _ in range(workers)]:
+    for f in [pool.submit(contextvars.copy_context().run, run) for _ in range(workers)]:
         f.result()
     return results  # type: ignore[return-value]
 
@@ -75,14 +75,15 @@ def background() -> ThreadPoolExecutor:
     return _pool(1)
 
 
-def _in_callers_state(fn: Callable[[range], T]) -> Callable[[range], T]:
+def _in_callers_state(fn: Callable[[], None]) -> Callable[[], None]:
+    """fn, to run on another thread under this thread's grad mode and CPU autocast."""
     grad = torch.is_grad_enabled()
     autocast = torch.is_autocast_enabled("cpu")
     dtype = torch.get_autocast_dtype("cpu")
 
-    def run(part: range) -> T:
+    def run() -> None:
         with torch.set_grad_enabled(grad), torch.autocast("cpu", dtype=dtype, enabled=autocast):
-            return fn(part)
+            fn()
 
     return run
 
