@@ -198,7 +198,8 @@ def test_queue_reorder_and_remove(qtbot, window: MainWindow, catalog: Catalog) -
 def test_clone_fills_the_form(qtbot, window: MainWindow, catalog: Catalog) -> None:
     cfg = RunConfig.from_dict({
         "name": "mine", "algorithm": {"name": "fomaml", "inner_lr": 0.02}, "dataset": {"name": "sinusoid"},
-        "train": {"shots": 7, "meta_batch": 3}, "steps": 1234, "seed": 5, "tags": ["a", "b"],
+        "train": {"shots": 7, "meta_batch": 3}, "eval": {"meta_batch": 9}, "steps": 1234, "seed": 5,
+        "tags": ["a", "b"],
     })  # fmt: skip
     run_id = catalog.create_run_from_config(cfg, status="finished")
     window.browser.reload()
@@ -215,6 +216,11 @@ def test_clone_fills_the_form(qtbot, window: MainWindow, catalog: Catalog) -> No
         ["a", "b"],
     )
     assert got.name == "mine-clone"
+    # evaluation does not read its meta-batch: greyed out, but a stored value is kept
+    assert got.eval.meta_batch == 9
+    assert not window.form.editors["eval.meta_batch"].isEnabled()
+    assert "not used" in window.form.editors["eval.meta_batch"].toolTip()
+    assert window.form.editors["train.meta_batch"].isEnabled()
 
 
 def test_evaluate_a_checkpoint_stores_an_evaluation(

@@ -37,7 +37,11 @@ class TaskShape(StrictModel):
         15, ge=1, le=1000, description="Query examples per class the adapted model is scored on"
     )
     meta_batch: int = Field(
-        32, ge=1, le=1024, description="Tasks per meta-update (training) or per evaluation chunk"
+        32,
+        ge=1,
+        le=1024,
+        description="Tasks per meta-update (training only: evaluation draws its episodes in"
+        " groups set by the task shape, so every run is scored on the same ones)",
     )
     inner_steps: int = Field(
         1,

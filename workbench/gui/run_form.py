@@ -62,6 +62,11 @@ SCHEDULE_FIELDS = [
     "test_episodes",
     "test_on_finish",
 ]
+# task-shape cells the engine does not read, with why (shown greyed out, with this tooltip)
+UNUSED_FIELDS = {
+    "eval.meta_batch": "Evaluation draws its episodes in groups set by the task shape, so every "
+    "run of a dataset is scored on the same episodes; this value is not used",
+}
 DATASET_OPTION_FIELDS = ["split", "split_seed", "rotations", "image_size", "channels", "download"]
 
 
@@ -258,7 +263,12 @@ class RunForm(QWidget):
             grid.addWidget(lab, r, 0)
             for c, phase in enumerate(("train", "eval"), start=1):
                 key = f"{phase}.{name}"
-                grid.addWidget(self._add(key, editor_for(key, field)), r, c)
+                editor = self._add(key, editor_for(key, field))
+                if key in UNUSED_FIELDS:  # kept so stored configs load, but it changes nothing
+                    editor.setEnabled(False)
+                    editor.base_tooltip = UNUSED_FIELDS[key]  # what validation shows again
+                    editor.setToolTip(editor.base_tooltip)
+                grid.addWidget(editor, r, c)
         self.body.addWidget(box)
 
     def _build_schedule(self) -> None:
