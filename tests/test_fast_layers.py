@@ -189,43 +189,67 @@ def test_channels_last_step_never_mixes_layouts(first_order: bool) -> None:
     assert probe.mixed == []
 
 
+@pytest.mark.parametrize("mode", ["shared", "per-task", "per-task summed", "shared summed"])
 @pytest.mark.parametrize("batch_norm", ["batch", "none"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_batched_task_gradients_equal_per_task_autograd(
-    batch_norm: str, layout: torch.memory_format
+    batch_norm: str, layout: torch.memory_format, mode: str
 ) -> None:
+    """Gradients (per task or summed) and logits of the batched passes equal one autograd
+    pass per task, with shared weights (MAML's first step) or each task's own (later steps,
+    the query pass); 12 tasks go through in two groups, so the groups' seam is covered."""
     torch.manual_seed(0)
     cfg = ModelConfig(width=4, batch_norm=batch_norm, channels_last=layout == torch.channels_last)
     model = Conv4(cfg, (1, 12, 12), 3).double().to(memory_format=layout)
     params = dict(model.named_parameters())
-    x = torch.rand(4, 6, 1, 12, 12, dtype=torch.float64)
-    y = torch.randint(0, 3, (4, 6))
-    batched = model.task_gradients(params, x, y)
-    assert batched is not None and batched.keys() == params.keys()
-    for t in range(4):
-        loss = F.cross_entropy(model(x[t]), y[t])
-        for name, g in zip(params, torch.autograd.grad(loss, tuple(params.values())), strict=True):
-            torch.testing.assert_close(batched[name][t], g, rtol=1e-9, atol=1e-12, msg=name)
+    tasks, per_task, summed = 12, mode.startswith("per-task"), mode.endswith("summed")
+    own = [
+        {k: p.detach() + 0.1 * torch.randn_like(p) if per_task else p for k, p in params.items()}
+        for _ in range(tasks)
+    ]
+    passed = {k: torch.stack([o[k] for o in own]) for k in params} if per_task else params
+    x = torch.rand(tasks, 6, 1, 12, 12, dtype=torch.float64)
+    y = torch.randint(0, 3, (tasks, 6))
+    out = model.task_gradients(passed, x, y, per_task_params=per_task, summed=summed, scale=0.5)
+    assert out is not None and out[0].keys() == params.keys()
+    batched, logits = out
+    expected = {k: torch.zeros_like(p) for k, p in params.items()}
+    for t in range(tasks):
+        weights = {k: p.detach().requires_grad_() for k, p in own[t].items()}
+        pred = torch.func.functional_call(model, weights, (x[t],))
+        torch.testing.assert_close(logits[t], pred.detach(), rtol=1e-9, atol=1e-12)
+        grads = torch.autograd.grad(0.5 * F.cross_entropy(pred, y[t]), tuple(weights.values()))
+        for name, g in zip(params, grads, strict=True):
+            if summed:
+                expected[name] += g
+            else:
+                torch.testing.assert_close(batched[name][t], g, rtol=1e-9, atol=1e-12, msg=name)
+    for name, g in expected.items() if summed else ():
+        torch.testing.assert_close(batched[name], g, rtol=1e-9, atol=1e-12, msg=name)
 
 
 @pytest.mark.parametrize("steps", [1, 2])
-def test_first_order_step_is_the_same_with_the_batched_first_step(
+def test_first_order_step_is_the_same_with_the_batched_passes(
     steps: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The batched first-order step (inner steps and query pass) gives the meta-gradient,
+    loss and accuracy of per-task autograd."""
     algo, batch = conv_maml(steps, torch.channels_last)
     algo.params = algo.params.model_copy(update={"first_order": True})
     shape = TaskShape(ways=3, shots=1, queries=1, inner_steps=steps)
 
-    def meta_gradient() -> list[torch.Tensor]:
+    def meta_step() -> tuple[list[torch.Tensor], dict[str, float]]:
         algo.zero_grad()
-        algo.meta_train_step(batch, shape)
-        return [p.grad.clone() for p in algo.model.parameters()]
+        metrics = algo.meta_train_step(batch, shape)
+        return [p.grad.clone() for p in algo.model.parameters()], metrics
 
-    assert algo.first_step_gradients(batch, algo.initial_params()) is not None
-    batched = meta_gradient()
-    monkeypatch.setattr(MAML, "first_step_gradients", lambda self, b, t, tasks=slice(None): None)
-    for a, e in zip(batched, meta_gradient(), strict=True):
+    assert algo.first_order_adapted(batch, algo.initial_params(), slice(None), steps) is not None
+    batched, batched_metrics = meta_step()
+    monkeypatch.setattr(MAML, "first_order_adapted", lambda *args: None)
+    plain, plain_metrics = meta_step()
+    for a, e in zip(batched, plain, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+    assert batched_metrics == pytest.approx(plain_metrics, rel=1e-6)  # accuracy: fp32 there
 
 
 @pytest.mark.parametrize("downsample", ["maxpool", "stride"])

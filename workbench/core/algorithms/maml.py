@@ -9,10 +9,11 @@ the meta-gradient against finite differences to catch exactly that.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 
 from workbench.core.algorithms import ALGORITHMS
@@ -30,6 +31,20 @@ REGRESSION_CURVE = (0, 1, 5, 10)  # MSE reported after these many steps (MAML pa
 def sgd_step(params: Params, grads: Sequence[torch.Tensor], lr: float) -> Params:
     """theta - lr * grad for each parameter (in `params` order), one fused op each."""
     return {k: torch.add(p, g, alpha=-lr) for (k, p), g in zip(params.items(), grads, strict=True)}
+
+
+def accumulate(theta: Params, grads: Iterable[torch.Tensor | None]) -> None:
+    """Add a meta-gradient (in `theta` order; None: not reached) into theta's .grad."""
+    for p, g in zip(theta.values(), grads, strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad.add_(g)
+
+
+def task_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
+    """Summed per-task mean cross-entropy and accuracy of logits (tasks, n, classes)."""
+    loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+    correct = (logits.argmax(-1) == y).to(logits.dtype)
+    return float(loss.sum()) / y.shape[1], float(correct.sum()) / y.shape[1]
 
 
 class MAMLParams(AlgorithmParams):
@@ -95,9 +110,7 @@ class MAML(Algorithm):
             parts = map_units(
                 lambda tasks: self.task_unit(batch, shape, theta, tasks, True), units, workers
             )
-            grads = sum_in_order([grads for grads, _, _ in parts if grads is not None])
-            for p, g in zip(theta.values(), grads, strict=True):
-                p.grad = g if p.grad is None else p.grad.add_(g)
+            accumulate(theta, sum_in_order([grads for grads, _, _ in parts if grads is not None]))
             loss_sum = sum(loss for _, loss, _ in parts)
             score_sum = sum(score for _, _, score in parts)
         return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
@@ -111,17 +124,26 @@ class MAML(Algorithm):
         second_order = not self.params.first_order
         steps = self.train_inner_steps(shape)
         n, lr = len(batch), self.params.inner_lr
-        first = None
-        if not second_order and steps >= 1:
-            first = self.first_step_gradients(batch, theta, slice(tasks.start, tasks.stop))
+        rows = slice(tasks.start, tasks.stop)
+        stacked = None if second_order else self.first_order_adapted(batch, theta, rows, steps)
+        if stacked is not None:
+            query = self.model.task_gradients(
+                stacked, batch.query_x[rows], batch.query_y[rows],
+                per_task_params=True, summed=True, scale=1 / n,
+            )  # fmt: skip
+            if query is not None:  # first order, all of it batched
+                grads, logits = query
+                loss_sum, score_sum = task_sums(logits, batch.query_y[rows])
+                if apart:
+                    return list(grads.values()), loss_sum, score_sum
+                accumulate(theta, grads.values())
+                return None, loss_sum, score_sum
         total = [torch.zeros_like(p) for p in theta.values()] if apart else None
         loss_sum = score_sum = 0.0
         for j, i in enumerate(tasks):
-            if first is not None:  # first-order: the first inner step of all tasks came batched
-                adapted = sgd_step(theta, [first[k][j] for k in theta], lr)
-                adapted = self.adapt(
-                    adapted, batch.support_x[i], batch.support_y[i], steps - 1, lr, False
-                )
+            if stacked is not None:  # first order: the inner steps came batched, the query not
+                adapted = {k: p[j].detach().requires_grad_() for k, p in stacked.items()}
+                wrt = tuple(adapted.values())  # first order: d theta' / d theta is taken as I
             else:
                 # the inner loop's graph is differentiated twice: conv/BN second derivatives in
                 # closed form there; the query pass is differentiated once (native layers)
@@ -129,30 +151,45 @@ class MAML(Algorithm):
                     adapted = self.adapt(
                         theta, batch.support_x[i], batch.support_y[i], steps, lr, second_order
                     )
+                wrt = tuple(theta.values())
             out = call(self.model, adapted, batch.query_x[i])
             loss, score = loss_and_score(self.kind, out, batch.query_y[i])
             # one task's graph at a time keeps memory flat in the meta-batch
-            if total is None:
-                (loss / n).backward()
+            if total is None and stacked is None:
+                (loss / n).backward()  # one thread: straight into theta's .grad
             else:
-                grads = torch.autograd.grad(loss / n, tuple(theta.values()), allow_unused=True)
-                for acc, g in zip(total, grads, strict=True):
-                    if g is not None:  # None: a parameter the loss does not reach
-                        acc.add_(g)
+                grads = torch.autograd.grad(loss / n, wrt, allow_unused=True)
+                if total is None:
+                    accumulate(theta, grads)
+                else:
+                    for acc, g in zip(total, grads, strict=True):
+                        if g is not None:  # None: a parameter the loss does not reach
+                            acc.add_(g)
             loss_sum += float(loss.detach())
             score_sum += float(score)
         return total, loss_sum, score_sum
 
-    def first_step_gradients(
-        self, batch: EpisodeBatch, theta: Params, tasks: slice = slice(None)
-    ) -> dict[str, torch.Tensor] | None:
-        """The support gradient at theta of each task in `tasks`, (tasks, ...) per parameter, from
-        the model's batched `task_gradients` where it has one (not differentiable: first order)."""
+    @torch.no_grad()
+    def first_order_adapted(
+        self, batch: EpisodeBatch, theta: Params, tasks: slice, steps: int
+    ) -> Params | None:
+        """First order: the adapted weights of each task in `tasks` after `steps` inner steps,
+        (tasks, ...) per parameter, from the model's batched `task_gradients` (the first step
+        at the shared theta, the later ones at each task's own weights); None where the model
+        has no batched passes for this batch."""
         fn = getattr(self.model, "task_gradients", None)
-        if fn is None or self.kind != "classification":
+        if fn is None or self.kind != "classification" or steps < 1:
             return None
-        grads = fn(theta, batch.support_x[tasks], batch.support_y[tasks])
-        return grads if grads is not None and grads.keys() == theta.keys() else None
+        x, y = batch.support_x[tasks], batch.support_y[tasks]
+        lr = self.params.inner_lr
+        first = fn(theta, x, y)
+        if first is None or first[0].keys() != theta.keys():
+            return None
+        adapted = {k: g.mul_(-lr).add_(theta[k]) for k, g in first[0].items()}
+        for _ in range(steps - 1):
+            grads, _ = fn(adapted, x, y, per_task_params=True)
+            adapted = {k: grads[k].mul_(-lr).add_(p) for k, p in adapted.items()}
+        return adapted
 
     # ---- evaluation -----------------------------------------------------------------
     @property

@@ -105,11 +105,21 @@ class Conv4(nn.Module):
         return self.functional_forward(None, x)
 
     def task_gradients(
-        self, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-    ) -> dict[str, torch.Tensor] | None:
-        """Per-task cross-entropy gradients at shared `params` for x: (tasks, n, C, H, W), from
-        one batched pass (`task_gradients.py`); None where this model shape is not covered."""
-        return task_gradients.per_task_gradients(self, params, x, y)
+        self,
+        params: Mapping[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        per_task_params: bool = False,
+        summed: bool = False,
+        scale: float = 1.0,
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+        """Per-task (or task-summed) cross-entropy gradients for x: (tasks, n, C, H, W) and the
+        logits, from batched passes (`task_gradients.py`); None where this model shape is not
+        covered."""
+        return task_gradients.batched_gradients(
+            self, params, x, y, per_task_params=per_task_params, summed=summed, scale=scale
+        )
 
 
 @MODELS.register("conv4")

@@ -1,13 +1,17 @@
-"""Cross-entropy gradients of many tasks at the same weights, from one batched pass.
+"""Cross-entropy gradients of many tasks from one batched pass, for first-order MAML.
 
-MAML's first inner step starts every task of the meta-batch from the same theta. Autograd
-can only give the gradient of a sum, so the plain way is one forward and backward per task:
-on 5-image episodes that is a few hundred tiny convolution calls, each dominated by its fixed
-cost. Here all tasks' support sets go through each convolution in ONE call (the weights are
-shared), batch norm keeps per-task statistics, the input gradients run batched too, and only
-the weight gradient, the one quantity that differs per task, is computed task by task. The
-backward is written out (Conv-4 is conv, batch norm, ReLU, mean pool, linear), so this is
-first-order only: the result is not differentiable. Tested against per-task autograd.
+First-order MAML needs, per task, the support gradient at shared theta (the first inner
+step), support gradients at each task's own adapted weights (later inner steps) and the
+query gradient at the task's adapted weights, summed over tasks (the meta-gradient).
+Autograd gives the gradient of one sum, so the plain way is one forward and backward per
+task: on 5-image episodes that is a few hundred tiny convolution calls and a few thousand
+tiny elementwise ops, each dominated by its fixed cost. Here a group of tasks goes through
+each layer together: batch norm (per-task statistics and, for adapted weights, per-task
+gamma and beta), ReLU, pooling and the head run as one op over the group; a convolution
+runs once when the weights are shared and once per task otherwise, and its weight gradient
+once for the group when it is summed over tasks and once per task otherwise. The backward
+is written out (Conv-4 is conv, batch norm, ReLU, mean pool, linear), so this is first-order
+only: the result is not differentiable. Tested against per-task autograd.
 """
 
 from __future__ import annotations
@@ -45,35 +49,64 @@ def _map_view(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     return v.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
 
-def per_task_gradients(
-    model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor] | None:
-    """Per-task gradients of the mean cross-entropy at shared `params`, (tasks, *param shape)
-    per parameter, for x: (tasks, n, C, H, W), y: (tasks, n); tasks go through in groups of
-    about IMAGES_PER_PASS images. None where it does not apply: another model shape, too
-    few tasks per pass to gain anything, or bf16 autocast (this computes in x's dtype)."""
+def task_group(model: Conv4, x: torch.Tensor) -> int:
+    """Tasks per batched pass for x: (tasks, n, C, H, W); 0 where the pass does not apply:
+    another model shape, too few tasks per pass to gain anything, or bf16 autocast (the pass
+    computes in x's dtype)."""
     group = IMAGES_PER_PASS // x.shape[1]
     if (
         group < MIN_TASKS_PER_PASS
         or not _supported(model)
         or torch.is_autocast_enabled(x.device.type)
     ):
+        return 0
+    return group
+
+
+def batched_gradients(
+    model: Conv4,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    per_task_params: bool = False,
+    summed: bool = False,
+    scale: float = 1.0,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
+    """Gradients of each task's mean cross-entropy times `scale`, for x: (tasks, n, C, H, W),
+    y: (tasks, n), and the logits (tasks, n, classes). `params` are shared (parameter shapes)
+    or, with `per_task_params`, one set per task ((tasks, *shape) each). The gradients come
+    per task ((tasks, *shape), each task's slice in its parameter's memory layout) or, with
+    `summed`, summed over the tasks. None where the pass does not apply (`task_group`)."""
+    group = task_group(model, x)
+    if not group:
         return None
-    parts = [
-        _group_gradients(model, params, x[i : i + group], y[i : i + group])
-        for i in range(0, x.shape[0], group)
-    ]
-    return _merge(parts, params)
+    grads: list[dict[str, torch.Tensor]] = []
+    logits = []
+    for i in range(0, x.shape[0], group):
+        tasks = slice(i, i + group)
+        part = {k: p[tasks] for k, p in params.items()} if per_task_params else params
+        g, out = _group_pass(model, part, x[tasks], y[tasks], per_task_params, summed, scale)
+        grads.append(g)
+        logits.append(out)
+    if summed:
+        total = {k: grads[0][k] for k in params}  # in params' order
+        for g in grads[1:]:
+            for k, t in total.items():
+                t.add_(g[k])
+        return total, torch.cat(logits)
+    layouts = {k: memory_format(p[0] if per_task_params else p) for k, p in params.items()}
+    return _merge(grads, layouts), torch.cat(logits)
 
 
 def _merge(
-    parts: list[dict[str, torch.Tensor]], params: Mapping[str, torch.Tensor]
+    parts: list[dict[str, torch.Tensor]], layouts: Mapping[str, torch.memory_format]
 ) -> dict[str, torch.Tensor]:
     """Concatenate the groups' (tasks, ...) gradients; each task's slice gets its parameter's
     memory layout, so that theta - alpha * g[t] does not mix NCHW and channels-last."""
     out = {}
-    for k, p in params.items():
-        if memory_format(p) == torch.channels_last:
+    for k, layout in layouts.items():
+        if layout == torch.channels_last:
             out[k] = torch.cat([g[k].permute(0, 1, 3, 4, 2) for g in parts]).permute(0, 1, 4, 2, 3)
         else:
             out[k] = torch.cat([g[k] for g in parts])
@@ -88,14 +121,23 @@ def _supported(model: Conv4) -> bool:
     )
 
 
-@torch.no_grad()
-def _group_gradients(
-    model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """Per-task gradients of the mean cross-entropy, (tasks, *param shape) per parameter.
+def _per_task(v: torch.Tensor, per_task: bool) -> torch.Tensor:
+    """A per-channel parameter shaped to broadcast against a (tasks, m, C) view."""
+    return v.unsqueeze(1) if per_task else v
 
-    x: (tasks, n, C, H, W) support images, y: (tasks, n) labels. The model must be the
-    strided Conv-4 with a head (`_supported`)."""
+
+@torch.no_grad()
+def _group_pass(
+    model: Conv4,
+    params: Mapping[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    per_task: bool,
+    summed: bool,
+    scale: float,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """`batched_gradients` for one group of tasks (x: (tasks, n, C, H, W)): the gradients,
+    summed or per task, and the logits. The model must be the strided Conv-4 with a head."""
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
     layers = list(model.features)
@@ -103,9 +145,15 @@ def _group_gradients(
     for i in model._order:
         layer, keys = layers[i], model._keys[i]
         if isinstance(layer, Conv2d):
-            w = params[keys[0]]
+            w, b = params[keys[0]], params[keys[1]]
             tape.append(("conv", keys, h, w, layer))
-            h = F.conv2d(h, w, params[keys[1]], layer.stride, layer.padding)
+            if per_task:
+                h = torch.cat([
+                    F.conv2d(h[t * n : (t + 1) * n], w[t], b[t], layer.stride, layer.padding)
+                    for t in range(tasks)
+                ])  # fmt: skip
+            else:
+                h = F.conv2d(h, w, b, layer.stride, layer.padding)
             if model.channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
         elif isinstance(layer, BatchStatNorm2d):
@@ -113,50 +161,109 @@ def _group_gradients(
             xh = v - v.mean(1, keepdim=True)
             invstd = torch.rsqrt((xh * xh).mean(1, keepdim=True) + layer.eps)
             xh.mul_(invstd)
-            gamma = params[keys[0]]
+            gamma = _per_task(params[keys[0]], per_task)
             tape.append(("bn", keys, xh, invstd, gamma, h.shape))
-            h = _map_view(torch.addcmul(params[keys[1]], xh, gamma), h.shape)
+            h = _map_view(torch.addcmul(_per_task(params[keys[1]], per_task), xh, gamma), h.shape)
         elif isinstance(layer, nn.ReLU):
             h = torch.relu(h)
             tape.append(("relu", h))
         else:
             raise ValueError(f"task_gradients: unsupported layer {type(layer).__name__}")
-    feat = h.mean((2, 3))
-    w_head = params["head.weight"]
-    logits = F.linear(feat, w_head, params["head.bias"]).view(tasks, n, -1)
+    feat = h.mean((2, 3)).view(tasks, n, -1)
+    w_head, b_head = params["head.weight"], params["head.bias"]
+    if per_task:
+        logits = torch.baddbmm(b_head.unsqueeze(1), feat, w_head.transpose(1, 2))
+    else:
+        logits = F.linear(feat, w_head, b_head)
     d_logits = logits.softmax(-1)
     d_logits.scatter_add_(2, y.unsqueeze(2), torch.full(y.shape + (1,), -1.0, dtype=d_logits.dtype))
-    d_logits /= n  # mean over each task's support set
-    grads = {
-        "head.weight": torch.bmm(d_logits.transpose(1, 2), feat.view(tasks, n, -1)),
-        "head.bias": d_logits.sum(1),
-    }
+    d_logits *= scale / n  # mean over each task's examples
+    if summed:
+        flat = d_logits.reshape(tasks * n, -1)
+        grads = {"head.weight": flat.T @ feat.reshape(tasks * n, -1), "head.bias": flat.sum(0)}
+    else:
+        grads = {
+            "head.weight": torch.bmm(d_logits.transpose(1, 2), feat),
+            "head.bias": d_logits.sum(1),
+        }
+    d_feat = torch.bmm(d_logits, w_head) if per_task else d_logits @ w_head
     size = h.shape[2] * h.shape[3]
-    d = (d_logits.reshape(tasks * n, -1) @ w_head / size)[:, :, None, None].expand(h.shape)
+    d = (d_feat.reshape(tasks * n, -1) / size)[:, :, None, None].expand(h.shape)
     for entry in reversed(tape):
         kind = entry[0]
         if kind == "relu":
-            d = d * (entry[1] > 0)
+            d = torch.ops.aten.threshold_backward(d, entry[1], 0)
         elif kind == "bn":
             _, keys, xh, invstd, gamma, shape = entry
             dv = _tasks_view(d, tasks)
-            g_beta = dv.sum(1)
-            g_gamma = (dv * xh).sum(1)
+            g_beta = dv.sum(1, keepdim=True)
+            g_gamma = (dv * xh).sum(1, keepdim=True)
             m = xh.shape[1]
-            dz = torch.addcmul(dv - (g_beta / m).unsqueeze(1), xh, (g_gamma / -m).unsqueeze(1))
+            dz = torch.addcmul(dv - g_beta / m, xh, g_gamma / -m)
             d = _map_view(dz.mul_(gamma * invstd), shape)
-            grads[keys[0]], grads[keys[1]] = g_gamma, g_beta
+            if summed:
+                grads[keys[0]], grads[keys[1]] = g_gamma.sum((0, 1)), g_beta.sum((0, 1))
+            else:
+                grads[keys[0]], grads[keys[1]] = g_gamma.squeeze(1), g_beta.squeeze(1)
         else:
             _, keys, h_in, w, layer = entry
-            geometry = (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
-            per_task = [
-                torch.ops.aten.convolution_backward(d[t * n : (t + 1) * n], h_in[t * n : (t + 1) * n], w, [w.shape[0]], *geometry, [False, True, True])
+            d = _conv_backward(
+                d, h_in, w, layer, entry is not tape[0], grads, keys, tasks, n, per_task, summed
+            )
+    return grads, logits
+
+
+def _conv_backward(
+    d: torch.Tensor,
+    h_in: torch.Tensor,
+    w: torch.Tensor,
+    layer: Conv2d,
+    need_input: bool,
+    grads: dict[str, torch.Tensor],
+    keys: tuple[str, str],
+    tasks: int,
+    n: int,
+    per_task: bool,
+    summed: bool,
+) -> torch.Tensor:
+    """One convolution's backward for a group: stores its weight and bias gradients in
+    `grads` and returns the input gradient (None-free: `d` itself when it is not needed).
+    Every call is as few convolutions as the weights allow: one over the group where the
+    weights (forward) or the gradients (summed) are shared, one per task otherwise."""
+    geometry = (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
+    bwd = torch.ops.aten.convolution_backward
+    one = w[0] if per_task else w  # the weight's shape, for a summed weight gradient
+
+    def rows(t: int) -> slice:
+        return slice(t * n, (t + 1) * n)
+
+    if summed:
+        if not per_task:
+            gx, grads[keys[0]], grads[keys[1]] = bwd(
+                d, h_in, w, [w.shape[0]], *geometry, [need_input, True, True]
+            )
+            return gx if need_input else d
+        _, grads[keys[0]], grads[keys[1]] = bwd(
+            d, h_in, one, [one.shape[0]], *geometry, [False, True, True]
+        )
+        if not need_input:
+            return d
+        gx = torch.cat(
+            [
+                bwd(d[rows(t)], h_in[rows(t)], w[t], None, *geometry, [True, False, False])[0]
                 for t in range(tasks)
-            ]  # fmt: skip
-            grads[keys[0]] = torch.stack([g[1] for g in per_task])
-            grads[keys[1]] = torch.stack([g[2] for g in per_task])
-            if entry is not tape[0]:  # the images need no gradient
-                d = torch.ops.aten.convolution_backward(
-                    d, h_in, w, None, *geometry, [True, False, False]
-                )[0]
-    return grads
+            ]
+        )
+        return gx.contiguous(memory_format=memory_format(h_in))
+    wanted = [need_input and per_task, True, True]
+    outs = [
+        bwd(d[rows(t)], h_in[rows(t)], w[t] if per_task else w, [one.shape[0]], *geometry, wanted)
+        for t in range(tasks)
+    ]
+    grads[keys[0]] = torch.stack([o[1] for o in outs])
+    grads[keys[1]] = torch.stack([o[2] for o in outs])
+    if not need_input:
+        return d
+    if per_task:
+        return torch.cat([o[0] for o in outs]).contiguous(memory_format=memory_format(h_in))
+    return bwd(d, h_in, w, None, *geometry, [True, False, False])[0]
