@@ -15,6 +15,7 @@ from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.maml import MAML
 from workbench.core.config import ModelConfig, TaskShape
 from workbench.core.models import batch_norm as bn_module
+from workbench.core.models import task_gradients
 from workbench.core.models.batch_norm import batch_norm
 from workbench.core.models.conv import _Conv
 from workbench.core.models.conv4 import Conv4
@@ -189,15 +190,22 @@ def test_channels_last_step_never_mixes_layouts(first_order: bool) -> None:
     assert probe.mixed == []
 
 
+@pytest.mark.parametrize("small", [True, False], ids=["matmul-convs", "onednn-convs"])
 @pytest.mark.parametrize("mode", ["shared", "per-task", "per-task summed", "shared summed"])
 @pytest.mark.parametrize("batch_norm", ["batch", "none"])
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_batched_task_gradients_equal_per_task_autograd(
-    batch_norm: str, layout: torch.memory_format, mode: str
+    batch_norm: str,
+    layout: torch.memory_format,
+    mode: str,
+    small: bool,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Gradients (per task or summed) and logits of the batched passes equal one autograd
     pass per task, with shared weights (MAML's first step) or each task's own (later steps,
-    the query pass); 12 tasks go through in two groups, so the groups' seam is covered."""
+    the query pass), by matmul for small layers or by oneDNN per task; 12 tasks go through
+    in two groups, so the groups' seam is covered."""
+    monkeypatch.setattr(task_gradients, "SMALL_COLS", task_gradients.SMALL_COLS if small else 0)
     torch.manual_seed(0)
     cfg = ModelConfig(width=4, batch_norm=batch_norm, channels_last=layout == torch.channels_last)
     model = Conv4(cfg, (1, 12, 12), 3).double().to(memory_format=layout)
