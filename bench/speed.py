@@ -702,9 +702,11 @@ difference is work it does not do: second-order MAML differentiates conv and bat
 through closed-form double backwards (`workbench/core/models/conv.py`, `batch_norm.py`: one
 `convolution_backward` gives both dW and dx, where autograd's generic one convolves
 batch-transposed copies; three reductions for batch norm instead of about forty ops), so
-its step also counts fewer FLOPs; first-order MAML computes the first inner step of all tasks
-in batched passes (`models/task_gradients.py`: shared-weight convolutions once per group of
-tasks, per-task batch norm, only the weight gradients per task); the learner runs through a
+its step also counts fewer FLOPs; first-order MAML runs its inner steps and query pass in
+batched passes over groups of 8 tasks (`models/task_gradients.py`: batch norm with per-task
+statistics and weights, ReLU, pooling and head as one op per group; convolutions once per
+group where the weights or the summed gradients are shared, as one batched matmul where the
+layer is small, per task otherwise); the learner runs through a
 direct functional forward (no
 `functional_call` parameter swapping, which on 5-image episodes costs as much as the
 convolutions); one channels-last layout through forward and backward (one NCHW gradient
