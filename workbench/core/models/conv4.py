@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.config import ModelConfig
-from workbench.core.models import MODELS, task_gradients
+from workbench.core.models import MODELS
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
+from workbench.core.models.task_gradients import batched_gradients
 
 
 class Conv4(nn.Module):
@@ -104,22 +105,9 @@ class Conv4(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.functional_forward(None, x)
 
-    def task_gradients(
-        self,
-        params: Mapping[str, torch.Tensor],
-        x: torch.Tensor,
-        y: torch.Tensor,
-        *,
-        per_task_params: bool = False,
-        summed: bool = False,
-        scale: float = 1.0,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-        """Per-task (or task-summed) cross-entropy gradients for x: (tasks, n, C, H, W) and the
-        logits, from batched passes (`task_gradients.py`); None where this model shape is not
-        covered."""
-        return task_gradients.batched_gradients(
-            self, params, x, y, per_task_params=per_task_params, summed=summed, scale=scale
-        )
+    # per-task (or task-summed) cross-entropy gradients and logits of a batch of tasks from
+    # batched passes, the model bound as their first argument; None where not covered
+    task_gradients = batched_gradients
 
 
 @MODELS.register("conv4")
