@@ -84,7 +84,7 @@ def test_conv_double_backward_is_autograds(layout: torch.memory_format, input_gr
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
-def conv_maml(steps: int, layout: torch.memory_format) -> tuple[MAML, EpisodeBatch]:
+def conv_maml(steps: int, layout: torch.memory_format, tasks: int = 2) -> tuple[MAML, EpisodeBatch]:
     torch.manual_seed(0)
     model = Conv4(
         ModelConfig(width=4, channels_last=layout == torch.channels_last), (1, 12, 12), 3
@@ -92,8 +92,8 @@ def conv_maml(steps: int, layout: torch.memory_format) -> tuple[MAML, EpisodeBat
     model.to(memory_format=layout)
     algo = MAML(ALGORITHMS.get("maml").Params(inner_lr=0.4), model, "classification")
     g = torch.Generator().manual_seed(1)
-    x = torch.rand(2, 6, 1, 12, 12, generator=g, dtype=torch.float64)
-    y = torch.arange(3).repeat(2).view(1, 6).expand(2, 6)
+    x = torch.rand(tasks, 6, 1, 12, 12, generator=g, dtype=torch.float64)
+    y = torch.arange(3).repeat(2).view(1, 6).expand(tasks, 6)
     return algo, EpisodeBatch(x[:, :3], y[:, :3], x[:, 3:], y[:, 3:], 3)
 
 
@@ -144,6 +144,7 @@ def test_second_order_maml_uses_the_closed_form_and_first_order_does_not(
         return original(ctx, *grads)
 
     monkeypatch.setattr(bn_module._BatchNormBackward, "backward", staticmethod(counting))
+    monkeypatch.setattr(MAML, "batched", lambda *args: 0)  # the per-task path
     algo, batch = conv_maml(1, torch.contiguous_format)
     algo.meta_train_step(batch, TaskShape(ways=3, shots=1, queries=1, inner_steps=1))
     assert calls["n"] == 4 * len(batch)  # one double backward per BN layer and task
@@ -254,6 +255,35 @@ def test_first_order_step_is_the_same_with_the_batched_passes(
     assert algo.first_order_adapted(batch, algo.initial_params(), slice(None), steps) is not None
     batched, batched_metrics = meta_step()
     monkeypatch.setattr(MAML, "first_order_adapted", lambda *args: None)
+    plain, plain_metrics = meta_step()
+    for a, e in zip(batched, plain, strict=True):
+        torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
+    assert batched_metrics == pytest.approx(plain_metrics, rel=1e-6)  # accuracy: fp32 there
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("small", [True, False], ids=["matmul-convs", "onednn-convs"])
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_second_order_step_is_the_same_with_the_batched_passes(
+    layout: torch.memory_format, small: bool, workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One inner step: the batched second-order step (support gradients differentiated
+    through the group's closed-form convolution backward) gives the meta-gradient, loss and
+    accuracy of the per-task step; 10 tasks in groups of 4, on one thread or two."""
+    monkeypatch.setattr(task_gradients, "IMAGES_PER_PASS", 12)  # 3-image episodes: 4 a group
+    monkeypatch.setattr(task_gradients, "SMALL_COLS", task_gradients.SMALL_COLS if small else 0)
+    monkeypatch.setattr(MAML, "workers", lambda self, b: workers)
+    algo, batch = conv_maml(1, layout, tasks=10)
+    shape = TaskShape(ways=3, shots=1, queries=1, inner_steps=1)
+
+    def meta_step() -> tuple[list[torch.Tensor], dict[str, float]]:
+        algo.zero_grad()
+        metrics = algo.meta_train_step(batch, shape)
+        return [p.grad.clone() for p in algo.model.parameters()], metrics
+
+    assert algo.batched(batch, shape) == 4
+    batched, batched_metrics = meta_step()
+    monkeypatch.setattr(MAML, "batched", lambda *args: 0)
     plain, plain_metrics = meta_step()
     for a, e in zip(batched, plain, strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)

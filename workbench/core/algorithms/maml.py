@@ -10,17 +10,19 @@ the meta-gradient against finite differences to catch exactly that.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch.autograd.function import once_differentiable
 
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
+from workbench.core.models.layout import memory_format
 from workbench.core.task_threads import map_units, sum_in_order, units_of
 from workbench.core.tasks.base import EpisodeBatch
 
@@ -45,6 +47,26 @@ def task_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
     correct = (logits.argmax(-1) == y).to(logits.dtype)
     return float(loss.sum()) / y.shape[1], float(correct.sum()) / y.shape[1]
+
+
+class _Adapted(torch.autograd.Function):
+    """theta - lr * g for a stack of tasks' gradients g (tasks, *theta.shape), with theta's
+    gradient (summed over the tasks) in theta's memory layout: autograd's own sum for the
+    broadcast comes back NCHW, and adding it to the channels-last gradients from the other
+    paths would run strided loops."""
+
+    @staticmethod
+    def forward(ctx: Any, theta: torch.Tensor, g: torch.Tensor, lr: float) -> torch.Tensor:
+        ctx.lr, ctx.layout = lr, memory_format(theta)
+        return g.mul(-lr).add_(theta)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        d_theta = grad.sum(0)
+        if d_theta.dim() == 4:
+            d_theta = d_theta.contiguous(memory_format=ctx.layout)
+        return d_theta, grad * -ctx.lr, None
 
 
 class MAMLParams(AlgorithmParams):
@@ -106,7 +128,7 @@ class MAML(Algorithm):
             # units a thread takes at a time: first order batches its first inner step over 8
             # tasks (`task_gradients`; 2 tasks a unit made the step 14% slower), second order
             # balances best in pairs (measured, 2 threads: 5w1s FO 57 ms, SO 130 ms)
-            units = units_of(n, 8 if self.params.first_order else 2)
+            units = units_of(n, 8 if self.params.first_order or self.batched(batch, shape) else 2)
             parts = map_units(
                 lambda tasks: self.task_unit(batch, shape, theta, tasks, True), units, workers
             )
@@ -125,6 +147,8 @@ class MAML(Algorithm):
         steps = self.train_inner_steps(shape)
         n, lr = len(batch), self.params.inner_lr
         rows = slice(tasks.start, tasks.stop)
+        if second_order and self.batched(batch, shape):
+            return self.second_order_groups(batch, shape, theta, tasks, apart)
         stacked = None if second_order else self.first_order_adapted(batch, theta, rows, steps)
         if stacked is not None:
             query = self.model.task_gradients(
@@ -167,6 +191,48 @@ class MAML(Algorithm):
                             acc.add_(g)
             loss_sum += float(loss.detach())
             score_sum += float(score)
+        return total, loss_sum, score_sum
+
+    def batched(self, batch: EpisodeBatch, shape: TaskShape) -> int:
+        """Tasks per batched pass of the model for this batch (0: none): second order has
+        them for one inner step (`second_order_tasks`), first order for any number."""
+        group = getattr(self.model, "task_group", None)
+        if group is None or self.kind != "classification":
+            return 0
+        if not self.params.first_order and self.train_inner_steps(shape) != 1:
+            return 0
+        return group(batch.support_x)
+
+    def second_order_groups(
+        self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range, apart: bool
+    ) -> tuple[list[torch.Tensor] | None, float, float]:
+        """`task_unit` for second order with one inner step, through the model's batched
+        passes: per group of tasks, the support gradients as a differentiable function of
+        theta, the adapted weights, the query logits, and one backward."""
+        n, lr = len(batch), self.params.inner_lr
+        group = self.batched(batch, shape)
+        total = [torch.zeros_like(p) for p in theta.values()] if apart else None
+        loss_sum = score_sum = 0.0
+        for start in range(tasks.start, tasks.stop, group):
+            rows = slice(start, min(start + group, tasks.stop))
+            grads = self.model.support_gradients(
+                theta, batch.support_x[rows], batch.support_y[rows]
+            )
+            adapted = {k: _Adapted.apply(theta[k], g, lr) for k, g in grads.items()}
+            logits = self.model.tasks_forward(adapted, batch.query_x[rows])
+            y = batch.query_y[rows]
+            loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
+            loss = loss / (y.shape[1] * n)  # each task's mean over the meta-batch
+            if total is None:
+                loss.backward()
+            else:
+                grads = torch.autograd.grad(loss, tuple(theta.values()), allow_unused=True)
+                for acc, g in zip(total, grads, strict=True):
+                    if g is not None:
+                        acc.add_(g)
+            losses, scores = task_sums(logits.detach(), y)
+            loss_sum += losses
+            score_sum += scores
         return total, loss_sum, score_sum
 
     @torch.no_grad()

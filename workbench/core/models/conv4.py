@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.core.config import ModelConfig
-from workbench.core.models import MODELS
+from workbench.core.models import MODELS, second_order_tasks
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
-from workbench.core.models.task_gradients import batched_gradients
+from workbench.core.models.task_gradients import batched_gradients, task_group
 
 
 class Conv4(nn.Module):
@@ -108,6 +108,10 @@ class Conv4(nn.Module):
     # per-task (or task-summed) cross-entropy gradients and logits of a batch of tasks from
     # batched passes, the model bound as their first argument; None where not covered
     task_gradients = batched_gradients
+    # second-order MAML's batched passes (`second_order_tasks.py`), tasks per group
+    support_gradients = second_order_tasks.support_gradients
+    tasks_forward = second_order_tasks.tasks_forward
+    task_group = task_group
 
 
 @MODELS.register("conv4")

@@ -1,0 +1,234 @@
+"""Second-order MAML for a group of tasks from batched passes.
+
+Every task's first inner step starts from the same theta, so the support pass of a group of
+tasks can share its convolutions: one call over the group's images, where the plain way is
+one forward, one backward and, for the meta-gradient, their double backward per task, each
+a fixed-cost oneDNN call on a 5-image episode. Here the support gradient of each task is
+computed by an explicit backward (Conv-4: conv, batch norm, ReLU, mean pool, linear) written
+with differentiable operations, so autograd can differentiate it once more for the
+meta-gradient: batch norm, ReLU, pooling and the head run as one op per group, and the
+convolution's backward is `_GroupWeightGradient`, whose own derivative is in closed form and
+shares every convolution that has the group's common weights. The query pass runs with each
+task's adapted weights (one convolution per task, or one matmul for the 1-channel first
+layer). Tested against the per-task second-order step and finite differences.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+from workbench.core.models.batch_norm import BatchStatNorm2d
+from workbench.core.models.conv import Conv2d
+from workbench.core.models.layout import memory_format
+from workbench.core.models.task_gradients import (
+    _cols,
+    _conv_output,
+    _map_view,
+    _small_input_gradient,
+    _tasks_view,
+    _weight_matrix,
+    task_group,
+)
+
+if TYPE_CHECKING:
+    from workbench.core.models.conv4 import Conv4
+
+_CL = torch.channels_last
+
+
+def _geometry(layer: Conv2d) -> tuple:
+    return (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
+
+
+def _per_slice_channels_last(g: torch.Tensor) -> torch.Tensor:
+    """(tasks, Cout, C, k, k) with each task's slice in channels-last order (the weights' layout)."""
+    return g.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+
+
+class _GroupWeightGradient(torch.autograd.Function):
+    """(gy, x, w) -> (gW per task, gb per task[, gx]) of a convolution whose weights w the
+    group's tasks share (x, gy: the group's images, n per task); differentiable once, in
+    closed form. Given upstream (ggW_t, ggb_t, ggx):
+        d gy_t = conv(ggx_t, w) + conv(x_t, ggW_t) + ggb_t    d x_t = conv_T(gy_t, ggW_t)
+        d w    = sum_t wgrad(ggx_t, gy_t)
+    and the parts with the shared w are one call for the whole group."""
+
+    @staticmethod
+    def forward(ctx: Any, gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, layer: Conv2d,
+                tasks: int, need_x: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        bwd, geometry = torch.ops.aten.convolution_backward, _geometry(layer)
+        cols = _cols(x, layer, tasks)
+        if cols is not None:
+            dv = _tasks_view(gy, tasks)
+            k = layer.kernel_size[0]
+            gw = torch.bmm(dv.transpose(1, 2), cols).view(tasks, -1, k, k, x.shape[1])
+            gw, gb = gw.permute(0, 1, 4, 2, 3), dv.sum(1)
+        else:
+            n = x.shape[0] // tasks
+            outs = [
+                bwd(gy[t * n : (t + 1) * n], x[t * n : (t + 1) * n], w, [w.shape[0]], *geometry, [False, True, True])
+                for t in range(tasks)
+            ]  # fmt: skip
+            gw = _per_slice_channels_last(torch.stack([o[1] for o in outs]))
+            gb = torch.stack([o[2] for o in outs])
+        ctx.save_for_backward(gy, x, w)
+        ctx.layer, ctx.tasks, ctx.cols = layer, tasks, cols
+        if not need_x:
+            return gw, gb
+        gx = bwd(gy, x, w, None, *geometry, [True, False, False])[0]
+        return gw, gb, gx.contiguous(memory_format=memory_format(x))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggw: torch.Tensor | None, ggb: torch.Tensor | None,
+                 ggx: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:  # fmt: skip
+        gy, x, w = ctx.saved_tensors
+        layer, tasks, cols = ctx.layer, ctx.tasks, ctx.cols
+        bwd, geometry = torch.ops.aten.convolution_backward, _geometry(layer)
+        stride, padding = layer.stride, layer.padding
+        n = x.shape[0] // tasks
+        need_gy, need_x, need_w = ctx.needs_input_grad[:3]
+        d_gy = d_x = d_w = None
+        if ggx is not None:
+            ggx = ggx.contiguous(memory_format=memory_format(x))
+        if need_gy:
+            if ggw is not None:
+                bias = ggb if ggb is not None else ggw.new_zeros(ggw.shape[:2])
+                if cols is not None:
+                    out = torch.baddbmm(
+                        bias.unsqueeze(1), cols, _weight_matrix(ggw).transpose(1, 2)
+                    )
+                    d_gy = _conv_output(out, x.shape, layer)
+                else:
+                    d_gy = torch.cat([
+                        F.conv2d(x[t * n : (t + 1) * n], ggw[t], bias[t], stride, padding)
+                        for t in range(tasks)
+                    ])  # fmt: skip
+                d_gy = d_gy.contiguous(memory_format=memory_format(gy))
+                if ggx is not None:
+                    d_gy = d_gy + F.conv2d(ggx, w, None, stride, padding)
+            elif ggx is not None:
+                d_gy = F.conv2d(ggx, w, None, stride, padding)
+                if ggb is not None:
+                    d_gy = d_gy + ggb.repeat_interleave(n, 0)[:, :, None, None]
+            elif ggb is not None:
+                per_image = ggb.repeat_interleave(n, 0)[:, :, None, None]
+                d_gy = per_image.expand(gy.shape).contiguous(memory_format=memory_format(gy))
+        if need_x and ggw is not None:
+            if cols is not None:
+                d_x = _small_input_gradient(gy, ggw, x.shape, layer, tasks)
+            else:
+                d_x = torch.cat([
+                    bwd(gy[t * n : (t + 1) * n], x[t * n : (t + 1) * n], ggw[t], None, *geometry, [True, False, False])[0]
+                    for t in range(tasks)
+                ])  # fmt: skip
+            d_x = d_x.contiguous(memory_format=memory_format(x))
+        if need_w and ggx is not None:
+            d_w = bwd(gy, ggx, w, None, *geometry, [False, True, False])[1]
+        return d_gy, d_x, d_w, None, None, None
+
+
+def support_gradients(
+    model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
+) -> dict[str, torch.Tensor] | None:
+    """Each task's gradient of its mean cross-entropy at the shared `params`, (tasks, *shape)
+    per parameter (conv weights channels-last per task), for x: (tasks, n, C, H, W), as a
+    differentiable function of `params` (what `create_graph=True` gives per task). One group:
+    the caller splits larger batches (`task_group`). None where it does not apply."""
+    if not task_group(model, x):
+        return None
+    tasks, n = x.shape[:2]
+    h = x.reshape(tasks * n, *x.shape[2:])
+    layers = list(model.features)
+    tape: list[tuple] = []
+    for i in model._order:
+        layer, keys = layers[i], model._keys[i]
+        if isinstance(layer, Conv2d):
+            tape.append(("conv", keys, h, layer))
+            h = layer.apply_with(h, params[keys[0]], params[keys[1]]).contiguous(memory_format=_CL)
+        elif isinstance(layer, BatchStatNorm2d):
+            v = _tasks_view(h, tasks)
+            xc = v - v.mean(1, keepdim=True)
+            invstd = torch.rsqrt((xc * xc).mean(1, keepdim=True) + layer.eps)
+            xh = xc * invstd
+            tape.append(("bn", keys, xh, invstd, h.shape))
+            h = _map_view(torch.addcmul(params[keys[1]], xh, params[keys[0]]), h.shape)
+        elif isinstance(layer, nn.ReLU):
+            h = torch.relu(h)
+            tape.append(("relu", h))
+        else:
+            raise ValueError(f"second_order_tasks: unsupported layer {type(layer).__name__}")
+    feat = h.mean((2, 3)).view(tasks, n, -1)
+    w_head = params["head.weight"]
+    logits = F.linear(feat, w_head, params["head.bias"])
+    onehot = F.one_hot(y, logits.shape[-1]).to(logits.dtype)
+    d_logits = (logits.softmax(-1) - onehot) / n  # mean over each task's examples
+    grads = {"head.weight": torch.bmm(d_logits.transpose(1, 2), feat), "head.bias": d_logits.sum(1)}
+    size = h.shape[2] * h.shape[3]
+    d = ((d_logits @ w_head).reshape(tasks * n, -1) / size)[:, :, None, None].expand(h.shape)
+    for entry in reversed(tape):
+        if entry[0] == "relu":
+            d = torch.ops.aten.threshold_backward(d, entry[1], 0)
+        elif entry[0] == "bn":
+            _, keys, xh, invstd, shape = entry
+            dv = _tasks_view(d, tasks)
+            g_beta = dv.sum(1, keepdim=True)
+            g_gamma = (dv * xh).sum(1, keepdim=True)
+            m = xh.shape[1]
+            dz = (dv - g_beta / m - xh * (g_gamma / m)) * (params[keys[0]] * invstd)
+            d = _map_view(dz, shape)
+            grads[keys[0]], grads[keys[1]] = g_gamma.squeeze(1), g_beta.squeeze(1)
+        else:
+            _, keys, h_in, layer = entry
+            need_x = entry is not tape[0]
+            out = _GroupWeightGradient.apply(d, h_in, params[keys[0]], layer, tasks, need_x)
+            grads[keys[0]], grads[keys[1]] = out[0], out[1]
+            if need_x:
+                d = out[2]
+    return {k: grads[k] for k in params}
+
+
+def tasks_forward(
+    model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """Logits (tasks, n, classes) of each task's images x: (tasks, n, C, H, W) under its own
+    weights (tasks, *shape) per parameter; differentiable. Batch norm, ReLU, pooling and the
+    head run once for the group, each convolution once per task (the 1-channel first layer as
+    one matmul)."""
+    tasks, n = x.shape[:2]
+    h = x.reshape(tasks * n, *x.shape[2:])
+    layers = list(model.features)
+    for i in model._order:
+        layer, keys = layers[i], model._keys[i]
+        if isinstance(layer, Conv2d):
+            w, b = params[keys[0]], params[keys[1]]
+            cols = _cols(h, layer, tasks) if not h.requires_grad else None
+            if cols is not None:  # the images: no gradient through the im2col copy needed
+                out = torch.baddbmm(b.unsqueeze(1), cols, _weight_matrix(w).transpose(1, 2))
+                h = _conv_output(out, h.shape, layer)
+            else:
+                h = torch.cat([
+                    F.conv2d(h_t, w_t, b_t, layer.stride, layer.padding)
+                    for h_t, w_t, b_t in zip(h.split(n), w.unbind(0), b.unbind(0), strict=True)
+                ])  # fmt: skip
+            h = h.contiguous(memory_format=_CL)
+        elif isinstance(layer, BatchStatNorm2d):
+            v = _tasks_view(h, tasks)
+            xc = v - v.mean(1, keepdim=True)
+            invstd = torch.rsqrt((xc * xc).mean(1, keepdim=True) + layer.eps)
+            out = torch.addcmul(
+                params[keys[1]].unsqueeze(1), xc * invstd, params[keys[0]].unsqueeze(1)
+            )
+            h = _map_view(out, h.shape)
+        else:
+            h = torch.relu(h)
+    feat = h.mean((2, 3)).view(tasks, n, -1)
+    return torch.baddbmm(
+        params["head.bias"].unsqueeze(1), feat, params["head.weight"].transpose(1, 2)
+    )
