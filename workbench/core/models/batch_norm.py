@@ -115,42 +115,53 @@ class _BatchNormBackward(torch.autograd.Function):
         ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None, ggb: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
         gy, xh, weight, invstd, gw, gb = ctx.saved_tensors
-        nd = xh.dim()
-        dims = _dims(nd)
-        n = xh.numel() // xh.shape[1]
-        ch = _channel
-        r = invstd
-        a, b = gb / n, gw / n
-        grw = weight * r  # gamma * r
+        nd, dims = xh.dim(), _dims(xh.dim())
         # every full-size operand in x's layout: mixed NCHW / channels-last elementwise ops are
         # several times slower than either
         ggx = (
             torch.zeros_like(xh) if ggx is None else ggx.contiguous(memory_format=memory_format(xh))
         )
-        ggw = torch.zeros_like(weight) if ggw is None else ggw
-        ggb = torch.zeros_like(weight) if ggb is None else ggb
-        m1 = ggx.mean(dims)
-        c = (ggx * xh).mean(dims)
-        m3 = (ggx * gy).mean(dims)
-        big_a = n * (m3 - a * m1 - b * c)
-        d_gy = d_w = d_x = None
-        need_gy, need_x, need_w = ctx.needs_input_grad[:3]
-        if need_gy:
-            # ggb + ggw*xh + grw*(ggx - m1 - xh*c) = grw*ggx + xh*(ggw - grw*c) + (ggb - grw*m1)
-            d_gy = (
-                (ggx * ch(grw, nd)).addcmul_(xh, ch(ggw - grw * c, nd)).add_(ch(ggb - grw * m1, nd))
-            )
-        if need_w:
-            d_w = r * big_a
-        if need_x:
-            alpha1 = -grw * b
-            alpha2 = ggw - grw * c
-            mean_v = alpha1 * m1 + alpha2 * a
-            mean_vxh = alpha1 * c + alpha2 * b + weight * big_a * r / n
-            # r*(alpha1*ggx + alpha2*gy - mean_v - xh*mean_vxh)
-            d_x = (ggx * ch(r * alpha1, nd)).addcmul_(gy, ch(r * alpha2, nd))
-            d_x.addcmul_(xh, ch(-r * mean_vxh, nd)).sub_(ch(r * mean_v, nd))
+        d_gy, d_x, d_w = second_derivatives(
+            gy, xh, weight, invstd, gw, gb, ggx,
+            torch.zeros_like(weight) if ggw is None else ggw,
+            torch.zeros_like(weight) if ggb is None else ggb,
+            ctx.needs_input_grad[:3], lambda t: t.mean(dims), lambda v: _channel(v, nd),
+        )  # fmt: skip
         return d_gy, d_x, d_w, None, None, None
+
+
+def second_derivatives(
+    gy: torch.Tensor, xh: torch.Tensor, weight: torch.Tensor, r: torch.Tensor,
+    gw: torch.Tensor, gb: torch.Tensor, ggx: torch.Tensor, ggw: torch.Tensor, ggb: torch.Tensor,
+    needs: tuple[bool, ...], mean: Any, ch: Any,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+    """(d gy, d x, d weight) of the module docstring's closed form, each where `needs` says
+    (gy, x, weight). `mean` reduces a full-size tensor to per-channel statistics and `ch`
+    shapes per-channel values to broadcast against it; weight, r = invstd, gw, gb, ggw and
+    ggb are per-channel (for batch norm over groups of tasks: per task and channel)."""
+    n = xh.numel() // gw.numel()  # elements per statistic
+    a, b = gb / n, gw / n
+    grw = weight * r  # gamma * r
+    m1 = mean(ggx)
+    c = mean(ggx * xh)
+    m3 = mean(ggx * gy)
+    big_a = n * (m3 - a * m1 - b * c)
+    d_gy = d_w = d_x = None
+    need_gy, need_x, need_w = needs
+    if need_gy:
+        # ggb + ggw*xh + grw*(ggx - m1 - xh*c) = grw*ggx + xh*(ggw - grw*c) + (ggb - grw*m1)
+        d_gy = (ggx * ch(grw)).addcmul_(xh, ch(ggw - grw * c)).add_(ch(ggb - grw * m1))
+    if need_w:
+        d_w = r * big_a
+    if need_x:
+        alpha1 = -grw * b
+        alpha2 = ggw - grw * c
+        mean_v = alpha1 * m1 + alpha2 * a
+        mean_vxh = alpha1 * c + alpha2 * b + weight * big_a * r / n
+        # r*(alpha1*ggx + alpha2*gy - mean_v - xh*mean_vxh)
+        d_x = (ggx * ch(r * alpha1)).addcmul_(gy, ch(r * alpha2))
+        d_x.addcmul_(xh, ch(-r * mean_vxh)).sub_(ch(r * mean_v))
+    return d_gy, d_x, d_w
 
 
 def batch_norm(

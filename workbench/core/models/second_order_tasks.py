@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from workbench.core.models.batch_norm import BatchStatNorm2d
+from workbench.core.models.batch_norm import BatchStatNorm2d, second_derivatives
 from workbench.core.models.conv import Conv2d
 from workbench.core.models.layout import memory_format
 from workbench.core.models.task_gradients import (
@@ -134,6 +134,69 @@ class _GroupWeightGradient(torch.autograd.Function):
         return d_gy, d_x, d_w, None, None, None
 
 
+class _GroupBatchNorm(torch.autograd.Function):
+    """Batch norm with per-task statistics over a (tasks, m, C) view, weight and bias shared
+    (C) or per task (tasks, 1, C). Returns (y, mean, invstd), the statistics for the explicit
+    backward (`_GroupBatchNormBackward`, which accounts for their dependence on x); its own
+    backward is first order (the outer pass of the meta-gradient)."""
+
+    @staticmethod
+    def forward(ctx: Any, v: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        mean = v.mean(1, keepdim=True)
+        xh = v - mean
+        invstd = torch.rsqrt((xh * xh).mean(1, keepdim=True) + eps)
+        xh.mul_(invstd)
+        ctx.save_for_backward(xh, weight, invstd)
+        ctx.mark_non_differentiable(mean, invstd)
+        return torch.addcmul(bias, xh, weight), mean, invstd
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, gy: torch.Tensor, *_: Any) -> tuple[torch.Tensor | None, ...]:
+        xh, weight, invstd = ctx.saved_tensors
+        gx, gw, gb = _group_bn_backward(gy, xh, weight, invstd)
+        shared = weight.dim() == 1
+        return gx, gw.sum((0, 1)) if shared else gw, gb.sum((0, 1)) if shared else gb, None
+
+
+def _group_bn_backward(gy: torch.Tensor, xh: torch.Tensor, weight: torch.Tensor,
+                       invstd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Batch norm's backward over (tasks, m, C): gx and the per-task (tasks, 1, C) sums."""
+    m = xh.shape[1]
+    gb = gy.sum(1, keepdim=True)
+    gw = (gy * xh).sum(1, keepdim=True)
+    gx = torch.addcmul(gy - gb / m, xh, gw / -m).mul_(weight * invstd)
+    return gx, gw, gb
+
+
+class _GroupBatchNormBackward(torch.autograd.Function):
+    """(gy, x, weight) -> (gx, per-task gweight, per-task gbias) of `_GroupBatchNorm` with a
+    shared weight, differentiable once in closed form (`batch_norm.second_derivatives`)."""
+
+    @staticmethod
+    def forward(ctx: Any, gy: torch.Tensor, v: torch.Tensor, weight: torch.Tensor,
+                mean: torch.Tensor, invstd: torch.Tensor) -> tuple[torch.Tensor, ...]:  # fmt: skip
+        xh = (v - mean).mul_(invstd)
+        gx, gw, gb = _group_bn_backward(gy, xh, weight, invstd)
+        ctx.save_for_backward(gy, xh, weight, invstd, gw, gb)
+        return gx, gw.squeeze(1), gb.squeeze(1)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None,
+                 ggb: torch.Tensor | None) -> tuple[torch.Tensor | None, ...]:  # fmt: skip
+        gy, xh, weight, invstd, gw, gb = ctx.saved_tensors
+        d_gy, d_x, d_w = second_derivatives(
+            gy, xh, weight, invstd, gw, gb,
+            torch.zeros_like(xh) if ggx is None else ggx.contiguous(),
+            torch.zeros_like(gw) if ggw is None else ggw.unsqueeze(1),
+            torch.zeros_like(gb) if ggb is None else ggb.unsqueeze(1),
+            ctx.needs_input_grad[:3], lambda t: t.mean(1, keepdim=True), lambda c: c,
+        )  # fmt: skip
+        return d_gy, d_x, None if d_w is None else d_w.sum((0, 1)), None, None
+
+
 def support_gradients(
     model: Conv4, params: Mapping[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
 ) -> dict[str, torch.Tensor] | None:
@@ -154,11 +217,11 @@ def support_gradients(
             h = layer.apply_with(h, params[keys[0]], params[keys[1]]).contiguous(memory_format=_CL)
         elif isinstance(layer, BatchStatNorm2d):
             v = _tasks_view(h, tasks)
-            xc = v - v.mean(1, keepdim=True)
-            invstd = torch.rsqrt((xc * xc).mean(1, keepdim=True) + layer.eps)
-            xh = xc * invstd
-            tape.append(("bn", keys, xh, invstd, h.shape))
-            h = _map_view(torch.addcmul(params[keys[1]], xh, params[keys[0]]), h.shape)
+            out, mean, invstd = _GroupBatchNorm.apply(
+                v, params[keys[0]], params[keys[1]], layer.eps
+            )
+            tape.append(("bn", keys, v, mean, invstd, h.shape))
+            h = _map_view(out, h.shape)
         elif isinstance(layer, nn.ReLU):
             h = torch.relu(h)
             tape.append(("relu", h))
@@ -176,14 +239,12 @@ def support_gradients(
         if entry[0] == "relu":
             d = torch.ops.aten.threshold_backward(d, entry[1], 0)
         elif entry[0] == "bn":
-            _, keys, xh, invstd, shape = entry
-            dv = _tasks_view(d, tasks)
-            g_beta = dv.sum(1, keepdim=True)
-            g_gamma = (dv * xh).sum(1, keepdim=True)
-            m = xh.shape[1]
-            dz = (dv - g_beta / m - xh * (g_gamma / m)) * (params[keys[0]] * invstd)
+            _, keys, v, mean, invstd, shape = entry
+            dv = _tasks_view(d, tasks).contiguous()
+            dz, grads[keys[0]], grads[keys[1]] = _GroupBatchNormBackward.apply(
+                dv, v, params[keys[0]], mean, invstd
+            )
             d = _map_view(dz, shape)
-            grads[keys[0]], grads[keys[1]] = g_gamma.squeeze(1), g_beta.squeeze(1)
         else:
             _, keys, h_in, layer = entry
             need_x = entry is not tape[0]
@@ -219,13 +280,9 @@ def tasks_forward(
                 ])  # fmt: skip
             h = h.contiguous(memory_format=_CL)
         elif isinstance(layer, BatchStatNorm2d):
-            v = _tasks_view(h, tasks)
-            xc = v - v.mean(1, keepdim=True)
-            invstd = torch.rsqrt((xc * xc).mean(1, keepdim=True) + layer.eps)
-            out = torch.addcmul(
-                params[keys[1]].unsqueeze(1), xc * invstd, params[keys[0]].unsqueeze(1)
-            )
-            h = _map_view(out, h.shape)
+            gamma, beta = params[keys[0]].unsqueeze(1), params[keys[1]].unsqueeze(1)
+            y, _, _ = _GroupBatchNorm.apply(_tasks_view(h, tasks), gamma, beta, layer.eps)
+            h = _map_view(y, h.shape)
         else:
             h = torch.relu(h)
     feat = h.mean((2, 3)).view(tasks, n, -1)
