@@ -195,13 +195,18 @@ class MAML(Algorithm):
 
     def batched(self, batch: EpisodeBatch, shape: TaskShape) -> int:
         """Tasks per batched pass of the model for this batch (0: none): second order has
-        them for one inner step (`second_order_tasks`), first order for any number."""
+        them for one inner step and small query sets (`second_order_tasks`), first order for
+        any number of steps."""
         group = getattr(self.model, "task_group", None)
         if group is None or self.kind != "classification":
             return 0
-        if not self.params.first_order and self.train_inner_steps(shape) != 1:
+        if self.params.first_order:
+            return group(batch.support_x)
+        if self.train_inner_steps(shape) != 1:
             return 0
-        return group(batch.support_x)
+        # second order batches the query pass too: with 15 queries a class (75-image tasks)
+        # the group's query pass is slower than per task (measured: 712 against 558 ms)
+        return min(group(batch.support_x), group(batch.query_x))
 
     def second_order_groups(
         self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range, apart: bool
