@@ -702,11 +702,14 @@ difference is work it does not do: second-order MAML differentiates conv and bat
 through closed-form double backwards (`workbench/core/models/conv.py`, `batch_norm.py`: one
 `convolution_backward` gives both dW and dx, where autograd's generic one convolves
 batch-transposed copies; three reductions for batch norm instead of about forty ops), so
-its step also counts fewer FLOPs; first-order MAML runs its inner steps and query pass in
-batched passes over groups of 8 tasks (`models/task_gradients.py`: batch norm with per-task
-statistics and weights, ReLU, pooling and head as one op per group; convolutions once per
-group where the weights or the summed gradients are shared, as one batched matmul where the
-layer is small, per task otherwise); the learner runs through a
+its step also counts fewer FLOPs; on 5-image episodes MAML runs groups of 8 tasks through
+batched passes: first order its inner steps and query pass (`models/task_gradients.py`:
+batch norm with per-task statistics and weights, ReLU, pooling and head as one op per group;
+convolutions once per group where the weights or the summed gradients are shared, as one
+batched matmul where the layer is small, per task otherwise), second order with one inner
+step its support gradients as an explicit backward that autograd differentiates once more
+(`models/second_order_tasks.py`: the convolution's and batch norm's derivatives in closed
+form, every call with the group's shared weights made once per group); the learner runs through a
 direct functional forward (no
 `functional_call` parameter swapping, which on 5-image episodes costs as much as the
 convolutions); one channels-last layout through forward and backward (one NCHW gradient
