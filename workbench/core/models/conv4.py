@@ -50,13 +50,16 @@ class Conv4(nn.Module):
         for i in range(len(layers) - 1):
             if isinstance(layers[i], nn.ReLU) and isinstance(layers[i + 1], nn.MaxPool2d):
                 order[i], order[i + 1] = i + 1, i
-        self._order = order
-        # parameter names of each feature layer (None: no parameters), for functional_forward
-        self._keys = [
-            (f"features.{i}.weight", f"features.{i}.bias")
-            if isinstance(m, Conv2d | BatchStatNorm2d)
-            else None
-            for i, m in enumerate(layers)
+        # each feature layer in the order the forward runs it, with its parameter names (None:
+        # no parameters), for the functional forward and the batched passes
+        self.in_order: list[tuple[nn.Module, tuple[str, str] | None]] = [
+            (
+                layers[i],
+                (f"features.{i}.weight", f"features.{i}.bias")
+                if isinstance(layers[i], Conv2d | BatchStatNorm2d)
+                else None,
+            )
+            for i in order
         ]
         self.channels_last = cfg.channels_last
         self.average = stride
@@ -71,9 +74,7 @@ class Conv4(nn.Module):
         self, x: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
         h = x
-        layers = list(self.features)
-        for i in self._order:
-            keys, layer = self._keys[i], layers[i]
+        for i, (layer, keys) in enumerate(self.in_order):
             if keys is None:
                 h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
                 continue

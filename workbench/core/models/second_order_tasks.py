@@ -33,6 +33,7 @@ from workbench.core.models.task_gradients import (
     _small_input_gradient,
     _tasks_view,
     _weight_matrix,
+    conv_geometry,
     task_group,
 )
 
@@ -40,10 +41,6 @@ if TYPE_CHECKING:
     from workbench.core.models.conv4 import Conv4
 
 _CL = torch.channels_last
-
-
-def _geometry(layer: Conv2d) -> tuple:
-    return (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
 
 
 def _per_slice_channels_last(g: torch.Tensor) -> torch.Tensor:
@@ -62,7 +59,7 @@ class _GroupWeightGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, layer: Conv2d,
                 tasks: int, need_x: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
-        bwd, geometry = torch.ops.aten.convolution_backward, _geometry(layer)
+        bwd, geometry = torch.ops.aten.convolution_backward, conv_geometry(layer)
         cols = _cols(x, layer, tasks)
         if cols is not None:
             dv = _tasks_view(gy, tasks)
@@ -90,7 +87,7 @@ class _GroupWeightGradient(torch.autograd.Function):
                  ggx: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:  # fmt: skip
         gy, x, w = ctx.saved_tensors
         layer, tasks, cols = ctx.layer, ctx.tasks, ctx.cols
-        bwd, geometry = torch.ops.aten.convolution_backward, _geometry(layer)
+        bwd, geometry = torch.ops.aten.convolution_backward, conv_geometry(layer)
         stride, padding = layer.stride, layer.padding
         n = x.shape[0] // tasks
         need_gy, need_x, need_w = ctx.needs_input_grad[:3]
@@ -208,10 +205,8 @@ def support_gradients(
         return None
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
-    layers = list(model.features)
     tape: list[tuple] = []
-    for i in model._order:
-        layer, keys = layers[i], model._keys[i]
+    for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             tape.append(("conv", keys, h, layer))
             h = layer.apply_with(h, params[keys[0]], params[keys[1]]).contiguous(memory_format=_CL)
@@ -264,9 +259,7 @@ def tasks_forward(
     one matmul)."""
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
-    layers = list(model.features)
-    for i in model._order:
-        layer, keys = layers[i], model._keys[i]
+    for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             w, b = params[keys[0]], params[keys[1]]
             cols = _cols(h, layer, tasks) if not h.requires_grad else None

@@ -146,10 +146,8 @@ def _group_pass(
     summed or per task, and the logits. The model must be the strided Conv-4 with a head."""
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
-    layers = list(model.features)
     tape: list[tuple] = []
-    for i in model._order:
-        layer, keys = layers[i], model._keys[i]
+    for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             w, b = params[keys[0]], params[keys[1]]
             cols = _cols(h, layer, tasks) if per_task else None
@@ -236,7 +234,7 @@ def _conv_backward(
     (input gradient) or the gradients (summed) are shared, one matmul over the group where
     the layer is small (`SMALL_COLS`), one convolution per task otherwise."""
     _, keys, h_in, w, layer, cols = entry
-    geometry = (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
+    geometry = conv_geometry(layer)
     bwd = torch.ops.aten.convolution_backward
     one = w[0] if per_task else w  # the weight's shape, for gradients over the group
 
@@ -281,6 +279,11 @@ def _conv_backward(
                 for t in range(tasks)
             ])  # fmt: skip
     return gx.contiguous(memory_format=memory_format(h_in))
+
+
+def conv_geometry(layer: Conv2d) -> tuple:
+    """`convolution_backward`'s arguments after (gy, x, w, bias sizes) for this layer."""
+    return (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
 
 
 def _cols(h: torch.Tensor, layer: Conv2d, tasks: int) -> torch.Tensor | None:
