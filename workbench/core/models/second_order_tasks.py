@@ -27,14 +27,14 @@ from workbench.core.models.batch_norm import BatchStatNorm2d, second_derivatives
 from workbench.core.models.conv import Conv2d
 from workbench.core.models.layout import memory_format
 from workbench.core.models.task_gradients import (
-    _cols,
-    _conv_output,
-    _map_view,
-    _small_input_gradient,
-    _tasks_view,
-    _weight_matrix,
     conv_geometry,
+    conv_output,
+    im2col,
+    map_view,
+    small_input_gradient,
     task_group,
+    tasks_view,
+    weight_matrix,
 )
 
 if TYPE_CHECKING:
@@ -60,9 +60,9 @@ class _GroupWeightGradient(torch.autograd.Function):
     def forward(ctx: Any, gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, layer: Conv2d,
                 tasks: int, need_x: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
         bwd, geometry = torch.ops.aten.convolution_backward, conv_geometry(layer)
-        cols = _cols(x, layer, tasks)
+        cols = im2col(x, layer, tasks)
         if cols is not None:
-            dv = _tasks_view(gy, tasks)
+            dv = tasks_view(gy, tasks)
             k = layer.kernel_size[0]
             gw = torch.bmm(dv.transpose(1, 2), cols).view(tasks, -1, k, k, x.shape[1])
             gw, gb = gw.permute(0, 1, 4, 2, 3), dv.sum(1)
@@ -98,10 +98,8 @@ class _GroupWeightGradient(torch.autograd.Function):
             if ggw is not None:
                 bias = ggb if ggb is not None else ggw.new_zeros(ggw.shape[:2])
                 if cols is not None:
-                    out = torch.baddbmm(
-                        bias.unsqueeze(1), cols, _weight_matrix(ggw).transpose(1, 2)
-                    )
-                    d_gy = _conv_output(out, x.shape, layer)
+                    out = torch.baddbmm(bias.unsqueeze(1), cols, weight_matrix(ggw).transpose(1, 2))
+                    d_gy = conv_output(out, x.shape, layer)
                 else:
                     d_gy = torch.cat([
                         F.conv2d(x[t * n : (t + 1) * n], ggw[t], bias[t], stride, padding)
@@ -119,7 +117,7 @@ class _GroupWeightGradient(torch.autograd.Function):
                 d_gy = per_image.expand(gy.shape).contiguous(memory_format=memory_format(gy))
         if need_x and ggw is not None:
             if cols is not None:
-                d_x = _small_input_gradient(gy, ggw, x.shape, layer, tasks)
+                d_x = small_input_gradient(gy, ggw, x.shape, layer, tasks)
             else:
                 d_x = torch.cat([
                     bwd(gy[t * n : (t + 1) * n], x[t * n : (t + 1) * n], ggw[t], None, *geometry, [True, False, False])[0]
@@ -211,12 +209,12 @@ def support_gradients(
             tape.append(("conv", keys, h, layer))
             h = layer.apply_with(h, params[keys[0]], params[keys[1]]).contiguous(memory_format=_CL)
         elif isinstance(layer, BatchStatNorm2d):
-            v = _tasks_view(h, tasks)
+            v = tasks_view(h, tasks)
             out, mean, invstd = _GroupBatchNorm.apply(
                 v, params[keys[0]], params[keys[1]], layer.eps
             )
             tape.append(("bn", keys, v, mean, invstd, h.shape))
-            h = _map_view(out, h.shape)
+            h = map_view(out, h.shape)
         elif isinstance(layer, nn.ReLU):
             h = torch.relu(h)
             tape.append(("relu", h))
@@ -235,11 +233,11 @@ def support_gradients(
             d = torch.ops.aten.threshold_backward(d, entry[1], 0)
         elif entry[0] == "bn":
             _, keys, v, mean, invstd, shape = entry
-            dv = _tasks_view(d, tasks).contiguous()
+            dv = tasks_view(d, tasks).contiguous()
             dz, grads[keys[0]], grads[keys[1]] = _GroupBatchNormBackward.apply(
                 dv, v, params[keys[0]], mean, invstd
             )
-            d = _map_view(dz, shape)
+            d = map_view(dz, shape)
         else:
             _, keys, h_in, layer = entry
             need_x = entry is not tape[0]
@@ -262,10 +260,10 @@ def tasks_forward(
     for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             w, b = params[keys[0]], params[keys[1]]
-            cols = _cols(h, layer, tasks) if not h.requires_grad else None
+            cols = im2col(h, layer, tasks) if not h.requires_grad else None
             if cols is not None:  # the images: no gradient through the im2col copy needed
-                out = torch.baddbmm(b.unsqueeze(1), cols, _weight_matrix(w).transpose(1, 2))
-                h = _conv_output(out, h.shape, layer)
+                out = torch.baddbmm(b.unsqueeze(1), cols, weight_matrix(w).transpose(1, 2))
+                h = conv_output(out, h.shape, layer)
             else:
                 h = torch.cat([
                     F.conv2d(h_t, w_t, b_t, layer.stride, layer.padding)
@@ -274,8 +272,8 @@ def tasks_forward(
             h = h.contiguous(memory_format=_CL)
         elif isinstance(layer, BatchStatNorm2d):
             gamma, beta = params[keys[0]].unsqueeze(1), params[keys[1]].unsqueeze(1)
-            y, _, _ = _GroupBatchNorm.apply(_tasks_view(h, tasks), gamma, beta, layer.eps)
-            h = _map_view(y, h.shape)
+            y, _, _ = _GroupBatchNorm.apply(tasks_view(h, tasks), gamma, beta, layer.eps)
+            h = map_view(y, h.shape)
         else:
             h = torch.relu(h)
     feat = h.mean((2, 3)).view(tasks, n, -1)

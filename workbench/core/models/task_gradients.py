@@ -45,12 +45,12 @@ MIN_TASKS_PER_PASS = 4
 SMALL_COLS = 16_384
 
 
-def _tasks_view(h: torch.Tensor, tasks: int) -> torch.Tensor:
+def tasks_view(h: torch.Tensor, tasks: int) -> torch.Tensor:
     """(N, C, H, W) -> (tasks, N/tasks * H * W, C): free for a channels-last tensor."""
     return h.permute(0, 2, 3, 1).reshape(tasks, -1, h.shape[1])
 
 
-def _map_view(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+def map_view(v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     n, c, h, w = shape
     return v.reshape(n, h, w, c).permute(0, 3, 1, 2)
 
@@ -150,11 +150,11 @@ def _group_pass(
     for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             w, b = params[keys[0]], params[keys[1]]
-            cols = _cols(h, layer, tasks) if per_task else None
+            cols = im2col(h, layer, tasks) if per_task else None
             tape.append(("conv", keys, h, w, layer, cols))
             if cols is not None:  # small: one matmul for the group, (tasks, n*Ho*Wo, Cout)
-                out = torch.baddbmm(b.unsqueeze(1), cols, _weight_matrix(w).transpose(1, 2))
-                h = _conv_output(out, h.shape, layer)
+                out = torch.baddbmm(b.unsqueeze(1), cols, weight_matrix(w).transpose(1, 2))
+                h = conv_output(out, h.shape, layer)
             elif per_task:
                 h = torch.cat([
                     F.conv2d(h[t * n : (t + 1) * n], w[t], b[t], layer.stride, layer.padding)
@@ -165,13 +165,13 @@ def _group_pass(
             layout = torch.channels_last if model.channels_last else torch.contiguous_format
             h = h.contiguous(memory_format=layout)
         elif isinstance(layer, BatchStatNorm2d):
-            v = _tasks_view(h, tasks)
+            v = tasks_view(h, tasks)
             xh = v - v.mean(1, keepdim=True)
             invstd = torch.rsqrt((xh * xh).mean(1, keepdim=True) + layer.eps)
             xh.mul_(invstd)
             gamma = _per_task(params[keys[0]], per_task)
             tape.append(("bn", keys, xh, invstd, gamma, h.shape))
-            h = _map_view(torch.addcmul(_per_task(params[keys[1]], per_task), xh, gamma), h.shape)
+            h = map_view(torch.addcmul(_per_task(params[keys[1]], per_task), xh, gamma), h.shape)
         elif isinstance(layer, nn.ReLU):
             h = torch.relu(h)
             tape.append(("relu", h))
@@ -203,12 +203,12 @@ def _group_pass(
             d = torch.ops.aten.threshold_backward(d, entry[1], 0)
         elif kind == "bn":
             _, keys, xh, invstd, gamma, shape = entry
-            dv = _tasks_view(d, tasks)
+            dv = tasks_view(d, tasks)
             g_beta = dv.sum(1, keepdim=True)
             g_gamma = (dv * xh).sum(1, keepdim=True)
             m = xh.shape[1]
             dz = torch.addcmul(dv - g_beta / m, xh, g_gamma / -m)
-            d = _map_view(dz.mul_(gamma * invstd), shape)
+            d = map_view(dz.mul_(gamma * invstd), shape)
             if summed:
                 grads[keys[0]], grads[keys[1]] = g_gamma.sum((0, 1)), g_beta.sum((0, 1))
             else:
@@ -249,9 +249,9 @@ def _conv_backward(
         )
     else:
         if cols is None:
-            cols = _cols(h_in, layer, tasks)
+            cols = im2col(h_in, layer, tasks)
         if cols is not None:
-            dv = _tasks_view(d, tasks)
+            dv = tasks_view(d, tasks)
             g = torch.bmm(dv.transpose(1, 2), cols)  # (tasks, Cout, k*k*C)
             k = layer.kernel_size[0]
             grads[keys[0]] = g.view(tasks, -1, k, k, h_in.shape[1]).permute(0, 1, 4, 2, 3)
@@ -272,7 +272,7 @@ def _conv_backward(
         if not per_task:
             gx = bwd(d, h_in, w, None, *geometry, [True, False, False])[0]
         elif cols is not None:
-            gx = _small_input_gradient(d, w, h_in.shape, layer, tasks)
+            gx = small_input_gradient(d, w, h_in.shape, layer, tasks)
         else:
             gx = torch.cat([
                 bwd(d[rows(t)], h_in[rows(t)], w[t], None, *geometry, [True, False, False])[0]
@@ -286,7 +286,7 @@ def conv_geometry(layer: Conv2d) -> tuple:
     return (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
 
 
-def _cols(h: torch.Tensor, layer: Conv2d, tasks: int) -> torch.Tensor | None:
+def im2col(h: torch.Tensor, layer: Conv2d, tasks: int) -> torch.Tensor | None:
     """im2col of the group's input h (N, C, H, W) as (tasks, n*Ho*Wo, k*k*C), each row one
     output position's (kh, kw, c) patch: the memory order of a channels-last weight. None
     where oneDNN per task is the faster way (`SMALL_COLS`) or h is not channels-last."""
@@ -302,13 +302,13 @@ def _cols(h: torch.Tensor, layer: Conv2d, tasks: int) -> torch.Tensor | None:
     return patches.reshape(tasks, -1, k * k * c)
 
 
-def _weight_matrix(w: torch.Tensor) -> torch.Tensor:
-    """Per-task weights (tasks, Cout, C, k, k) as (tasks, Cout, k*k*C), `_cols`' patch order
+def weight_matrix(w: torch.Tensor) -> torch.Tensor:
+    """Per-task weights (tasks, Cout, C, k, k) as (tasks, Cout, k*k*C), `im2col`' patch order
     (a view for channels-last weights)."""
     return w.permute(0, 1, 3, 4, 2).reshape(w.shape[0], w.shape[1], -1)
 
 
-def _conv_output(out: torch.Tensor, shape: torch.Size, layer: Conv2d) -> torch.Tensor:
+def conv_output(out: torch.Tensor, shape: torch.Size, layer: Conv2d) -> torch.Tensor:
     """A matmul convolution's (tasks, n*Ho*Wo, Cout) as an (N, Cout, Ho, Wo) channels-last map."""
     n_all, _, height, width = shape
     k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
@@ -316,7 +316,7 @@ def _conv_output(out: torch.Tensor, shape: torch.Size, layer: Conv2d) -> torch.T
     return out.view(n_all, ho, wo, -1).permute(0, 3, 1, 2)
 
 
-def _small_input_gradient(
+def small_input_gradient(
     d: torch.Tensor, w: torch.Tensor, shape: torch.Size, layer: Conv2d, tasks: int
 ) -> torch.Tensor:
     """Input gradient of a small per-task convolution: one matmul gives every patch's
@@ -324,7 +324,7 @@ def _small_input_gradient(
     n_all, c, height, width = shape
     k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
     ho, wo = d.shape[2:]
-    patches = torch.bmm(_tasks_view(d, tasks), _weight_matrix(w)).view(n_all, ho, wo, k, k, c)
+    patches = torch.bmm(tasks_view(d, tasks), weight_matrix(w)).view(n_all, ho, wo, k, k, c)
     padded = d.new_zeros(n_all, height + 2 * p, width + 2 * p, c)
     for i in range(k):
         for j in range(k):
