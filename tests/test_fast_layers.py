@@ -20,6 +20,7 @@ from workbench.core.models.batch_norm import batch_norm
 from workbench.core.models.conv import _Conv
 from workbench.core.models.conv4 import Conv4
 from workbench.core.models.double_backward import closed_form_double_backward, enabled
+from workbench.core.models.layout import channels_last_input, memory_format
 from workbench.core.tasks.base import EpisodeBatch
 
 LAYOUTS = [torch.contiguous_format, torch.channels_last]
@@ -344,3 +345,14 @@ def test_maml_step_runs_under_bf16_autocast(first_order: bool) -> None:
     assert all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
     flat, ref = torch.cat([g.flatten() for g in grads]), torch.cat([g.flatten() for g in fp32])
     assert F.cosine_similarity(flat, ref, dim=0) > 0.95  # bf16 keeps 8 bits of mantissa
+
+
+def test_one_channel_images_enter_channels_last_without_a_copy() -> None:
+    """A 1-channel batch viewed with channels-last strides (same memory) makes the first
+    convolution return a channels-last map, so no activation-sized copy follows it."""
+    x = torch.rand(5, 1, 12, 12)
+    view = channels_last_input(x)
+    assert view.data_ptr() == x.data_ptr() and torch.equal(view, x)
+    w = torch.rand(4, 1, 3, 3).contiguous(memory_format=torch.channels_last)
+    assert memory_format(F.conv2d(view, w, None, 2, 1)) == torch.channels_last
+    assert memory_format(F.conv2d(x, w, None, 2, 1)) != torch.channels_last  # why it is needed

@@ -12,6 +12,7 @@ from workbench.core.config import ModelConfig
 from workbench.core.models import MODELS, second_order_tasks
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
+from workbench.core.models.layout import channels_last_input
 from workbench.core.models.task_gradients import batched_gradients, task_group
 
 
@@ -73,8 +74,8 @@ class Conv4(nn.Module):
     def embed(
         self, x: torch.Tensor, params: Mapping[str, torch.Tensor] | None = None
     ) -> torch.Tensor:
-        h = x
-        for i, (layer, keys) in enumerate(self.in_order):
+        h = channels_last_input(x) if self.channels_last else x
+        for layer, keys in self.in_order:
             if keys is None:
                 h = torch.relu(h) if isinstance(layer, nn.ReLU) else layer(h)
                 continue
@@ -82,8 +83,6 @@ class Conv4(nn.Module):
                 (layer.weight, layer.bias) if params is None else (params[keys[0]], params[keys[1]])
             )
             h = layer.apply_with(h, w, b)
-            if i == 0 and self.channels_last:  # a 1-channel image is both layouts, so the first
-                h = h.contiguous(memory_format=torch.channels_last)  # conv returns NCHW: keep one
         if self.average:  # avg_pool2d, not mean(): its gradient keeps h's (channels-last) layout,
             # and one NCHW gradient meeting channels-last activations makes every later
             # backward op run a strided loop (threshold_backward 40x slower)

@@ -15,3 +15,14 @@ def memory_format(t: torch.Tensor) -> torch.memory_format:
     ):
         return torch.channels_last
     return torch.contiguous_format
+
+
+def channels_last_input(x: torch.Tensor) -> torch.Tensor:
+    """A 4-d input in channels-last layout. Free for one channel: the same memory viewed with
+    channels-last strides. A plain 1-channel tensor counts as NCHW to a convolution, which then
+    returns an NCHW map that costs a full copy to bring to channels-last (measured: 17% of a
+    20-way first-order MAML step, 160 copies of 20x64x14x14)."""
+    if x.shape[1] == 1 and x.is_contiguous():
+        _, _, h, w = x.shape
+        return x.as_strided(x.shape, (h * w, 1, w, 1))
+    return x.contiguous(memory_format=torch.channels_last)

@@ -25,7 +25,7 @@ from torch.autograd.function import once_differentiable
 
 from workbench.core.models.batch_norm import BatchStatNorm2d, second_derivatives
 from workbench.core.models.conv import Conv2d
-from workbench.core.models.layout import memory_format
+from workbench.core.models.layout import channels_last_input, memory_format
 from workbench.core.models.task_gradients import (
     conv_geometry,
     conv_output,
@@ -202,7 +202,7 @@ def support_gradients(
     if not task_group(model, x):
         return None
     tasks, n = x.shape[:2]
-    h = x.reshape(tasks * n, *x.shape[2:])
+    h = channels_last_input(x.reshape(tasks * n, *x.shape[2:]))
     tape: list[tuple] = []
     for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):

@@ -25,7 +25,7 @@ from torch import nn
 
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
-from workbench.core.models.layout import memory_format
+from workbench.core.models.layout import channels_last_input, memory_format
 
 if TYPE_CHECKING:
     from workbench.core.models.conv4 import Conv4
@@ -146,6 +146,8 @@ def _group_pass(
     summed or per task, and the logits. The model must be the strided Conv-4 with a head."""
     tasks, n = x.shape[:2]
     h = x.reshape(tasks * n, *x.shape[2:])
+    if model.channels_last:
+        h = channels_last_input(h)
     tape: list[tuple] = []
     for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
