@@ -42,6 +42,13 @@ def accumulate(theta: Params, grads: Iterable[torch.Tensor | None]) -> None:
             p.grad = g if p.grad is None else p.grad.add_(g)
 
 
+def add_into(total: list[torch.Tensor], grads: Iterable[torch.Tensor | None]) -> None:
+    """Add a unit's gradients (None: a parameter the loss does not reach) into its sums."""
+    for acc, g in zip(total, grads, strict=True):
+        if g is not None:
+            acc.add_(g)
+
+
 def task_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     """Summed per-task mean cross-entropy and accuracy of logits (tasks, n, classes)."""
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
@@ -147,8 +154,9 @@ class MAML(Algorithm):
         steps = self.train_inner_steps(shape)
         n, lr = len(batch), self.params.inner_lr
         rows = slice(tasks.start, tasks.stop)
-        if second_order and self.batched(batch, shape):
-            return self.second_order_groups(batch, shape, theta, tasks, apart)
+        group = self.batched(batch, shape) if second_order else 0
+        if group:
+            return self.second_order_groups(batch, theta, tasks, group, apart)
         stacked = None if second_order else self.first_order_adapted(batch, theta, rows, steps)
         if stacked is not None:
             query = self.model.task_gradients(
@@ -186,9 +194,7 @@ class MAML(Algorithm):
                 if total is None:
                     accumulate(theta, grads)
                 else:
-                    for acc, g in zip(total, grads, strict=True):
-                        if g is not None:  # None: a parameter the loss does not reach
-                            acc.add_(g)
+                    add_into(total, grads)
             loss_sum += float(loss.detach())
             score_sum += float(score)
         return total, loss_sum, score_sum
@@ -209,13 +215,12 @@ class MAML(Algorithm):
         return min(group(batch.support_x), group(batch.query_x))
 
     def second_order_groups(
-        self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range, apart: bool
+        self, batch: EpisodeBatch, theta: Params, tasks: range, group: int, apart: bool
     ) -> tuple[list[torch.Tensor] | None, float, float]:
         """`task_unit` for second order with one inner step, through the model's batched
-        passes: per group of tasks, the support gradients as a differentiable function of
+        passes: per `group` tasks, the support gradients as a differentiable function of
         theta, the adapted weights, the query logits, and one backward."""
         n, lr = len(batch), self.params.inner_lr
-        group = self.batched(batch, shape)
         total = [torch.zeros_like(p) for p in theta.values()] if apart else None
         loss_sum = score_sum = 0.0
         for start in range(tasks.start, tasks.stop, group):
@@ -231,10 +236,7 @@ class MAML(Algorithm):
             if total is None:
                 loss.backward()
             else:
-                grads = torch.autograd.grad(loss, tuple(theta.values()), allow_unused=True)
-                for acc, g in zip(total, grads, strict=True):
-                    if g is not None:
-                        acc.add_(g)
+                add_into(total, torch.autograd.grad(loss, tuple(theta.values()), allow_unused=True))
             losses, scores = task_sums(logits.detach(), y)
             loss_sum += losses
             score_sum += scores

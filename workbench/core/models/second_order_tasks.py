@@ -28,13 +28,13 @@ from workbench.core.models.conv import Conv2d
 from workbench.core.models.layout import channels_last_input, memory_format
 from workbench.core.models.task_gradients import (
     conv_geometry,
-    conv_output,
     im2col,
     map_view,
-    small_input_gradient,
+    per_task_conv,
+    per_task_input_gradient,
+    per_task_weight_gradients,
     task_group,
     tasks_view,
-    weight_matrix,
 )
 
 if TYPE_CHECKING:
@@ -59,26 +59,16 @@ class _GroupWeightGradient(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, gy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, layer: Conv2d,
                 tasks: int, need_x: bool) -> tuple[torch.Tensor, ...]:  # fmt: skip
-        bwd, geometry = torch.ops.aten.convolution_backward, conv_geometry(layer)
         cols = im2col(x, layer, tasks)
-        if cols is not None:
-            dv = tasks_view(gy, tasks)
-            k = layer.kernel_size[0]
-            gw = torch.bmm(dv.transpose(1, 2), cols).view(tasks, -1, k, k, x.shape[1])
-            gw, gb = gw.permute(0, 1, 4, 2, 3), dv.sum(1)
-        else:
-            n = x.shape[0] // tasks
-            outs = [
-                bwd(gy[t * n : (t + 1) * n], x[t * n : (t + 1) * n], w, [w.shape[0]], *geometry, [False, True, True])
-                for t in range(tasks)
-            ]  # fmt: skip
-            gw = _per_slice_channels_last(torch.stack([o[1] for o in outs]))
-            gb = torch.stack([o[2] for o in outs])
+        gw, gb, _ = per_task_weight_gradients(gy, x, w, layer, tasks, cols)
+        gw = _per_slice_channels_last(gw)
         ctx.save_for_backward(gy, x, w)
         ctx.layer, ctx.tasks, ctx.cols = layer, tasks, cols
         if not need_x:
             return gw, gb
-        gx = bwd(gy, x, w, None, *geometry, [True, False, False])[0]
+        gx = torch.ops.aten.convolution_backward(
+            gy, x, w, None, *conv_geometry(layer), [True, False, False]
+        )[0]
         return gw, gb, gx.contiguous(memory_format=memory_format(x))
 
     @staticmethod
@@ -87,7 +77,6 @@ class _GroupWeightGradient(torch.autograd.Function):
                  ggx: torch.Tensor | None = None) -> tuple[torch.Tensor | None, ...]:  # fmt: skip
         gy, x, w = ctx.saved_tensors
         layer, tasks, cols = ctx.layer, ctx.tasks, ctx.cols
-        bwd, geometry = torch.ops.aten.convolution_backward, conv_geometry(layer)
         stride, padding = layer.stride, layer.padding
         n = x.shape[0] // tasks
         need_gy, need_x, need_w = ctx.needs_input_grad[:3]
@@ -97,14 +86,7 @@ class _GroupWeightGradient(torch.autograd.Function):
         if need_gy:
             if ggw is not None:
                 bias = ggb if ggb is not None else ggw.new_zeros(ggw.shape[:2])
-                if cols is not None:
-                    out = torch.baddbmm(bias.unsqueeze(1), cols, weight_matrix(ggw).transpose(1, 2))
-                    d_gy = conv_output(out, x.shape, layer)
-                else:
-                    d_gy = torch.cat([
-                        F.conv2d(x[t * n : (t + 1) * n], ggw[t], bias[t], stride, padding)
-                        for t in range(tasks)
-                    ])  # fmt: skip
+                d_gy = per_task_conv(x, ggw, bias, layer, tasks, cols)
                 d_gy = d_gy.contiguous(memory_format=memory_format(gy))
                 if ggx is not None:
                     d_gy = d_gy + F.conv2d(ggx, w, None, stride, padding)
@@ -116,16 +98,12 @@ class _GroupWeightGradient(torch.autograd.Function):
                 per_image = ggb.repeat_interleave(n, 0)[:, :, None, None]
                 d_gy = per_image.expand(gy.shape).contiguous(memory_format=memory_format(gy))
         if need_x and ggw is not None:
-            if cols is not None:
-                d_x = small_input_gradient(gy, ggw, x.shape, layer, tasks)
-            else:
-                d_x = torch.cat([
-                    bwd(gy[t * n : (t + 1) * n], x[t * n : (t + 1) * n], ggw[t], None, *geometry, [True, False, False])[0]
-                    for t in range(tasks)
-                ])  # fmt: skip
+            d_x = per_task_input_gradient(gy, x, ggw, layer, tasks, cols)
             d_x = d_x.contiguous(memory_format=memory_format(x))
         if need_w and ggx is not None:
-            d_w = bwd(gy, ggx, w, None, *geometry, [False, True, False])[1]
+            d_w = torch.ops.aten.convolution_backward(
+                gy, ggx, w, None, *conv_geometry(layer), [False, True, False]
+            )[1]
         return d_gy, d_x, d_w, None, None, None
 
 
@@ -260,16 +238,9 @@ def tasks_forward(
     for layer, keys in model.in_order:
         if isinstance(layer, Conv2d):
             w, b = params[keys[0]], params[keys[1]]
+            # the matmul only for the images: no gradient through the im2col copy needed
             cols = im2col(h, layer, tasks) if not h.requires_grad else None
-            if cols is not None:  # the images: no gradient through the im2col copy needed
-                out = torch.baddbmm(b.unsqueeze(1), cols, weight_matrix(w).transpose(1, 2))
-                h = conv_output(out, h.shape, layer)
-            else:
-                h = torch.cat([
-                    F.conv2d(h_t, w_t, b_t, layer.stride, layer.padding)
-                    for h_t, w_t, b_t in zip(h.split(n), w.unbind(0), b.unbind(0), strict=True)
-                ])  # fmt: skip
-            h = h.contiguous(memory_format=_CL)
+            h = per_task_conv(h, w, b, layer, tasks, cols).contiguous(memory_format=_CL)
         elif isinstance(layer, BatchStatNorm2d):
             gamma, beta = params[keys[0]].unsqueeze(1), params[keys[1]].unsqueeze(1)
             y, _, _ = _GroupBatchNorm.apply(tasks_view(h, tasks), gamma, beta, layer.eps)

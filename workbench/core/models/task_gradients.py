@@ -154,14 +154,8 @@ def _group_pass(
             w, b = params[keys[0]], params[keys[1]]
             cols = im2col(h, layer, tasks) if per_task else None
             tape.append(("conv", keys, h, w, layer, cols))
-            if cols is not None:  # small: one matmul for the group, (tasks, n*Ho*Wo, Cout)
-                out = torch.baddbmm(b.unsqueeze(1), cols, weight_matrix(w).transpose(1, 2))
-                h = conv_output(out, h.shape, layer)
-            elif per_task:
-                h = torch.cat([
-                    F.conv2d(h[t * n : (t + 1) * n], w[t], b[t], layer.stride, layer.padding)
-                    for t in range(tasks)
-                ])  # fmt: skip
+            if per_task:
+                h = per_task_conv(h, w, b, layer, tasks, cols)
             else:
                 h = F.conv2d(h, w, b, layer.stride, layer.padding)
             layout = torch.channels_last if model.channels_last else torch.contiguous_format
@@ -236,50 +230,27 @@ def _conv_backward(
     (input gradient) or the gradients (summed) are shared, one matmul over the group where
     the layer is small (`SMALL_COLS`), one convolution per task otherwise."""
     _, keys, h_in, w, layer, cols = entry
-    geometry = conv_geometry(layer)
     bwd = torch.ops.aten.convolution_backward
     one = w[0] if per_task else w  # the weight's shape, for gradients over the group
-
-    def rows(t: int) -> slice:
-        return slice(t * n, (t + 1) * n)
-
     gx = None
     if summed:
         both = need_input and not per_task
         gx, grads[keys[0]], grads[keys[1]] = bwd(
-            d, h_in, one, [one.shape[0]], *geometry, [both, True, True]
+            d, h_in, one, [one.shape[0]], *conv_geometry(layer), [both, True, True]
         )
     else:
         if cols is None:
             cols = im2col(h_in, layer, tasks)
-        if cols is not None:
-            dv = tasks_view(d, tasks)
-            g = torch.bmm(dv.transpose(1, 2), cols)  # (tasks, Cout, k*k*C)
-            k = layer.kernel_size[0]
-            grads[keys[0]] = g.view(tasks, -1, k, k, h_in.shape[1]).permute(0, 1, 4, 2, 3)
-            grads[keys[1]] = dv.sum(1)
-        else:
-            both = need_input and per_task
-            outs = [
-                bwd(d[rows(t)], h_in[rows(t)], w[t] if per_task else w, [one.shape[0]], *geometry, [both, True, True])
-                for t in range(tasks)
-            ]  # fmt: skip
-            grads[keys[0]] = torch.stack([o[1] for o in outs])
-            grads[keys[1]] = torch.stack([o[2] for o in outs])
-            if both:
-                gx = torch.cat([o[0] for o in outs])
+        grads[keys[0]], grads[keys[1]], gx = per_task_weight_gradients(
+            d, h_in, w, layer, tasks, cols, with_input=need_input and per_task
+        )
     if not need_input:
         return d
     if gx is None:
-        if not per_task:
-            gx = bwd(d, h_in, w, None, *geometry, [True, False, False])[0]
-        elif cols is not None:
-            gx = small_input_gradient(d, w, h_in.shape, layer, tasks)
+        if per_task:
+            gx = per_task_input_gradient(d, h_in, w, layer, tasks, cols)
         else:
-            gx = torch.cat([
-                bwd(d[rows(t)], h_in[rows(t)], w[t], None, *geometry, [True, False, False])[0]
-                for t in range(tasks)
-            ])  # fmt: skip
+            gx = bwd(d, h_in, w, None, *conv_geometry(layer), [True, False, False])[0]
     return gx.contiguous(memory_format=memory_format(h_in))
 
 
@@ -288,13 +259,75 @@ def conv_geometry(layer: Conv2d) -> tuple:
     return (list(layer.stride), list(layer.padding), [1, 1], False, [0, 0], 1)
 
 
+def _output_size(layer: Conv2d, height: int, width: int) -> tuple[int, int]:
+    k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
+    return (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
+
+
+def per_task_conv(
+    h: torch.Tensor, w: torch.Tensor, b: torch.Tensor, layer: Conv2d, tasks: int,
+    cols: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """Each task's images of h (N, C, H, W) through its own weights w (tasks, Cout, C, k, k)
+    and bias b (tasks, Cout): one matmul over the group where the layer is small (`cols`, its
+    `im2col`), one convolution per task otherwise. Differentiable."""
+    if cols is not None:
+        out = torch.baddbmm(b.unsqueeze(1), cols, weight_matrix(w).transpose(1, 2))
+        return conv_output(out, h.shape, layer)
+    return torch.cat([
+        F.conv2d(h_t, w_t, b_t, layer.stride, layer.padding)
+        for h_t, w_t, b_t in zip(h.split(h.shape[0] // tasks), w.unbind(0), b.unbind(0), strict=True)
+    ])  # fmt: skip
+
+
+def per_task_weight_gradients(
+    d: torch.Tensor, h_in: torch.Tensor, w: torch.Tensor, layer: Conv2d, tasks: int,
+    cols: torch.Tensor | None, with_input: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Each task's weight and bias gradients, (tasks, *shape), of a convolution with weights w
+    shared (Cout, C, k, k) or per task (tasks, Cout, C, k, k), given the output gradient d and
+    the input h_in of the group: one matmul where the layer is small (`cols`), one oneDNN call
+    per task otherwise. With `with_input` (per-task weights) that call also gives each task's
+    input gradient, returned third; None from the matmul."""
+    if cols is not None:
+        dv = tasks_view(d, tasks)
+        k = layer.kernel_size[0]
+        gw = torch.bmm(dv.transpose(1, 2), cols).view(tasks, -1, k, k, h_in.shape[1])
+        return gw.permute(0, 1, 4, 2, 3), dv.sum(1), None
+    n, per_task, geometry = h_in.shape[0] // tasks, w.dim() == 5, conv_geometry(layer)
+    outs = [
+        torch.ops.aten.convolution_backward(
+            d_t, h_t, w[t] if per_task else w, [w.shape[-4]], *geometry, [with_input, True, True]
+        )
+        for t, (d_t, h_t) in enumerate(zip(d.split(n), h_in.split(n), strict=True))
+    ]  # fmt: skip
+    gx = torch.cat([o[0] for o in outs]) if with_input else None
+    return torch.stack([o[1] for o in outs]), torch.stack([o[2] for o in outs]), gx
+
+
+def per_task_input_gradient(
+    d: torch.Tensor, h_in: torch.Tensor, w: torch.Tensor, layer: Conv2d, tasks: int,
+    cols: torch.Tensor | None,
+) -> torch.Tensor:  # fmt: skip
+    """Each task's input gradient of a convolution with per-task weights w (tasks, ...): one
+    matmul and k*k strided adds where the layer is small (`cols`), one oneDNN call per task
+    otherwise."""
+    if cols is not None:
+        return small_input_gradient(d, w, h_in.shape, layer, tasks)
+    n, geometry = h_in.shape[0] // tasks, conv_geometry(layer)
+    return torch.cat([
+        torch.ops.aten.convolution_backward(d_t, h_t, w_t, None, *geometry, [True, False, False])[0]
+        for d_t, h_t, w_t in zip(d.split(n), h_in.split(n), w.unbind(0), strict=True)
+    ])  # fmt: skip
+
+
 def im2col(h: torch.Tensor, layer: Conv2d, tasks: int) -> torch.Tensor | None:
     """im2col of the group's input h (N, C, H, W) as (tasks, n*Ho*Wo, k*k*C), each row one
     output position's (kh, kw, c) patch: the memory order of a channels-last weight. None
     where oneDNN per task is the faster way (`SMALL_COLS`) or h is not channels-last."""
     n_all, c, height, width = h.shape
     k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
-    ho, wo = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
+    ho, wo = _output_size(layer, height, width)
     small = n_all // tasks * ho * wo * k * k * c <= SMALL_COLS
     if not small or (c > 1 and memory_format(h) != torch.channels_last):
         return None
@@ -312,10 +345,8 @@ def weight_matrix(w: torch.Tensor) -> torch.Tensor:
 
 def conv_output(out: torch.Tensor, shape: torch.Size, layer: Conv2d) -> torch.Tensor:
     """A matmul convolution's (tasks, n*Ho*Wo, Cout) as an (N, Cout, Ho, Wo) channels-last map."""
-    n_all, _, height, width = shape
-    k, s, p = layer.kernel_size[0], layer.stride[0], layer.padding[0]
-    ho, wo = (height + 2 * p - k) // s + 1, (width + 2 * p - k) // s + 1
-    return out.view(n_all, ho, wo, -1).permute(0, 3, 1, 2)
+    ho, wo = _output_size(layer, shape[2], shape[3])
+    return out.view(shape[0], ho, wo, -1).permute(0, 3, 1, 2)
 
 
 def small_input_gradient(
