@@ -7,9 +7,11 @@ import functools
 import hashlib
 import http.server
 import io
+import math
 import threading
 import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -91,6 +93,24 @@ def test_sampler_shapes_labels_and_distinct_classes() -> None:
             assert len(set(used)) == 5  # shots + queries distinct images of the class
     # label order is shuffled: label 0 is not always the smallest class id
     assert any(int(c[0]) != int(c.min()) for c in b.info["classes"])
+
+
+@pytest.mark.parametrize("ways", [2, 3, 4])  # 2 and 3 of 6: redraw on repeats; 4: random keys
+def test_sampler_classes_uniform_over_ordered_distinct_tuples(ways: int) -> None:
+    """Every ordered tuple of distinct classes (the label order matters) equally likely."""
+    images, index = coded_images(6, 2)
+    dist = ClassImages(images, index)
+    tasks = 24000
+    classes = dist._classes(tasks, ways, torch.Generator().manual_seed(0))
+    assert classes.shape == (tasks, ways)
+    assert all(len(set(row)) == ways for row in classes.tolist())
+    counts = Counter(map(tuple, classes.tolist()))
+    cells = math.perm(6, ways)
+    assert len(counts) == cells
+    expected = tasks / cells
+    chi2 = sum((c - expected) ** 2 / expected for c in counts.values())
+    # mean cells - 1 (29 / 119 / 359), sd sqrt(2 (cells - 1)): 5 sd is far from chance
+    assert chi2 < cells - 1 + 5 * math.sqrt(2 * (cells - 1))
 
 
 def test_sampler_reproducible_from_generator_state() -> None:
