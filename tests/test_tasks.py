@@ -232,6 +232,7 @@ def test_episode_stream_draws_ahead_only_where_a_draw_is_slow() -> None:
     shape = TaskShape(ways=3, shots=1, queries=1)
     cheap = EpisodeStream(dist, shape, 2, torch.Generator())
     cheap.next()
+    cheap.next()
     assert cheap.ahead is False  # a 2-task draw of 6x6 images: microseconds, stays inline
     sample = dist.sample
 
@@ -241,6 +242,8 @@ def test_episode_stream_draws_ahead_only_where_a_draw_is_slow() -> None:
 
     dist.sample = slow  # type: ignore[method-assign]
     costly = EpisodeStream(dist, shape, 2, torch.Generator())
+    costly.next()
+    assert costly.ahead is None  # not decided on one draw: the first pays one-time costs
     costly.next()
     assert costly.ahead is True
 
