@@ -4,7 +4,8 @@
   thread, as the CLI does) and with the main window attached (worker QThread, Qt bridge,
   live plots, adaptation view, browser polling, status bar), in alternating pairs; medians;
   for a fast run (sinusoid MAML, a few ms per step: the worst case, the GIL is shared with
-  the GUI thread) and a conv run (glyphs 5-way 1-shot MAML, Conv-4, ~0.1 s per step);
+  the GUI thread), a conv run (glyphs 5-way 1-shot MAML, Conv-4, tasks on task threads) and
+  a ProtoNet run (glyphs 20-way 5-shot, one large episode on torch's intra-op threads);
 - lateness of a 10 ms QTimer on the GUI thread while training (p50, p99, max), i.e. how long
   the GUI thread can be kept from reacting.
 
@@ -43,10 +44,16 @@ CONV = {
     "eval": {"ways": 5, "shots": 1, "queries": 5, "meta_batch": 4, "inner_steps": 3},
     "val_every": 0, "ckpt_every": 0, "test_on_finish": False, "device": "cpu",
 }  # fmt: skip
+PROTONET = {
+    **CONV, "algorithm": {"name": "protonet"}, "model": {"name": "conv4", "width": 64, "downsample": "maxpool"},
+    "train": {"ways": 20, "shots": 5, "queries": 5, "meta_batch": 1},
+    "eval": {"ways": 5, "shots": 1, "queries": 5, "meta_batch": 4},
+}  # fmt: skip
 # key -> (label, config, steps, warm-up steps excluded from the rate); --tiny uses the second numbers
 WORKLOADS = {
     "sinusoid": ("sinusoid MAML (MLP 40-40)", SINUSOID, (1500, 60), (20, 10)),
     "conv": ("glyphs 5-way 1-shot MAML (Conv-4)", CONV, (40, 6), (4, 2)),
+    "protonet": ("glyphs 20-way 5-shot ProtoNet (Conv-4)", PROTONET, (40, 6), (4, 2)),
 }
 
 
@@ -74,11 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tiny", action="store_true", help="a few steps, 2 pairs: checks that the script works"
     )
-    p.add_argument("--only", choices=["sinusoid", "conv"], help="measure one workload")
+    p.add_argument("--only", choices=list(WORKLOADS), help="measure one workload")
     p.add_argument(
         "--threads",
         type=int,
-        help="torch threads for both (the runs' `threads`; default: the app's, CPUs - 1)",
+        help="torch threads for both (the runs' `threads`; default: empty, as the app and CLI: "
+        "all cores, one for tasks too small to share)",
     )
     p.add_argument(
         "--write", action="store_true", help="write the gui-overhead section of bench/RESULTS.md"
@@ -92,12 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.catalog import Catalog, CatalogListener
     from workbench.core.config import RunConfig
     from workbench.core.engine import Trainer
-    from workbench.core.events import Listener, StepMetrics
+    from workbench.core.events import Listener, RunStarted, StepMetrics
     from workbench.gui.main_window import MainWindow
-    from workbench.gui.worker import leave_a_core_for_the_gui
 
-    # what the GUI's worker does; headless runs use the same count
-    threads = args.threads or leave_a_core_for_the_gui()
     catalog = Catalog.open(tmp / "runs.db")
     win = MainWindow(catalog, restore=False)
     win.confirm = lambda *_: True
@@ -108,9 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     class Walls(Listener):
         def __init__(self) -> None:
             self.walls: list[tuple[int, float]] = []
+            self.threads = 0
+
+        def on_start(self, event: RunStarted) -> None:
+            self.threads = int(event.environment.get("threads", 0))
 
         def on_step(self, event: StepMetrics) -> None:
             self.walls.append((event.step, event.wall_time))
+
+    last_threads = [0]  # torch threads the last headless run used (RunStarted's environment)
 
     def headless(cfg: RunConfig, warmup: int, late: list[float] | None) -> float:
         run_id = catalog.create_run_from_config(cfg)
@@ -120,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             [CatalogListener(catalog, run_id), w],
             checkpoint_dir=catalog.checkpoint_dir(run_id),
         ).run()
+        last_threads[0] = w.threads
         return rate(w.walls, warmup)
 
     def with_gui(cfg: RunConfig, warmup: int, late: list[float] | None) -> float:
@@ -193,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             "name": name, "steps": n, "pairs": pairs, "head": h, "gui": g, "overhead": 100 * (g / h - 1),
             "pair_median": 100 * statistics.median(ratios), "p50": pct(lat, 50), "p99": pct(lat, 99),
             "max": float(lat.max()) if len(lat) else float("nan"), "ticks": len(lat),
-            "redraws_per_s": redraws_per_s, "probe_rate": probe_rate,
+            "redraws_per_s": redraws_per_s, "probe_rate": probe_rate, "threads": last_threads[0],
         }  # fmt: skip
         results.append(res)
         print(
@@ -203,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
               f"max {res['max']:.2f} ms ({res['ticks']} ticks, in an extra GUI run at {probe_rate:.2f} steps/s); "
               f"live plot redraws {res['redraws_per_s']:.1f}/s", flush=True)  # fmt: skip
 
-    print(f"torch threads: {threads} (CPUs: {os.cpu_count()}), pairs: {pairs}")
+    used = ", ".join(f"{r['name']}: {r['threads']}" for r in results)
+    print(f"torch threads: {used} (CPUs: {os.cpu_count()}), pairs: {pairs}")
     win.shutdown()
     win.close()
     catalog.close()
@@ -211,23 +224,28 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         from bench.results import stamp, write_section
 
+        threads_text = (
+            f"`threads` = {args.threads}"
+            if args.threads
+            else "`threads` left empty, as in the app and the CLI: all cores, one where the tasks are too small to share"
+        )
         lines = [
             "## GUI overhead on training",
             "",
             f"{stamp()}; `bench/gui_overhead.py --pairs {pairs}`.",
             "",
-            f"Same process, {threads} torch thread(s) for both: headless = Trainer + CatalogListener on the main thread (the CLI's way); "
+            f"Same process, same torch threads for both ({threads_text}): headless = Trainer + CatalogListener on the main thread (the CLI's way); "
             "GUI = the main window (1600x1000, offscreen) training in its worker QThread with live plots, adaptation view, browser "
             "polling and status bar. Steps/s from the runs' own step timestamps after a warm-up, medians of "
             f"{pairs} alternating pairs (after one warm-up run); timer lateness = how late a 10 ms QTimer on the GUI thread fires "
             "while training, in one more GUI run (the probe itself takes the GIL 100 times a second, so the pairs run without it).",
             "",
-            "| workload | steps/run | headless steps/s | GUI steps/s | GUI overhead | median per-pair | QTimer late p50 / p99 / max (ms) | plot redraws/s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| workload | torch threads | steps/run | headless steps/s | GUI steps/s | GUI overhead | median per-pair | QTimer late p50 / p99 / max (ms) | plot redraws/s |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in results:
             lines.append(
-                f"| {r['name']} | {r['steps']} | {r['head']:.2f} | {r['gui']:.2f} | {r['overhead']:+.1f}% | {r['pair_median']:+.1f}% "
+                f"| {r['name']} | {r['threads']} | {r['steps']} | {r['head']:.2f} | {r['gui']:.2f} | {r['overhead']:+.1f}% | {r['pair_median']:+.1f}% "
                 f"| {r['p50']:.1f} / {r['p99']:.1f} / {r['max']:.1f} | {r['redraws_per_s']:.1f} |"
             )
         write_section("gui-overhead", "\n".join(lines))

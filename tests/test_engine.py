@@ -227,3 +227,25 @@ def test_a_fresh_run_ignores_checkpoints_left_in_its_folder(tmp_path: Path) -> N
     result = Trainer(small(val_every=0), [], tmp_path).run()
     assert result.status == "finished", result.error
     assert (tmp_path / "best-step0000010.pt").exists()  # not ours to delete either
+
+
+def test_thread_count_chosen_per_run_and_given_back() -> None:
+    """Left empty, `threads` means all cores, except for tasks too small to share a core's
+    work (sinusoid: one thread, recorded with the run); either way the caller's count is back
+    afterwards, as it is after a run that set its own."""
+
+    class Started(Recorder):
+        def on_start(self, e):  # type: ignore[override]
+            self.threads = e.environment["threads"]
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for threads, expected in ((None, 1), (2, 2)):
+            rec = Started()
+            Trainer(small(steps=2, val_every=0, ckpt_every=0, threads=threads), [rec]).run()
+            assert rec.finished.status == "finished"
+            assert rec.threads == expected
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

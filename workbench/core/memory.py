@@ -7,6 +7,10 @@ page-faulted in again, one zeroed 4 KiB page at a time. On a ProtoNet episode (6
 With mmap off and a high trim threshold, freed blocks are reused by the next step, the way
 jemalloc/tcmalloc (which PyTorch's CPU tuning guides preload) behave. The cost: the heap
 stays at the run's peak size until the process ends.
+
+This holds for the main thread's heap only: another thread's arena still maps and unmaps its
+large blocks (the app trains on a worker thread), which `workbench/__init__.py` softens by
+putting large tensors on transparent huge pages.
 """
 
 from __future__ import annotations

@@ -8,7 +8,6 @@ that a fast run neither floods the GUI's event queue nor keeps taking the GIL fr
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -206,23 +205,6 @@ class QtBridge(Listener):
         }
 
 
-def leave_a_core_for_the_gui() -> int:
-    """Cap torch's CPU threads at (CPUs - 1) unless the config sets `threads`.
-
-    torch's intra-op threads wait for each other at every parallel region; when the GUI
-    thread takes one of their cores to redraw, the whole step stalls (on a 2-core machine a
-    100-step sinusoid run went from 2 s to 15+ s). Returns the thread count in use.
-    """
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 2
-    n = max(1, min(torch.get_num_threads(), cpus - 1))
-    if n != torch.get_num_threads():
-        torch.set_num_threads(n)
-    return n
-
-
 class TrainingWorker(QObject):
     """Runs one Job's Trainer on its own thread; `done` is emitted last, after the catalog
     recorded the end of the run."""
@@ -249,8 +231,6 @@ class TrainingWorker(QObject):
         run_id = self.job.run_id
         finished: RunFinished
         try:
-            if not self.job.config.threads:
-                leave_a_core_for_the_gui()
             writer = CatalogListener(self.catalog, run_id)
             self.trainer.listeners = [writer, self.bridge]
             finished = self.trainer.run()

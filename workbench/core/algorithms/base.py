@@ -16,6 +16,13 @@ from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 T = TypeVar("T")
 
+# weights x examples of a task (a lower bound on the multiply-adds of one pass over it) below
+# which a task is too small for a second CPU thread: its kernels take microseconds, so another
+# task thread mostly waits for the GIL and takes it from the first, and intra-op threads only
+# add their hand-over (sinusoid MAML, 1.8k weights x 20 points: 420 steps/s on one thread,
+# 300-335 on two; a Conv-4 5-way 1-shot task: 113k weights x 10 images)
+THREAD_WORK_MIN = 1 << 18
+
 
 class Algorithm(nn.Module, ABC):
     """An nn.Module holding everything that is meta-learned (its parameters are what Adam updates).
@@ -55,8 +62,20 @@ class Algorithm(nn.Module, ABC):
 
     def workers(self, batch: EpisodeBatch) -> int:
         """Threads sharing the batch's tasks (`task_threads`); one where `call` must swap the
-        module's own parameters (a model without a functional forward)."""
-        return task_workers(batch.query_x.device, len(batch)) if stateless(self.model) else 1
+        module's own parameters (a model without a functional forward), and one for tasks too
+        small to gain from threads (THREAD_WORK_MIN)."""
+        examples = batch.support_x.shape[1] + batch.query_x.shape[1]
+        if not stateless(self.model) or self._small(examples):
+            return 1
+        return task_workers(batch.query_x.device, len(batch))
+
+    def small_tasks(self, shape: TaskShape) -> bool:
+        """Whether tasks of this shape are too small for a second CPU thread (THREAD_WORK_MIN)."""
+        return self._small(shape.ways * (shape.shots + shape.queries))
+
+    def _small(self, examples: int) -> bool:
+        weights = sum(p.numel() for p in self.model.parameters())
+        return weights * examples < THREAD_WORK_MIN
 
     def per_task(self, batch: EpisodeBatch, fn: Callable[[int], T]) -> list[T]:
         """fn(i) for every task i of the batch, in task order, the tasks split among the CPU
