@@ -160,7 +160,10 @@ class RunConfig(StrictModel):
         True, description="Evaluate the best checkpoint on the test split when the run finishes"
     )
     threads: int | None = Field(
-        None, ge=1, le=512, description="torch CPU threads (empty: all cores, or one where tasks are too small to share)"
+        None,
+        ge=1,
+        le=512,
+        description="torch CPU threads (empty: all cores, or one where tasks are too small to share)",
     )
     preset: str | None = Field(None, description="Preset this run was made from")
     tags: list[str] = Field(default_factory=list)
