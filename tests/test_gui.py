@@ -86,6 +86,10 @@ def test_start_trains_in_a_thread_and_the_run_appears_finished(
     assert model.data(model.index(0, 1)) == "finished"
     assert model.data(model.index(0, 6))  # test MSE ± CI
     assert any("finished at step 60" in m for _, m in window.log.entries)
+    # a sinusoid task is too small to share: one torch thread, shown with the device
+    window.update_status_bar(force=True)
+    assert window.sb_device.text() == "cpu, 1 thread"
+    assert any("training on cpu, 1 thread" in m for _, m in window.log.entries)
 
 
 def test_invalid_input_disables_start_and_writes_nothing(

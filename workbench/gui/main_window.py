@@ -401,16 +401,24 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def _run_started(self, run_id: int, ev: RunStarted) -> None:
+        threads = ev.environment.get("threads")
+        # on CPU, the torch threads the run chose (empty `threads`: all cores, one for tiny tasks)
+        on = (
+            f"{ev.device}, {threads} thread{'s' if threads != 1 else ''}"
+            if ev.device == "cpu" and threads
+            else ev.device
+        )
         self._run.update(
             step=ev.start_step,
             total=ev.total_steps,
             device=ev.device,
             device_name=ev.device_name,
+            device_text=on,
             state="running",
         )
         self.log.add(
             "info",
-            f"run #{run_id} training on {ev.device} ({ev.device_name}) from step {ev.start_step} to {ev.total_steps}",
+            f"run #{run_id} training on {on} ({ev.device_name}) from step {ev.start_step} to {ev.total_steps}",
         )
 
     def _steps(self, run_id: int, batch: list[StepMetrics]) -> None:
@@ -469,7 +477,7 @@ class MainWindow(QMainWindow):
                 self.sb_eta,
                 f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "",
             )
-            self._set_text(self.sb_device, str(r.get("device", "")))
+            self._set_text(self.sb_device, str(r.get("device_text") or r.get("device", "")))
         now = time.monotonic()
         if not force and now - self._mem_at < 2.0:
             return
