@@ -302,6 +302,7 @@ def test_a_failed_run_is_logged_and_the_next_one_runs(
 def test_browser_sees_runs_written_by_another_connection_within_2s(
     qtbot, window: MainWindow, catalog: Catalog
 ) -> None:
+    window.tabs.setCurrentWidget(window.browser)  # the Experiments tab is open
     other = Catalog.open(catalog.path)  # its own connections, as another process would have
     try:
         run_id = other.create_run(
@@ -320,6 +321,21 @@ def test_browser_sees_runs_written_by_another_connection_within_2s(
         )
     finally:
         other.close()
+
+
+def test_hidden_browser_does_not_poll_and_catches_up_when_shown(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    """While the Training tab is open (a run's whole length), the browser leaves the GUI thread
+    alone; opening the Experiments tab shows what happened meanwhile."""
+    window.tabs.setCurrentIndex(0)
+    run_id = catalog.create_run(
+        json.dumps({}), name="meanwhile", algorithm="maml", dataset="sinusoid", status="queued"
+    )
+    qtbot.wait(1500)  # more than a poll interval
+    assert run_id not in window.browser.model.row_of
+    window.tabs.setCurrentWidget(window.browser)
+    assert run_id in window.browser.model.row_of
 
 
 def _bulk_runs(path: Path, n: int) -> None:

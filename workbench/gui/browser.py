@@ -175,7 +175,7 @@ class ExperimentsBrowser(QWidget):
         self._details_timer = QTimer(self, singleShot=True, interval=60)
         self._details_timer.timeout.connect(self.show_details)
         self.poll_timer = QTimer(self, interval=POLL_MS)
-        self.poll_timer.timeout.connect(self.poll)
+        self.poll_timer.timeout.connect(self._poll_if_shown)
         self.reload()
         self.poll_timer.start()
 
@@ -340,6 +340,12 @@ class ExperimentsBrowser(QWidget):
         except Exception as exc:  # a locked or vanished database must not break the GUI
             self.log.emit("error", f"catalog refresh failed: {exc}")
 
+    def _poll_if_shown(self) -> None:
+        """The timer's poll: nothing while the browser is hidden (its tab not current during a
+        run), since every millisecond on the GUI thread is taken from training; showing it polls."""
+        if self.isVisible():
+            self.poll()
+
     def refresh(self) -> None:
         """Cheap update: live runs in place; a full reload when runs were added."""
         if self.isVisible() and time.monotonic() - self._last_full > FULL_RELOAD_S:
@@ -432,6 +438,7 @@ class ExperimentsBrowser(QWidget):
 
     def showEvent(self, ev: Any) -> None:
         super().showEvent(ev)
+        self.poll()  # the timer does not poll while hidden
         if time.monotonic() - self._last_full > FULL_RELOAD_S:
             self.reload()
             self.show_details()
