@@ -35,9 +35,10 @@ from workbench.core.events import EvalResult, StepMetrics
 from workbench.gui.buffers import Series
 
 FPS = 30
-PAINT_DUTY = (
-    0.02  # share of wall time the curves may take (update + paint): the GIL is shared with training
-)
+# share of wall time the curves may take (update + paint): the GIL is shared with training.
+# A sinusoid run (2.4 ms steps, the most GIL-bound): 2% gave -2.0/-4.6% steps/s against
+# headless at 1.3-1.6 redraws/s, 1.5% gave -1.8/-2.4% at 1.1-1.2 redraws/s (alternated runs)
+PAINT_DUTY = 0.015
 MAX_WAIT_S = 2.0  # however slow a frame, redraw at least this often while data arrives
 HIDDEN_INGEST_S = 0.5  # hidden: move queued points into the buffers this often, draw nothing
 X_GROWTH = (
