@@ -2,7 +2,8 @@
 it trains.
 
 Why: drawing a 32-task Omniglot meta-batch takes about 0.4 ms (more with cold caches), up to
-1% of a first-order MAML step; drawn ahead, it costs the loop only the hand-over. Cheap draws (sinusoid) stay inline, where the hand-over would cost more.
+1% of a first-order MAML step; drawn ahead, it costs the loop only the hand-over. Cheap draws
+(sinusoid) stay inline, where the hand-over would cost more.
 
 Episodes are exactly those of drawing inline: the task generator is used by one thread at a
 time, in the same order. A checkpoint must reproduce the next batch the loop has not received

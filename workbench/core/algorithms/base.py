@@ -42,6 +42,8 @@ class Algorithm(nn.Module, ABC):
         super().__init__()
         self.params = params
         self.model = model
+        # the learner's size, for THREAD_WORK_MIN: counted once, not at every step
+        self._weights = sum(p.numel() for p in model.parameters())
         self.kind = kind
 
     @abstractmethod
@@ -74,8 +76,7 @@ class Algorithm(nn.Module, ABC):
         return self._small(shape.ways * (shape.shots + shape.queries))
 
     def _small(self, examples: int) -> bool:
-        weights = sum(p.numel() for p in self.model.parameters())
-        return weights * examples < THREAD_WORK_MIN
+        return self._weights * examples < THREAD_WORK_MIN
 
     def per_task(self, batch: EpisodeBatch, fn: Callable[[int], T]) -> list[T]:
         """fn(i) for every task i of the batch, in task order, the tasks split among the CPU
