@@ -3,15 +3,70 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
+import os
 import signal
 import sys
+from collections.abc import Callable, Mapping
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
 
 from workbench import __version__
 from workbench.gui.settings import APPLICATION, ORGANIZATION
+
+# Qt 6's xcb platform plugin loads these at start; a fresh desktop Linux often lacks them, and
+# Qt then aborts with "could not load the Qt platform plugin xcb" (which suggests reinstalling
+# Qt, not the missing system package)
+XCB_LIBRARIES = {
+    "libxcb-icccm.so.4": "libxcb-icccm4",
+    "libxcb-keysyms.so.1": "libxcb-keysyms1",
+    "libxcb-cursor.so.0": "libxcb-cursor0",
+}
+XCB_FIX = "sudo apt-get install -y " + " ".join(XCB_LIBRARIES.values())
+
+
+def _loadable(name: str) -> bool:
+    try:
+        ctypes.CDLL(name)
+    except OSError:
+        return False
+    return True
+
+
+def missing_xcb_libraries(
+    environ: Mapping[str, str] | None = None,
+    platform: str | None = None,
+    loadable: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """System libraries Qt's xcb plugin needs that cannot be loaded (empty when Qt will not use
+    xcb: another QT_QPA_PLATFORM, no DISPLAY, or not Linux)."""
+    env = os.environ if environ is None else environ
+    if not (platform or sys.platform).startswith("linux"):
+        return []
+    if env.get("QT_QPA_PLATFORM", "xcb") not in ("", "xcb") or not env.get("DISPLAY"):
+        return []
+    can_load = loadable or _loadable
+    return [lib for lib in XCB_LIBRARIES if not can_load(lib)]
+
+
+def check_xcb(
+    environ: Mapping[str, str] | None = None,
+    platform: str | None = None,
+    loadable: Callable[[str], bool] | None = None,
+) -> int | None:
+    """Print the one command that installs what is missing and return exit status 1, before
+    Qt would abort with a misleading message; None when nothing is missing."""
+    missing = missing_xcb_libraries(environ, platform, loadable)
+    if not missing:
+        return None
+    print(
+        f"workbench: the desktop app needs system libraries that are not installed "
+        f"({', '.join(missing)}). Install them with:\n\n    {XCB_FIX}\n",
+        file=sys.stderr,
+    )
+    return 1
 
 
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -24,6 +79,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if QApplication.instance() is None and (rc := check_xcb()) is not None:
+        return rc
     from workbench.catalog import Catalog, default_db_path
     from workbench.gui.log_pane import QtLogHandler
     from workbench.gui.main_window import MainWindow
