@@ -554,3 +554,71 @@ def test_resuming_from_an_older_checkpoint_creates_a_child_run(
     )  # the parent is untouched
     steps, _, _ = catalog.metrics(child.id, "loss")
     assert steps[0] == older.step + 1
+
+
+def _status_shown(win: MainWindow, run_id: int) -> str:
+    m = win.browser.model
+    return m.rows[m.row_of[run_id]].status
+
+
+def test_reload_f5_marks_a_run_whose_process_died_interrupted(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    """A run left "running" by a killed process shows as interrupted after F5 (its heartbeat is
+    older than the stale window), without reopening the catalog."""
+    window.tabs.setCurrentWidget(window.browser)
+    run_id = catalog.create_run(
+        json.dumps({}), name="orphan", algorithm="maml", dataset="sinusoid", status="queued"
+    )
+    catalog.start_run(run_id, total_steps=10)
+    window.browser.reload()
+    assert _status_shown(window, run_id) == "running"
+    long_ago = time.time() - 3600  # the process stopped an hour ago
+    db = sqlite3.connect(catalog.path)
+    db.execute(
+        "UPDATE runs SET heartbeat_at = ?, started_at = ? WHERE id = ?",
+        (long_ago, long_ago, run_id),
+    )
+    db.commit()
+    db.close()
+    qtbot.keyClick(window, Qt.Key.Key_F5)
+    assert _status_shown(window, run_id) == "interrupted"
+    assert catalog.get_run(run_id).status == "interrupted"
+    assert any(f"#{run_id}" in m and "interrupted" in m for _, m in window.log.entries)
+    # a live run (fresh heartbeat) is left alone
+    live = catalog.create_run(
+        json.dumps({}), name="alive", algorithm="maml", dataset="sinusoid", status="queued"
+    )
+    catalog.start_run(live, total_steps=10)
+    qtbot.keyClick(window, Qt.Key.Key_F5)
+    assert _status_shown(window, live) == "running"
+
+
+def test_a_failed_resume_is_logged_and_the_browser_shows_the_catalog_as_it_is(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    fill(window, {**SMALL, "steps": 20, "test_on_finish": False})
+    (first,) = window.start()
+    window.form.set_field("seed", "4")
+    (gone,) = window.start()
+    wait_idle(qtbot, window)
+    b = window.browser
+    window.tabs.setCurrentWidget(b)
+    b.reload()
+    # another process deletes a run while the browser still lists it: resuming it fails
+    ck = catalog.checkpoint(gone, "latest")
+    other = Catalog.open(catalog.path)
+    other.delete_run(gone)
+    other.close()
+    window.resume_run(gone, ck)
+    assert any(f"cannot resume run #{gone}" in m for m in window.log.errors())
+    assert gone not in b.model.row_of
+    # a tampered checkpoint: the resumed attempt fails and the browser shows it failed
+    latest = catalog.checkpoint(first, "latest")
+    Path(latest.path).write_bytes(b"not a checkpoint")
+    b.select_ids([first])
+    b.resume_selected()
+    wait_idle(qtbot, window)
+    assert catalog.get_run(first).status == "failed"
+    window.tabs.setCurrentWidget(b)
+    assert _status_shown(window, first) == "failed"

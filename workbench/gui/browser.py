@@ -320,6 +320,25 @@ class ExperimentsBrowser(QWidget):
         self._update_count()
         self.load_ms = (time.perf_counter() - t0) * 1000
 
+    def reload_catalog(self) -> list[int]:
+        """Reload (F5): first mark runs whose process died (no heartbeat within the stale window)
+        interrupted, as opening the catalog does, so the table tells the truth without a
+        restart; returns their ids."""
+        try:
+            ids = self.catalog.mark_stale_interrupted()
+        except Exception as exc:  # a locked database must not stop the reload
+            ids = []
+            self.log.emit("error", f"could not check for stopped runs: {exc}")
+        if ids:
+            self.log.emit(
+                "info",
+                f"run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)} had no "
+                "heartbeat (their process stopped): marked interrupted",
+            )
+        self.reload()
+        self.show_details()
+        return ids
+
     def data_version(self) -> int | None:
         try:
             if self._version_db is None:

@@ -235,7 +235,7 @@ class MainWindow(QMainWindow):
         self._action(
             v, "&Experiments", lambda: self.tabs.setCurrentIndex(1), QKeySequence("Ctrl+2")
         )
-        self._action(v, "&Reload catalog", self.browser.reload, QKeySequence("F5"))
+        self._action(v, "&Reload catalog", self.browser.reload_catalog, QKeySequence("F5"))
         h = mb.addMenu("&Help")
         self._action(h, "&About", self.show_about)
 
@@ -300,7 +300,12 @@ class MainWindow(QMainWindow):
             self.sb_state.setText("stopping…")
 
     def resume_run(self, run_id: int, checkpoint: Any) -> None:
-        self.queue.resume(run_id, checkpoint)
+        try:
+            self.queue.resume(run_id, checkpoint)
+        except Exception as exc:  # e.g. the run was deleted or its config no longer loads
+            self.log.add("error", f"cannot resume run #{run_id}: {exc}")
+            self.browser.reload_catalog()  # show what the catalog holds now
+            return
         self.tabs.setCurrentIndex(0)
 
     def clone_config(self, config: dict[str, Any]) -> None:
@@ -336,6 +341,7 @@ class MainWindow(QMainWindow):
         for job in self.queue.pending:
             self.queue_list.addItem(job.label)
         self._update_buttons()
+        self.browser.poll()  # a job that could not start was marked failed in the catalog
 
     def _update_buttons(self) -> None:
         running = self.queue.running
