@@ -132,12 +132,15 @@ def evaluate_checkpoint(
     return score
 
 
-def resume_target(catalog: Catalog, run_id: int, checkpoint: Any, config: RunConfig) -> int:
-    """The run a resume writes to: from the run's latest checkpoint the same run continues (a
-    new attempt); from an older one a new child run linked to its parent is created (queued)."""
+def resume_target(
+    catalog: Catalog, run_id: int, checkpoint: Any, config: RunConfig, owner: str | None = None
+) -> int:
+    """The run a resume writes to: from the run's latest checkpoint (or from scratch, when it
+    has none) the same run continues (a new attempt); from an older one a new child run linked
+    to its parent is created (queued, owned by `owner`)."""
     latest = catalog.checkpoint(run_id, "latest")
-    if latest is not None and checkpoint.step < latest.step:
-        return catalog.create_run_from_config(config, parent_id=run_id)
+    if checkpoint is not None and latest is not None and checkpoint.step < latest.step:
+        return catalog.create_run_from_config(config, parent_id=run_id, owner=owner)
     return run_id
 
 
@@ -148,23 +151,37 @@ def trainer_for(
     run_id: int | None = None,
     resume: Any = None,
     datasets: Any = None,
+    owner: str | None = None,
 ) -> tuple[Trainer, int]:
-    """A Trainer wired to the catalog: a new run (or `run_id`), resumed from a checkpoint record.
+    """A Trainer wired to the catalog: a new run (or `run_id`), resumed from a checkpoint record
+    (None with `run_id`: started again from step 0, for a run that has no checkpoint).
 
     Resuming from the run's latest checkpoint continues the same run (a new attempt); from an
-    older one, it creates a child run linked to its parent.
+    older one, it creates a child run linked to its parent. The run is leased to this process
+    (`owner`, made here if not given) before anything else: a run another live process owns
+    is refused with RunBusyError, and the new run's row is owned from its creation, so a
+    process killed while starting leaves it to be marked interrupted.
     """
     from workbench.catalog import CatalogListener
+    from workbench.catalog.store import new_owner
+    from workbench.core.faults import fault_point
 
+    owner = owner or new_owner()
     if run_id is None:
-        run_id = catalog.create_run_from_config(config)
-    elif resume is not None:
-        run_id = resume_target(catalog, run_id, resume, config)
+        run_id = catalog.create_run_from_config(config, owner=owner)
+        fault_point("run.created")
+    else:
+        target = resume_target(catalog, run_id, resume, config, owner)
+        if target == run_id:
+            catalog.claim(run_id, owner)
+        run_id = target
+    writer = CatalogListener(catalog, run_id, owner=owner)
     ckpt_dir = catalog.checkpoint_dir(run_id, create=True)
     trainer = Trainer(
-        config, [CatalogListener(catalog, run_id), *listeners], ckpt_dir,
+        config, [writer, *listeners], ckpt_dir,
         resume_from=Path(resume.path) if resume is not None else None,
         resume_sha256=resume.sha256 if resume is not None else None, datasets=datasets,
+        checkpoints=writer,
     )  # fmt: skip
     return trainer, run_id
 

@@ -64,6 +64,7 @@ class Run(Base):
     total_steps: Mapped[int | None] = mapped_column(Integer, nullable=True)
     step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     preset: Mapped[str | None] = mapped_column(String, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String, nullable=True)  # lease holder's token
 
     @validates("status")
     def _validate_status(self, _key: str, value: str) -> str:
@@ -134,6 +135,11 @@ class Checkpoint(Base):
     sha256: Mapped[str | None] = mapped_column(String, nullable=True)
     metrics_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # "pending" while its file is being put in place, "ready" once it is complete
+    state: Mapped[str] = mapped_column(
+        String, nullable=False, default="ready", server_default="ready"
+    )
+    temp_path: Mapped[str | None] = mapped_column(Text, nullable=True)
 
     @validates("kind")
     def _validate_kind(self, _key: str, value: str) -> str:
@@ -142,6 +148,28 @@ class Checkpoint(Base):
                 f"unknown checkpoint kind {value!r}; expected one of {CHECKPOINT_KINDS}"
             )
         return value
+
+
+class Attempt(Base):
+    """One start of a run: who ran it, where, from which step to which, and how it ended."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (Index("ix_attempts_run_number", "run_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)
+    owner: Mapped[str | None] = mapped_column(String, nullable=True)
+    host: Mapped[str | None] = mapped_column(String, nullable=True)
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    started_at: Mapped[float] = mapped_column(Float, nullable=False)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    start_step: Mapped[int] = mapped_column(Integer, nullable=False)
+    end_step: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Evaluation(Base):

@@ -34,8 +34,10 @@ import os
 import platform
 import shutil
 import socket
+import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
@@ -62,12 +64,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
+from workbench.catalog.errors import CatalogError, LeaseLost, RunBusyError
 from workbench.catalog.schema import (
     CHECKPOINT_KINDS,
     LIVE_STATUSES,
     TERMINAL_STATUSES,
+    Attempt,
+    Base,
     Checkpoint,
     Evaluation,
     Metric,
@@ -76,6 +82,7 @@ from workbench.catalog.schema import (
     RunTag,
     check_status,
 )
+from workbench.core.faults import fault_point
 
 HEARTBEAT_S = 5.0
 """Seconds between heartbeats of a live run."""
@@ -85,6 +92,15 @@ BUSY_TIMEOUT_S = 10.0
 """How long a connection waits for another process's write lock before failing."""
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+
+APPLICATION_ID = 0x4D4C5742
+"""`PRAGMA application_id` of a workbench catalog ("MLWB"): tells our files from other SQLite files."""
+SCHEMA_VERSION = 2
+"""`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
+REVISION_VERSIONS = {"0001": 1, "0002": 2}
+"""Alembic revision -> schema version, for every revision this release knows."""
+OWNED_STATUSES: tuple[str, ...] = ("queued", "running", "paused")
+"""Statuses whose run has an owner process (the lease holder) while its heartbeat is fresh."""
 
 MetricPoint = tuple[int, str, float | None, float]
 """(step, name, value, wall_time) as given to `Catalog.add_metrics`."""
@@ -149,6 +165,7 @@ class RunRecord:
     step: int
     preset: str | None
     parent_id: int | None
+    owner: str | None  # the lease holder's token while queued or live
     tags: list[str] = field(default_factory=list)
     summary: dict[str, MetricSummary] = field(default_factory=dict)
 
@@ -289,11 +306,127 @@ def base_environment() -> dict[str, Any]:
 
 
 # ---- engine -------------------------------------------------------------------------------
-def _make_engine(path: Path, begin_sql: str, busy_timeout_s: float) -> Engine:
-    engine = create_engine(
-        URL.create("sqlite", database=str(path)),
-        connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
-    )
+def new_owner() -> str:
+    """A lease token naming this process: host, pid and a random part (unique per owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def describe_owner(owner: str | None) -> str:
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    return f"process {pid} on {host}" if pid else "another process"
+
+
+def _sqlite_uri(path: Path, immutable: bool) -> str:
+    from urllib.parse import quote
+
+    return f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
+
+
+def _connect_ro(path: Path) -> sqlite3.Connection:
+    """A read-only connection that changes nothing in the file or its folder; immutable where a
+    WAL catalog's folder cannot be written (no -shm can be made there)."""
+    try:
+        conn = sqlite3.connect(_sqlite_uri(path, False), uri=True)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        conn = sqlite3.connect(_sqlite_uri(path, True), uri=True)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+
+
+def inspect_file(path: Path) -> Literal["new", "catalog"]:
+    """Say whether `path` is a catalog this release can open ("catalog") or a place to make a
+    new one ("new"); anything else is a CatalogError. Only reads (a read-only connection), so
+    another program's SQLite file is never switched to WAL or migrated."""
+    if path.is_dir():
+        raise CatalogError(f"catalog {path} is a folder, not a file")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise CatalogError(
+                    f"catalog {path} cannot be made: {parent} is a file, not a folder"
+                )
+            break
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return "new"
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as exc:
+        raise CatalogError(f"catalog {path} cannot be read: {exc.strerror}") from None
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        raise CatalogError(f"{path} is not a workbench catalog (not an SQLite database)")
+    try:
+        conn = _connect_ro(path)
+        try:
+            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            revs = (
+                [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
+                if "alembic_version" in tables
+                else []
+            )
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise CatalogError(f"catalog {path} is damaged or unreadable ({exc})") from None
+    if app_id not in (0, APPLICATION_ID):
+        raise CatalogError(
+            f"{path} belongs to another application (SQLite application id {app_id:#x}), "
+            "not a workbench catalog"
+        )
+    if app_id == APPLICATION_ID and version > SCHEMA_VERSION:
+        raise CatalogError(
+            f"catalog {path} was made by a newer workbench (schema {version}; this version "
+            f"reads up to {SCHEMA_VERSION}): upgrade the workbench to open it"
+        )
+    if not tables:
+        return "new"
+    if "runs" not in tables or "alembic_version" not in tables:
+        raise CatalogError(
+            f"{path} is not a workbench catalog (it has no runs table or no schema revision)"
+        )
+    if len(revs) != 1 or revs[0] not in REVISION_VERSIONS:
+        raise CatalogError(
+            f"catalog {path} has schema revision {', '.join(map(str, revs)) or 'none'}, which "
+            "this version does not know (made by a newer workbench, or damaged)"
+        )
+    return "catalog"
+
+
+def _writable(path: Path) -> bool:
+    """Whether this process may write the catalog file and its folder (False on a read-only
+    mount even for root)."""
+    folder = path.parent
+    while not folder.exists():
+        folder = folder.parent
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return False
+    return not path.exists() or os.access(path, os.W_OK)
+
+
+def _make_engine(
+    path: Path, begin_sql: str, busy_timeout_s: float, *, readonly: bool = False
+) -> Engine:
+    if readonly:
+        immutable = not os.access(path.parent, os.W_OK)
+        uri = _sqlite_uri(path, immutable)
+        engine = create_engine(
+            "sqlite://",
+            creator=lambda: sqlite3.connect(
+                uri, uri=True, timeout=busy_timeout_s, check_same_thread=False
+            ),
+        )
+    else:
+        engine = create_engine(
+            URL.create("sqlite", database=str(path)),
+            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
+        )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -302,8 +435,9 @@ def _make_engine(path: Path, begin_sql: str, busy_timeout_s: float) -> Engine:
         dbapi_connection.isolation_level = None
         cur = dbapi_connection.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
-        cur.execute("PRAGMA synchronous = NORMAL")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA synchronous = NORMAL")
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
 
@@ -314,6 +448,18 @@ def _make_engine(path: Path, begin_sql: str, busy_timeout_s: float) -> Engine:
     return engine
 
 
+def sqlite_error_code(exc: BaseException) -> int | None:
+    """SQLite's primary result code of a driver error (5 busy, 6 locked, 8 read-only, 10 I/O,
+    11 corrupt, 13 full, 26 not a database), or None."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _damaged(exc: BaseException) -> bool:
+    return sqlite_error_code(exc) in (11, 26)
+
+
 def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
@@ -322,7 +468,11 @@ def _alembic_config() -> Config:
 
 # ---- the catalog --------------------------------------------------------------------------
 class Catalog:
-    """A run catalog on one SQLite file. Thread-safe; many processes may share the file."""
+    """A run catalog on one SQLite file. Thread-safe; many processes may share the file.
+
+    A file this process cannot write (permissions, read-only mount) opens read-only: reading
+    works, without migration, stale marking, repair or folder creation, and every write raises
+    a CatalogError that names the file."""
 
     def __init__(
         self,
@@ -330,17 +480,44 @@ class Catalog:
         *,
         stale_s: float | None = HEARTBEAT_STALE_S,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        readonly: bool | None = None,
     ) -> None:
         self.path = Path(path).expanduser().resolve()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write_engine = _make_engine(self.path, "BEGIN IMMEDIATE", busy_timeout_s)
-        self._read_engine = _make_engine(self.path, "BEGIN", busy_timeout_s)
+        self._closed = True
+        kind = inspect_file(self.path)
+        self.readonly = (not _writable(self.path)) if readonly is None else readonly
+        if self.readonly and kind == "new":
+            raise CatalogError(
+                f"catalog {self.path} does not exist and cannot be created here (read-only)"
+            )
+        self.stale_s = stale_s if stale_s is not None else HEARTBEAT_STALE_S
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CatalogError(
+                f"catalog folder {self.path.parent} cannot be made: {exc.strerror}"
+            ) from None
+        self._write_engine = _make_engine(
+            self.path, "BEGIN IMMEDIATE", busy_timeout_s, readonly=self.readonly
+        )
+        self._read_engine = _make_engine(self.path, "BEGIN", busy_timeout_s, readonly=self.readonly)
         self._closed = False
+        self.marked_interrupted: list[int] = []
+        self.repaired: list[str] = []
         try:
             self.migrated: bool = self._migrate()
-            self.marked_interrupted: list[int] = (
-                self.mark_stale_interrupted(stale_s) if stale_s is not None else []
-            )
+            self._check_columns()
+            if not self.readonly:
+                if stale_s is not None:
+                    self.marked_interrupted = self.mark_stale_interrupted(stale_s)
+                self.repaired = self.repair()
+            self.identity = self._identity()
+        except CatalogError:
+            self.close()
+            raise
+        except DatabaseError as exc:
+            self.close()
+            raise CatalogError(f"catalog {self.path} cannot be opened: {exc.orig}") from None
         except BaseException:
             self.close()
             raise
@@ -352,13 +529,16 @@ class Catalog:
         *,
         stale_s: float | None = HEARTBEAT_STALE_S,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
+        readonly: bool | None = None,
     ) -> Catalog:
-        """Open (creating or upgrading) the catalog at `path` (default: `default_db_path()`)
-        and mark runs with a heartbeat older than `stale_s` seconds interrupted (None: skip)."""
+        """Open (creating or upgrading) the catalog at `path` (default: `default_db_path()`),
+        mark runs whose owner's heartbeat is older than `stale_s` seconds interrupted (None:
+        skip) and repair what a killed process left half done (`repair`)."""
         return cls(
             path if path is not None else default_db_path(),
             stale_s=stale_s,
             busy_timeout_s=busy_timeout_s,
+            readonly=readonly,
         )
 
     def close(self) -> None:
@@ -379,29 +559,82 @@ class Catalog:
 
     # ---- plumbing ----
     def _migrate(self) -> bool:
-        """Upgrade to the newest revision; a no-op (one SELECT) when already there. Runs in
-        one BEGIN IMMEDIATE transaction, so two processes opening a new file do not race."""
+        """Upgrade to the newest revision and stamp the file as ours (application id, schema
+        version); a no-op (one SELECT) when already there. Runs in one BEGIN IMMEDIATE
+        transaction, so two processes opening a new file do not race."""
         cfg = _alembic_config()
         head = ScriptDirectory.from_config(cfg).get_current_head()
+
+        def current(conn: Connection) -> bool:
+            stamped = conn.exec_driver_sql("PRAGMA application_id").scalar() == APPLICATION_ID
+            return stamped and MigrationContext.configure(conn).get_current_revision() == head
+
         with self._read_engine.connect() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            if current(conn):
                 return False
+        if self.readonly:
+            raise CatalogError(
+                f"catalog {self.path} is read-only and needs upgrading by a process that can write it"
+            )
         with self._write_engine.begin() as conn:
-            if MigrationContext.configure(conn).get_current_revision() == head:
+            if current(conn):
                 return False
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+            conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return True
+
+    def _check_columns(self) -> None:
+        """Refuse a catalog whose tables lack columns this release uses (damaged or edited)."""
+        with self._read_engine.connect() as conn:
+            for table in Base.metadata.sorted_tables:
+                have = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+                missing = sorted(set(table.c.keys()) - have)
+                if missing:
+                    raise CatalogError(
+                        f"catalog {self.path} is damaged: table {table.name} lacks "
+                        f"{', '.join(missing)}"
+                    )
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino)
+
+    def check_file(self) -> None:
+        """Raise CatalogError if the catalog file was deleted or replaced since it was opened
+        (SQLite would go on writing into the deleted file and every record would be lost)."""
+        now = self._identity()
+        if now != self.identity:
+            what = "deleted" if now is None else "replaced by another file"
+            raise CatalogError(f"catalog {self.path} was {what} while in use; its records are gone")
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
-        with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
-            yield s
+        if self.readonly:
+            raise CatalogError(
+                f"catalog {self.path} is read-only: this needs a catalog you can write"
+            )
+        try:
+            with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
+                yield s
+        except DatabaseError as exc:
+            if _damaged(exc):
+                raise CatalogError(f"catalog {self.path} is damaged ({exc.orig})") from None
+            raise
 
     @contextmanager
     def _read(self) -> Iterator[Session]:
-        with Session(self._read_engine) as s, s.begin():
-            yield s
+        try:
+            with Session(self._read_engine) as s, s.begin():
+                yield s
+        except DatabaseError as exc:
+            if _damaged(exc):
+                raise CatalogError(f"catalog {self.path} is damaged ({exc.orig})") from None
+            raise
 
     @staticmethod
     def _run_or_raise(s: Session, run_id: int) -> Run:
@@ -432,15 +665,19 @@ class Catalog:
         status: str = "queued",
         preset: str | None = None,
         total_steps: int | None = None,
+        owner: str | None = None,
     ) -> int:
-        """Insert a run and return its id."""
+        """Insert a run and return its id. With `owner` the run starts leased to that owner
+        (see `claim`): it must keep the lease fresh (`renew`) until the run starts, or the run
+        is marked interrupted like a crashed one."""
         check_status(status)
+        now = time.time()
         with self._write() as s:
             run = Run(
                 name=name, parent_id=parent_id, status=status, algorithm=algorithm,
                 dataset=dataset, device=device, config_json=config_json, seed=seed,
-                created_at=time.time(), notes=notes, attempt=1, total_steps=total_steps,
-                step=0, preset=preset,
+                created_at=now, notes=notes, attempt=1, total_steps=total_steps,
+                step=0, preset=preset, owner=owner, heartbeat_at=now if owner else None,
             )  # fmt: skip
             s.add(run)
             s.flush()
@@ -450,14 +687,19 @@ class Catalog:
             return run.id
 
     def create_run_from_config(
-        self, config: Any, *, parent_id: int | None = None, status: str = "queued"
+        self,
+        config: Any,
+        *,
+        parent_id: int | None = None,
+        status: str = "queued",
+        owner: str | None = None,
     ) -> int:
         """Create a run from a `RunConfig` (duck-typed, so the catalog needs no core import)."""
         return self.create_run(
             config.to_json(), name=config.name, algorithm=config.algorithm.name,
             dataset=config.dataset.name, device=config.device, seed=config.seed,
             tags=config.tags, notes=config.notes, parent_id=parent_id, status=status,
-            preset=config.preset, total_steps=config.steps,
+            preset=config.preset, total_steps=config.steps, owner=owner,
         )  # fmt: skip
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -570,9 +812,12 @@ class Catalog:
                 r.tags = tags.get(r.id, r.tags)
         return records
 
-    def set_status(self, run_id: int, status: str, error: str | None = None) -> None:
+    def set_status(
+        self, run_id: int, status: str, error: str | None = None, *, owner: str | None = None
+    ) -> None:
         """Set a run's status (validated against `STATUSES`) and error text. A terminal status
-        stamps `ended_at`; running/paused refresh the heartbeat."""
+        stamps `ended_at`; running/paused refresh the heartbeat. With `owner`, only the lease
+        holder may."""
         check_status(status)
         now = time.time()
         values: dict[str, Any] = {"status": status, "error": error}
@@ -582,10 +827,11 @@ class Catalog:
             values["ended_at"] = None
         if status in LIVE_STATUSES:
             values["heartbeat_at"] = now
-        self._update_run(run_id, **values)
+        self._update_run(run_id, owner=owner, **values)
 
-    def _update_run(self, run_id: int, **values: Any) -> None:
+    def _update_run(self, run_id: int, owner: str | None = None, **values: Any) -> None:
         with self._write() as s:
+            self._owned(s, run_id, owner)
             res = s.execute(update(Run).where(Run.id == run_id).values(**values))
             if res.rowcount == 0:
                 raise UnknownRunError(run_id)
@@ -619,6 +865,92 @@ class Catalog:
                 pass
         shutil.rmtree(self.checkpoint_dir(run_id), ignore_errors=True)
 
+    # ---- ownership ----
+    def _lease_live(self, run: Run, now: float) -> bool:
+        return (
+            run.owner is not None
+            and run.status in OWNED_STATUSES
+            and (run.heartbeat_at or 0.0) > now - self.stale_s
+        )
+
+    def claim(self, run_id: int, owner: str, *, queue: bool = False) -> None:
+        """Take the run for `owner`, atomically (BEGIN IMMEDIATE): refused with RunBusyError
+        while another owner's lease is live (its heartbeat younger than the stale threshold),
+        so two resumes of one run, here or on another machine, cannot both proceed. With
+        `queue` the run is set "queued" (it waits in its owner's queue)."""
+        now = time.time()
+        with self._write() as s:
+            run = self._run_or_raise(s, run_id)
+            if run.owner not in (None, owner) and self._lease_live(run, now):
+                age = now - (run.heartbeat_at or now)
+                raise RunBusyError(
+                    f"run {run_id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
+                    f"{age:.0f} s ago); stop it there first"
+                )
+            run.owner = owner
+            run.heartbeat_at = now
+            if queue:
+                run.status = "queued"
+                run.ended_at = None
+
+    def renew(self, run_id: int, owner: str) -> None:
+        """Refresh `owner`'s lease (the heartbeat); LeaseLost if the run is no longer its own."""
+        with self._write() as s:
+            n = s.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.owner == owner)
+                .values(heartbeat_at=time.time())
+            ).rowcount
+            if n == 0:
+                self._lost(s, run_id, owner)
+
+    def release(self, run_id: int, owner: str, status: str | None = None) -> None:
+        """Give the run up (optionally setting its status); a no-op if `owner` lost it."""
+        values: dict[str, Any] = {"owner": None}
+        if status is not None:
+            values["status"] = check_status(status)
+        with self._write() as s:
+            s.execute(update(Run).where(Run.id == run_id, Run.owner == owner).values(**values))
+
+    def _owned(self, s: Session, run_id: int, owner: str | None) -> None:
+        """Inside a write transaction: raise LeaseLost unless `owner` holds the run (None: the
+        caller does not use leases, as the plain API and tests)."""
+        if owner is None:
+            return
+        if s.scalar(select(Run.owner).where(Run.id == run_id)) != owner:
+            self._lost(s, run_id, owner)
+
+    def _lost(self, s: Session, run_id: int, owner: str) -> None:
+        row = s.execute(select(Run.status, Run.owner).where(Run.id == run_id)).first()
+        if row is None:
+            raise LeaseLost(f"run {run_id} was deleted from the catalog")
+        status, holder = row
+        who = f"; {describe_owner(holder)} holds it now" if holder else ""
+        raise LeaseLost(f"this process no longer owns run {run_id} (it is {status}{who})")
+
+    def attempts(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's attempts, oldest first: number, owner, host, pid, started_at, ended_at,
+        start_step, end_step, status, error."""
+        cols = [c for c in Attempt.__table__.c if c.name not in ("id", "run_id")]
+        with self._read() as s:
+            rows = s.execute(
+                select(*cols).where(Attempt.run_id == run_id).order_by(Attempt.number, Attempt.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    def _close_attempt(
+        self, s: Session, run_id: int, status: str, step: int | None, error: str | None, at: Any
+    ) -> None:
+        values: dict[str, Any] = {"ended_at": at, "status": status, "error": error}
+        if step is not None:
+            values["end_step"] = step
+        s.execute(
+            update(Attempt)
+            .where(Attempt.run_id == run_id, Attempt.ended_at.is_(None))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+
     # ---- lifecycle ----
     def start_run(
         self,
@@ -630,14 +962,18 @@ class Catalog:
         device_name: str | None = None,
         environment: dict[str, Any] | None = None,
         config_json: str | None = None,
+        owner: str | None = None,
     ) -> int:
         """Mark a run running (what `CatalogListener.on_start` calls) and return the attempt
         number its metrics belong to. The first start of a run is attempt 1; any later start
-        (a resume, or a restart) is a new attempt via the `begin_attempt` logic."""
+        (a resume, or a restart) is a new attempt via the `begin_attempt` logic. Each start
+        gets its row in `attempts`. With `owner`, only the lease holder may start it."""
         env = {**base_environment(), **(environment or {})}
         now = time.time()
         with self._write() as s:
             run = self._run_or_raise(s, run_id)
+            self._owned(s, run_id, owner)
+            self._close_attempt(s, run_id, "interrupted", None, None, now)  # a left-over one
             if run.started_at is not None or run.attempt > 1:
                 attempt = self._begin_attempt(s, run, start_step)
             else:
@@ -657,6 +993,12 @@ class Catalog:
                 run.device_name = device_name
             if config_json is not None:
                 run.config_json = config_json
+            s.add(
+                Attempt(
+                    run_id=run_id, number=attempt, owner=owner, host=env.get("host"),
+                    pid=os.getpid(), started_at=now, start_step=start_step, status="running",
+                )
+            )  # fmt: skip
             return attempt
 
     def begin_attempt(self, run_id: int, resume_step: int) -> int:
@@ -732,56 +1074,85 @@ class Catalog:
         s.execute(insert(RunSummary.__table__), rows)
 
     def finish_run(
-        self, run_id: int, status: str, *, step: int | None = None, error: str | None = None
+        self,
+        run_id: int,
+        status: str,
+        *,
+        step: int | None = None,
+        error: str | None = None,
+        owner: str | None = None,
     ) -> None:
-        """Set the final status (finished/failed/cancelled/interrupted), error and ended_at."""
+        """Set the final status (finished/failed/cancelled/interrupted), error and ended_at,
+        close the open attempt and give up the lease (`owner`: only its holder may)."""
         check_status(status)
-        values: dict[str, Any] = {"status": status, "error": error, "ended_at": time.time()}
+        now = time.time()
+        values: dict[str, Any] = {"status": status, "error": error, "ended_at": now, "owner": None}
         if step is not None:
             values["step"] = step
-        self._update_run(run_id, **values)
+        with self._write() as s:
+            self._owned(s, run_id, owner)
+            if s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount == 0:
+                raise UnknownRunError(run_id)
+            self._close_attempt(s, run_id, status, step, error, now)
 
-    def heartbeat(self, run_id: int, live_status: str | None = None) -> None:
-        """Record that the run's process is alive. With `live_status`, a run wrongly marked
-        interrupted (its process was suspended past the stale threshold) is revived to it."""
-        now = time.time()
-        values: dict[str, Any] = {"heartbeat_at": now}
-        if live_status is not None:
-            check_status(live_status)
-            revive = Run.status == "interrupted"
-            values["status"] = case((revive, live_status), else_=Run.status)
-            values["ended_at"] = case((revive, None), else_=Run.ended_at)
-            values["error"] = case((revive, None), else_=Run.error)
-        self._update_run(run_id, **values)
+    def heartbeat(self, run_id: int, owner: str | None = None) -> None:
+        """Record that the run's process is alive (with `owner`: `renew` its lease). A run
+        already marked interrupted is never revived: its process lost it and must stop."""
+        if owner is not None:
+            self.renew(run_id, owner)
+            return
+        self._update_run(run_id, heartbeat_at=time.time())
 
     def mark_stale_interrupted(self, threshold_s: float = HEARTBEAT_STALE_S) -> list[int]:
-        """Mark running/paused runs whose heartbeat is older than `threshold_s` interrupted;
-        return their ids."""
+        """Mark runs whose owner stopped beating for `threshold_s` seconds interrupted (live
+        runs; queued runs that have an owner, such as a CLI process killed while starting or
+        an app's queue) and return their ids. Their leases end, so a process that was only
+        suspended finds its run taken away (LeaseLost) and stops writing."""
         now = time.time()
         last = func.coalesce(Run.heartbeat_at, Run.started_at, Run.created_at)
-        stale = select(Run.id).where(Run.status.in_(LIVE_STATUSES), last < now - threshold_s)
+        stale = select(Run.id).where(
+            or_(Run.status.in_(LIVE_STATUSES), (Run.status == "queued") & Run.owner.is_not(None)),
+            last < now - threshold_s,
+        )
         with self._read() as s:  # the common case takes no write lock
             if s.scalar(stale.limit(1)) is None:
                 return []
         with self._write() as s:
-            ids = list(s.scalars(stale))
-            if ids:
+            rows = s.execute(stale.add_columns(Run.status, last)).all()
+            ids = [r[0] for r in rows]
+            with_ckpt = set(
+                s.scalars(
+                    select(Checkpoint.run_id).where(
+                        Checkpoint.run_id.in_(ids), Checkpoint.state == "ready"
+                    )
+                )
+            )
+            for rid, status, at in rows:
+                how = "while it waited to start" if status == "queued" else ""
+                resume = (
+                    "resume it from its last checkpoint"
+                    if rid in with_ckpt
+                    else "it has no checkpoint: resuming starts it from step 0"
+                )
+                error = (
+                    f"no heartbeat for more than {threshold_s:g} s: the process running it stopped "
+                    f"{how + ' ' if how else ''}(crash, kill or power loss); {resume}"
+                )
                 s.execute(
                     update(Run)
-                    .where(Run.id.in_(ids))
-                    .values(
-                        status="interrupted",
-                        ended_at=last,
-                        error=f"no heartbeat for more than {threshold_s:g} s: the process running "
-                        "it stopped (crash, kill or power loss); resume it from its last checkpoint",
-                    )
-                    .execution_options(synchronize_session=False)
+                    .where(Run.id == rid)
+                    .values(status="interrupted", ended_at=at, error=error, owner=None)
                 )
+                self._close_attempt(s, rid, "interrupted", None, error, at)
             return ids
 
     # ---- metrics ----
     def add_metrics(
-        self, run_id: int, points: Sequence[MetricPoint], attempt: int | None = None
+        self,
+        run_id: int,
+        points: Sequence[MetricPoint],
+        attempt: int | None = None,
+        owner: str | None = None,
     ) -> None:
         """Store metric points (step, name, value, wall_time) of one run and update its summary
         and latest step, all in one transaction. `attempt` defaults to the run's current one."""
@@ -802,6 +1173,7 @@ class Catalog:
             ):
                 a[3], a[4] = v, step
         with self._write() as s:
+            self._owned(s, run_id, owner)
             if attempt is None:
                 attempt = s.scalar(select(Run.attempt).where(Run.id == run_id))
                 if attempt is None:
@@ -891,6 +1263,140 @@ class Catalog:
             s.flush()
             return ck.id
 
+    def prepare_checkpoint(
+        self,
+        run_id: int,
+        step: int,
+        kind: Literal["periodic", "best", "final", "stop"],
+        path: str | os.PathLike[str],
+        temp_path: str | os.PathLike[str],
+        bytes: int,
+        sha256: str,
+        metrics: dict[str, float] | None = None,
+        owner: str | None = None,
+    ) -> int:
+        """Phase one of a checkpoint: a "pending" row for a complete temporary file that is
+        about to be renamed to `path`. No reader takes a pending row; `commit_checkpoint`
+        makes it usable once the file is in place, and `repair` finishes or undoes it if the
+        process dies in between."""
+        if kind not in CHECKPOINT_KINDS:
+            raise ValueError(
+                f"unknown checkpoint kind {kind!r}; expected one of {CHECKPOINT_KINDS}"
+            )
+        with self._write() as s:
+            self._run_or_raise(s, run_id)
+            self._owned(s, run_id, owner)
+            ck = Checkpoint(
+                run_id=run_id, step=step, kind=kind, path=str(path), bytes=bytes, sha256=sha256,
+                metrics_json=json.dumps(metrics or {}, sort_keys=True), created_at=time.time(),
+                state="pending", temp_path=str(temp_path),
+            )  # fmt: skip
+            s.add(ck)
+            s.flush()
+            return ck.id
+
+    def commit_checkpoint(
+        self, checkpoint_id: int, keep: int, owner: str | None = None
+    ) -> list[str]:
+        """Phase two: the file is in place, so its row becomes "ready" (replacing any older row
+        for the same path). Then the run's ready checkpoints of that kind beyond the newest
+        `keep` are retired: rows deleted first, files after, so a listed checkpoint always has
+        its file. Returns the retired paths."""
+        with self._write() as s:
+            ck = s.get(Checkpoint, checkpoint_id)
+            if ck is None:
+                raise KeyError(f"no checkpoint {checkpoint_id}")
+            self._owned(s, ck.run_id, owner)
+            s.execute(
+                delete(Checkpoint).where(
+                    Checkpoint.path == ck.path,
+                    Checkpoint.id != ck.id,
+                    Checkpoint.run_id == ck.run_id,
+                )
+            )
+            ck.state, ck.temp_path = "ready", None
+            run_id, kind = ck.run_id, ck.kind
+        fault_point("ckpt.committed")
+        with self._write() as s:
+            self._owned(s, run_id, owner)
+            rows = s.execute(
+                select(Checkpoint.id, Checkpoint.path)
+                .where(
+                    Checkpoint.run_id == run_id,
+                    Checkpoint.kind == kind,
+                    Checkpoint.state == "ready",
+                )
+                .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
+            ).all()
+            old = rows[max(keep, 1) :]
+            if old:
+                s.execute(delete(Checkpoint).where(Checkpoint.id.in_([r[0] for r in old])))
+        fault_point("ckpt.retired")
+        for _, p in old:
+            _unlink(p)
+        return [p for _, p in old]
+
+    def repair(self, run_ids: Iterable[int] | None = None) -> list[str]:
+        """Finish or undo what a killed process left half done, for runs no live owner holds:
+        a pending checkpoint whose file (or temporary file) is complete (sha256) becomes ready,
+        other pending rows go; temporary files and files no row lists (retired, not yet
+        unlinked) in those runs' folders are deleted. Files older than their run are left
+        alone: they belong to a deleted catalog's run of the same id. Returns what it did."""
+        done: list[str] = []
+        now = time.time()
+        with self._read() as s:
+            q = select(Run).where(
+                or_(
+                    Run.status.in_(("interrupted", *OWNED_STATUSES)),
+                    Run.id.in_(select(Checkpoint.run_id).where(Checkpoint.state == "pending")),
+                )
+            )
+            if run_ids is not None:
+                q = q.where(Run.id.in_(list(run_ids)))
+            runs = [(r.id, r.created_at) for r in s.scalars(q) if not self._lease_live(r, now)]
+            if not runs:
+                return done
+            ids = [r[0] for r in runs]
+            pending = s.execute(
+                select(
+                    Checkpoint.id, Checkpoint.path, Checkpoint.temp_path, Checkpoint.sha256
+                ).where(Checkpoint.run_id.in_(ids), Checkpoint.state == "pending")
+            ).all()
+            known = set(s.scalars(select(Checkpoint.path).where(Checkpoint.run_id.in_(ids))))
+        for ck_id, path, temp, sha in pending:
+            state = "gone"
+            if _complete(path, sha):
+                state = "ready"
+            elif temp and _complete(temp, sha):
+                os.replace(temp, path)
+                _fsync_dir(Path(path).parent)
+                state = "ready"
+            with self._write() as s:
+                if state == "ready":
+                    s.execute(
+                        update(Checkpoint)
+                        .where(Checkpoint.id == ck_id)
+                        .values(state="ready", temp_path=None)
+                    )
+                else:
+                    s.execute(delete(Checkpoint).where(Checkpoint.id == ck_id))
+                    known.discard(path)
+            done.append(f"{state}: {path}")
+        for rid, created in runs:
+            folder = self.checkpoint_dir(rid)
+            try:
+                entries = list(os.scandir(folder))
+            except OSError:
+                continue
+            for e in entries:
+                if not e.is_file() or str(folder / e.name) in known:
+                    continue
+                leftover = e.name.startswith(".tmp-") or e.name.endswith(".pt")
+                if leftover and e.stat().st_mtime >= created - 1.0:
+                    _unlink(folder / e.name)
+                    done.append(f"removed: {folder / e.name}")
+        return done
+
     def remove_checkpoint(self, path: str | os.PathLike[str], *, delete_file: bool = False) -> bool:
         """Forget the checkpoint at `path` (and delete the file if asked); False if unknown."""
         with self._write() as s:
@@ -900,11 +1406,11 @@ class Catalog:
         return n > 0
 
     def checkpoints(self, run_id: int) -> list[CheckpointRecord]:
-        """The run's checkpoints by step."""
+        """The run's usable checkpoints (complete files) by step."""
         with self._read() as s:
             rows = s.scalars(
                 select(Checkpoint)
-                .where(Checkpoint.run_id == run_id)
+                .where(Checkpoint.run_id == run_id, Checkpoint.state == "ready")
                 .order_by(Checkpoint.step, Checkpoint.id)
             )
             return [_checkpoint_record(c) for c in rows]
@@ -913,7 +1419,7 @@ class Catalog:
         self, run_id: int, which: Literal["best", "final", "latest"] | int = "latest"
     ) -> CheckpointRecord | None:
         """The "best" or "final" checkpoint, the "latest" by step, or the one at a given step."""
-        q = select(Checkpoint).where(Checkpoint.run_id == run_id)
+        q = select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.state == "ready")
         if isinstance(which, int) and not isinstance(which, bool):
             order = case({"final": 0, "best": 1, "stop": 2}, value=Checkpoint.kind, else_=3)
             q = q.where(Checkpoint.step == which).order_by(order, Checkpoint.id.desc())
@@ -1011,3 +1517,35 @@ def _summary_upsert(is_lower: bool) -> Any:
             "count": t.c["count"] + ex["count"],
         },
     )
+
+
+def _unlink(path: str | os.PathLike[str]) -> None:
+    try:
+        Path(path).unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def _complete(path: str | os.PathLike[str], sha256: str | None) -> bool:
+    """Whether the file exists with the recorded sha256 (the catalog needs no torch for it)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return False
+    return sha256 is None or h.hexdigest() == sha256

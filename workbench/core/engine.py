@@ -24,7 +24,16 @@ import torch
 
 from workbench import __version__
 from workbench.core.algorithms import ALGORITHMS, Algorithm
-from workbench.core.checkpoint import load_checkpoint, save_checkpoint
+from workbench.core.checkpoint import (
+    STORAGE_ERRNOS,
+    CheckpointStore,
+    FolderCheckpoints,
+    load_checkpoint,
+    put_in_place,
+    storage_message,
+    unused_path,
+    write_temp,
+)
 from workbench.core.config import RunConfig
 from workbench.core.devices import device_name, resolve_device
 from workbench.core.episode_stream import EpisodeStream
@@ -39,6 +48,7 @@ from workbench.core.events import (
     RunStarted,
     StepMetrics,
 )
+from workbench.core.faults import fault_point
 from workbench.core.memory import reuse_freed_memory
 from workbench.core.models import build_model
 from workbench.core.tasks import DATASETS, TaskDistribution
@@ -72,6 +82,9 @@ def load_datasets(
                 f"{phase}.ways",
                 f"{shape.ways} ways requested but the {split} split of {config.dataset.name} has only {dist.num_classes} classes",
             )
+        # shots + queries against the examples per class, before a run is recorded (sampling
+        # would find it only once the run exists, and record a failed run)
+        dist.check(shape, phase)
     return dists
 
 
@@ -130,8 +143,11 @@ class Trainer:
         resume_from: str | Path | None = None,
         resume_sha256: str | None = None,
         datasets: dict[str, TaskDistribution] | None = None,
+        checkpoints: CheckpointStore | None = None,
     ) -> None:
-        """`datasets` (train/val/test) may be passed when the caller already loaded them."""
+        """`datasets` (train/val/test) may be passed when the caller already loaded them.
+        `checkpoints` records and retires the checkpoint files (the catalog's listener does,
+        in two phases); without it a `FolderCheckpoints` keeps them in `checkpoint_dir`."""
         self.config = config
         self.datasets = datasets
         self.listeners = list(listeners or [])
@@ -141,31 +157,48 @@ class Trainer:
         self._cancel = threading.Event()
         self._running = threading.Event()
         self._running.set()
+        self._holds: dict[str, str] = {}  # who paused the run -> why ("user", "catalog", ...)
+        self._hold_lock = threading.Lock()
+        self.aborted: str | None = None
         self.step = 0
+        self._storage_fault = ""
         self.best: tuple[float, int] | None = None  # (score, step)
-        self._files: dict[str, list[str]] = {"periodic": [], "best": [], "final": [], "stop": []}
+        if checkpoints is None and self.checkpoint_dir is not None:
+            # no catalog: the folder is the record (a resumed run adopts what it finds there)
+            checkpoints = FolderCheckpoints(self.checkpoint_dir, adopt=self.resume_from is not None)
+        self.checkpoints = checkpoints
         self.algo: Algorithm | None = None
         self.device: torch.device | None = None
-        if (
-            self.resume_from is not None
-            and self.checkpoint_dir is not None
-            and self.checkpoint_dir.is_dir()
-        ):
-            # a resumed run keeps managing the files its earlier attempts wrote (a fresh run
-            # never adopts files it finds, which may belong to a deleted catalog's run)
-            for kind, files in self._files.items():
-                files.extend(str(p) for p in sorted(self.checkpoint_dir.glob(f"{kind}-step*.pt")))
 
     # ---- control (thread-safe) ---------------------------------------------------------
+    def hold(self, key: str, reason: str) -> None:
+        """Pause the run after the current step until `release(key)`; the run trains only
+        while nobody holds it (the user's pause and a full disk are separate holds)."""
+        with self._hold_lock:
+            self._holds[key] = reason
+            self._running.clear()
+
+    def release(self, key: str) -> None:
+        with self._hold_lock:
+            self._holds.pop(key, None)
+            if not self._holds:
+                self._running.set()
+
     def pause(self) -> None:
-        self._running.clear()
+        self.hold("user", "paused by the user")
 
     def resume(self) -> None:
-        self._running.set()
+        self.release("user")
 
     def cancel(self) -> None:
         self._cancel.set()
         self._running.set()
+
+    def abort(self, reason: str) -> None:
+        """Stop at once without a stop checkpoint and end the run failed with `reason` (the
+        run's records can no longer be written: lease lost, catalog gone)."""
+        self.aborted = reason
+        self.cancel()
 
     @property
     def paused(self) -> bool:
@@ -181,6 +214,8 @@ class Trainer:
         """Train to the step budget (or until cancelled/failed); always ends with on_finish.
         The torch thread count is the caller's again afterwards, whatever the run used."""
         threads = torch.get_num_threads()
+        for listener in self.listeners:
+            getattr(listener, "attach", lambda _c: None)(self)
         try:
             finished = self._run()
         except (ConfigError, DataError, CheckpointError, NonFiniteLoss) as exc:
@@ -192,6 +227,8 @@ class Trainer:
             finished = RunFinished("failed", self.step, f"{type(exc).__name__}: {exc}\n{tb}")
         finally:
             torch.set_num_threads(threads)
+        if self.aborted is not None:
+            finished = RunFinished("failed", self.step, self.aborted)
         self._emit("on_finish", finished)
         return finished
 
@@ -239,9 +276,7 @@ class Trainer:
         rate = 0.0
         while self.step < cfg.steps:
             if not self._running.is_set():
-                self._emit("on_status", "paused")
-                self._running.wait()
-                self._emit("on_status", "running")
+                self._wait_while_held()
                 t_last = time.perf_counter()
             if self._cancel.is_set():
                 return self._stop(opt, tasks)
@@ -268,9 +303,31 @@ class Trainer:
             if cfg.ckpt_every and self.step % cfg.ckpt_every == 0:
                 self._checkpoint("periodic", opt, tasks)
             t_last = time.perf_counter()  # steps/s counts training only, not validation or I/O
-        self._checkpoint("final", opt, tasks)
+        if not self._checkpoint("final", opt, tasks):
+            return self._stop(opt, tasks)
         test = self._test(dists.get("test")) if cfg.test_on_finish else None
+        fault_point("run.finishing")
         return RunFinished("finished", self.step, None, test)
+
+    def _wait_while_held(self) -> None:
+        """Wait, paused, until nobody holds the run; each new reason is announced."""
+        said = None
+        while not self._running.wait(0.05 if said is None else 0.2):
+            with self._hold_lock:
+                why = "; ".join(v for k, v in self._holds.items() if k != "user")
+                held = bool(self._holds)
+            if held and why != said:  # the user's own pause needs no reason
+                self._emit_status("paused", why or None)
+                said = why
+        if said is not None:
+            self._emit_status("running", None)
+
+    def _emit_status(self, status: str, reason: str | None) -> None:
+        for listener in self.listeners:
+            if reason is None:
+                listener.on_status(status)  # type: ignore[arg-type]
+            else:
+                listener.on_status(status, reason)  # type: ignore[arg-type,call-arg]
 
     def _lr(self) -> float:
         a = self.config.algorithm
@@ -304,8 +361,9 @@ class Trainer:
             return None
         assert self.algo is not None
         ckpt_step = self.step
-        if self._files["best"]:
-            state = load_checkpoint(self._files["best"][-1])
+        best = self.checkpoints.newest("best") if self.checkpoints is not None else None
+        if best is not None:
+            state = load_checkpoint(best.path, best.sha256)
             self.algo.load_state_dict(state["algorithm"])
             ckpt_step = int(state["step"])
         s = self._score(dist, "test", self.config.test_episodes)
@@ -344,7 +402,11 @@ class Trainer:
         return result
 
     def _stop(self, opt: torch.optim.Optimizer, tasks: EpisodeStream) -> RunFinished:
-        self._checkpoint("stop", opt, tasks)
+        if self.aborted is not None:
+            return RunFinished("failed", self.step, self.aborted)
+        if not self._checkpoint("stop", opt, tasks):
+            why = f"; no stop checkpoint could be written ({self._storage_fault})"
+            return RunFinished("cancelled", self.step, "stopped by the user" + why)
         return RunFinished("cancelled", self.step, "stopped by the user")
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -388,22 +450,62 @@ class Trainer:
         opt: torch.optim.Optimizer,
         tasks: EpisodeStream,
         metrics: dict[str, float] | None = None,
+    ) -> bool:
+        """Write a checkpoint; False only if the run was stopped while the storage could not
+        take it. A full or read-only disk pauses the run with the reason and the folder and
+        tries again every few seconds: the run goes on once there is room."""
+        if self.checkpoint_dir is None or self.checkpoints is None:
+            return True
+        said = False
+        while True:
+            try:
+                self._save(kind, opt, tasks, metrics or {})
+                if said:
+                    self._emit_status("running", None)
+                return True
+            except OSError as exc:
+                if exc.errno not in STORAGE_ERRNOS:
+                    raise
+                self._storage_fault = storage_message(exc, self.checkpoint_dir)
+                if not said:
+                    self._emit_status("paused", self._storage_fault)
+                    said = True
+                if self._cancel.wait(STORAGE_RETRY_S):
+                    return False
+
+    def _save(
+        self, kind: str, opt: torch.optim.Optimizer, tasks: EpisodeStream, metrics: dict[str, float]
     ) -> None:
-        if self.checkpoint_dir is None:
-            return
-        path = self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt"
-        size, sha = save_checkpoint(path, self._state(opt, tasks))
-        self._emit(
-            "on_checkpoint", CheckpointSaved(self.step, kind, str(path), size, sha, metrics or {})
-        )  # type: ignore[arg-type]
-        files = self._files[kind]
-        if str(path) not in files:
-            files.append(str(path))
+        """The checkpoint sequence: temporary file (fsynced) -> pending record -> rename ->
+        ready record, older ones of its kind retired (record first, file after). A kill at any
+        point leaves either the old usable checkpoints or the new one, never a listed file
+        that is missing (the catalog's repair finishes or undoes a cut sequence)."""
+        assert self.checkpoint_dir is not None and self.checkpoints is not None
+        path = unused_path(self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt")
+        temp, size, sha = write_temp(self.checkpoint_dir, self._state(opt, tasks))
+        try:
+            fault_point("ckpt.written")
+            token = self.checkpoints.prepare(
+                self.step, kind, str(path), str(temp), size, sha, metrics
+            )
+            fault_point("ckpt.prepared")
+            put_in_place(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        fault_point("ckpt.renamed")
         keep = self.config.keep_last if kind == "periodic" else 1
-        while len(files) > keep:
-            old = files.pop(0)
-            Path(old).unlink(missing_ok=True)
+        removed = self.checkpoints.commit(token, keep)
+        self._emit(
+            "on_checkpoint",
+            CheckpointSaved(self.step, kind, str(path), size, sha, metrics),  # type: ignore[arg-type]
+        )
+        for old in removed:
             self._emit("on_checkpoint_removed", CheckpointRemoved(old))
+
+
+STORAGE_RETRY_S = 5.0
+"""How often a run paused by a full or read-only checkpoint folder tries again."""
 
 
 def protocol_of(config: RunConfig) -> dict[str, Any]:
