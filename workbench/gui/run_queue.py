@@ -4,10 +4,12 @@ running one within one step (Trainer flags)."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QThread, Signal
+from PySide6.QtCore import QObject, QThread, QTimer, Signal
 
 from workbench.api import resume_target
-from workbench.catalog import Catalog, CheckpointRecord
+from workbench.catalog import HEARTBEAT_S, Catalog, CheckpointRecord
+from workbench.catalog.errors import CatalogError
+from workbench.catalog.store import new_owner
 from workbench.core.config import RunConfig
 from workbench.core.events import RunFinished
 from workbench.gui.worker import Job, RunSignals, TrainingWorker, start_in_thread
@@ -35,6 +37,13 @@ class RunQueue(QObject):
         self.worker_thread: QThread | None = None
         self.paused = False
         self.shutting_down = False
+        # the queue owns its waiting runs: it keeps their leases fresh, so a queue that dies
+        # with the app leaves them to be marked interrupted, not queued forever
+        self.owner = new_owner()
+        self._beat = QTimer(self)
+        self._beat.setInterval(int(HEARTBEAT_S * 1000))
+        self._beat.timeout.connect(self._renew)
+        self._beat.start()
 
     # ---- adding ----------------------------------------------------------------------
     def submit(self, config: RunConfig, seeds: list[int] | None = None) -> list[int]:
@@ -46,8 +55,8 @@ class RunQueue(QObject):
                 update={"seed": seed, "name": run_name(config, seed, len(seeds) > 1)}
             )
             cfg = RunConfig.from_dict(cfg.to_dict())
-            run_id = self.catalog.create_run_from_config(cfg, status="queued")
-            self.pending.append(Job(run_id, cfg))
+            run_id = self.catalog.create_run_from_config(cfg, status="queued", owner=self.owner)
+            self.pending.append(Job(run_id, cfg, owner=self.owner))
             ids.append(run_id)
         self.log.emit(
             "info", f"queued run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)}"
@@ -59,13 +68,22 @@ class RunQueue(QObject):
     def resume(self, run_id: int, checkpoint: CheckpointRecord) -> None:
         """Queue run `run_id` to continue from `checkpoint`: the same run (a new attempt) from
         its latest checkpoint, a new child run from an older one (as `workbench resume` does)."""
+        if any(j.run_id == run_id for j in self.pending) or (
+            self.current is not None and self.current.run_id == run_id
+        ):
+            self.log.emit("error", f"run #{run_id} is already in the queue")
+            return
         rec = self.catalog.get_run(run_id)
         cfg = RunConfig.from_json(rec.config_json)
-        target = resume_target(self.catalog, run_id, checkpoint, cfg)
-        if target == run_id:
-            self._prior_status[run_id] = rec.status
-            self.catalog.set_status(run_id, "queued")
-        self.pending.append(Job(target, cfg, checkpoint))
+        try:
+            target = resume_target(self.catalog, run_id, checkpoint, cfg, self.owner)
+            if target == run_id:
+                self.catalog.claim(run_id, self.owner, queue=True)  # refused if owned elsewhere
+                self._prior_status[run_id] = rec.status
+        except CatalogError as exc:
+            self.log.emit("error", f"cannot resume run #{run_id}: {exc}")
+            return
+        self.pending.append(Job(target, cfg, checkpoint, owner=self.owner))
         child = f" as child run #{target}" if target != run_id else ""
         self.log.emit(
             "info",
@@ -90,12 +108,13 @@ class RunQueue(QObject):
 
     def _discard(self, job: Job, why: str) -> None:
         try:
-            if job.checkpoint is None or job.run_id not in self._prior_status:
+            if job.run_id not in self._prior_status:
                 self.catalog.delete_run(
                     job.run_id
                 )  # it never ran (a new run or a child): nothing to keep
             else:
-                self.catalog.set_status(job.run_id, self._prior_status.pop(job.run_id, "cancelled"))
+                prior = self._prior_status.pop(job.run_id, "cancelled")
+                self.catalog.release(job.run_id, self.owner, prior)
             self.log.emit("info", f"run #{job.run_id} {why}")
         except Exception as exc:
             self.log.emit("error", f"could not remove run #{job.run_id} from the queue: {exc}")
@@ -124,16 +143,17 @@ class RunQueue(QObject):
     def shutdown(self, timeout_ms: int = 120_000) -> bool:
         """Stop the running job, wait for its thread, cancel what is queued. True when clean."""
         self.shutting_down = True
+        self._beat.stop()
         for job in self.pending:
             try:
-                if job.checkpoint is None:
+                if job.run_id not in self._prior_status:
                     self.catalog.finish_run(
-                        job.run_id, "cancelled", error="queue discarded when the app closed"
-                    )
+                        job.run_id, "cancelled", error="queue discarded when the app closed",
+                        owner=self.owner,
+                    )  # fmt: skip
                 else:
-                    self.catalog.set_status(
-                        job.run_id, self._prior_status.pop(job.run_id, "cancelled")
-                    )
+                    prior = self._prior_status.pop(job.run_id, "cancelled")
+                    self.catalog.release(job.run_id, self.owner, prior)
             except Exception:
                 pass
         self.pending.clear()
@@ -145,6 +165,18 @@ class RunQueue(QObject):
         return ok
 
     # ---- internals -------------------------------------------------------------------
+    def _renew(self) -> None:
+        """Keep the waiting runs' leases fresh (the running one's writer beats for itself)."""
+        for job in list(self.pending):
+            try:
+                self.catalog.renew(job.run_id, self.owner)
+            except CatalogError as exc:  # taken away (e.g. marked interrupted while asleep)
+                self.pending.remove(job)
+                self.log.emit("error", f"run #{job.run_id} left the queue: {exc}")
+                self.changed.emit()
+            except Exception:
+                pass  # busy: the next beat may work
+
     def _maybe_start(self) -> None:
         if self.worker_thread is not None or not self.pending or self.shutting_down:
             return

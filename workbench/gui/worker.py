@@ -46,6 +46,7 @@ class Job:
     run_id: int
     config: RunConfig
     checkpoint: CheckpointRecord | None = None
+    owner: str | None = None  # the queue's lease on the run, handed to the training thread
 
     @property
     def label(self) -> str:
@@ -60,6 +61,7 @@ class RunSignals(QObject):
     evaluated = Signal(int, object)  # run id, EvalResult
     checkpoint = Signal(int, object)  # run id, CheckpointSaved
     status = Signal(int, str)  # run id, "paused" / "running"
+    notice = Signal(int, str)  # run id, why the run paused itself (disk full, catalog busy...)
     adaptation = Signal(int, object)  # run id, dict of numpy arrays
     finished = Signal(int, object)  # run id, RunFinished
 
@@ -118,9 +120,11 @@ class QtBridge(Listener):
     def on_checkpoint(self, event: CheckpointSaved) -> None:
         self.signals.checkpoint.emit(self.run_id, event)
 
-    def on_status(self, status: Status) -> None:
+    def on_status(self, status: Status, reason: str | None = None) -> None:
         self.flush()
         self.signals.status.emit(self.run_id, status)
+        if reason:
+            self.signals.notice.emit(self.run_id, reason)
 
     def on_finish(self, event: RunFinished) -> None:
         self.flush()  # the finished signal itself is sent by the worker after the catalog closed
@@ -231,15 +235,17 @@ class TrainingWorker(QObject):
         run_id = self.job.run_id
         finished: RunFinished
         try:
-            writer = CatalogListener(self.catalog, run_id)
+            writer = CatalogListener(self.catalog, run_id, owner=self.job.owner)
             self.trainer.listeners = [writer, self.bridge]
+            self.trainer.checkpoints = writer
             finished = self.trainer.run()
-        except Exception as exc:  # e.g. the catalog could not be opened: still end cleanly
+        except Exception as exc:  # e.g. the run is owned elsewhere: end cleanly, keep history
             finished = RunFinished("failed", self.trainer.step, f"{type(exc).__name__}: {exc}")
             try:
-                self.catalog.finish_run(
-                    run_id, "failed", step=self.trainer.step, error=finished.error
-                )
+                if self.job.checkpoint is None and self.job.owner is not None:
+                    self.catalog.finish_run(
+                        run_id, "failed", error=finished.error, owner=self.job.owner
+                    )
             except Exception:
                 pass
         self.signals.finished.emit(run_id, finished)
