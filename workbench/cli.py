@@ -2,6 +2,9 @@
 
 Bad input exits with status 2 and one line naming the field and what is allowed; nothing in
 the catalog is touched before the input has been checked.
+
+Only what a command needs is imported: torch (about 2 s) for run / eval / resume, Qt for the
+app; `--help`, `runs`, `export` and argument errors import neither.
 """
 
 from __future__ import annotations
@@ -18,20 +21,115 @@ from typing import Any, NoReturn
 
 from workbench.core.errors import CheckpointError, ConfigError, DataError
 
-USER_ERRORS = (ConfigError, DataError, CheckpointError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataError, CheckpointError)
+INT64_MAX = 2**63 - 1  # SQLite integers, torch seeds: larger ones overflow deep inside
+CHECKPOINT_NAMES = ("best", "final", "latest")
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """USER_ERRORS plus the catalog's CatalogError (not a catalog, newer version, read-only),
+    imported here so that `--help` and argument errors do not load the catalog's modules."""
+    try:
+        from workbench.catalog.errors import CatalogError
+    except ImportError:  # an older catalog package without it
+        return USER_ERRORS
+    return (*USER_ERRORS, CatalogError)
+
+
+def one_line(text: str) -> str:
+    """`text` as one printable line: user input echoed in a message may hold newlines or the
+    surrogate escapes Python makes of undecodable argv bytes, which a UTF-8 stream refuses."""
+    text = text.rstrip("\n").replace("\r", "\\r").replace("\n", "\\n")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """repr() of an argument cut to `limit` characters, for error messages."""
+    r = repr(text)
+    return r if len(r) <= limit else f"{r[: limit - 5]}...{r[-2:]}"
+
+
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """argparse type: a decimal integer in lo..hi (Python's ints are unbounded; SQLite's and
+    torch's are not, so a 20-digit run id or seed would overflow far from the flag)."""
+
+    def parse(text: str) -> int:
+        digits = text.strip()
+        try:  # ASCII digits only: int() also reads "١٢" and "1_000"
+            if not (digits.isascii() and digits.lstrip("+-").isdigit()):
+                raise ValueError(text)
+            value = int(digits)  # ValueError past 4,300 digits
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {_shown(text)}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(
+                f"{_shown(text)} is out of range: allowed {lo}..{hi}"
+                if hi < INT64_MAX
+                else f"{_shown(text)} is out of range: allowed {lo} up to 2**63-1"
+            )
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def text_arg(text: str) -> str:
+    """argparse type: text that is valid UTF-8 with no control characters (undecodable bytes
+    arrive as surrogate escapes, which SQLite and JSON cannot store)."""
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)} is not valid UTF-8 (undecodable bytes on the command line)"
+        )
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} holds control characters")
+    return text
+
+
+def name_arg(text: str) -> str:
+    """argparse type: a non-empty name (an empty --algorithm would silently mean the default)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty value: give a name")
+    return text_arg(text)
+
+
+def db_arg(text: str) -> str:
+    """argparse type: a catalog file name SQLite can open (UTF-8, not empty)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("empty file name")
+    if any("\udc80" <= c <= "\udcff" for c in text):
+        raise argparse.ArgumentTypeError(
+            f"{_shown(text)} is not valid UTF-8 (SQLite needs a UTF-8 file name)"
+        )
+    return text
+
+
+def checkpoint_arg(text: str) -> str:
+    """argparse type: best, final, latest or a step number (0..2**63-1), checked here so that
+    a 20-digit step cannot overflow the catalog's query."""
+    if text in CHECKPOINT_NAMES:
+        return text
+    if text.isascii() and text.isdigit() and int(text) <= INT64_MAX:
+        return str(int(text))
+    raise argparse.ArgumentTypeError(
+        f"{_shown(text)} is not allowed: use best, final, latest or a step number up to 2**63-1"
+    )
+
+
+ANY_INT = int_in(-INT64_MAX - 1, INT64_MAX)  # the config names the key and its own range
+RUN_ID = int_in(1, INT64_MAX)
 
 
 class Parser(argparse.ArgumentParser):
     """argparse, but an error is one line (no usage block) and exit status 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, one_line(f"{self.prog}: error: {message}") + "\n")
 
 
 def _add_task_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ways", type=int, help="classes per task (train and eval)")
-    p.add_argument("--shots", type=int, help="support examples per class (train and eval)")
-    p.add_argument("--queries", type=int, help="query examples per class (train and eval)")
+    p.add_argument("--ways", type=ANY_INT, help="classes per task (train and eval)")
+    p.add_argument("--shots", type=ANY_INT, help="support examples per class (train and eval)")
+    p.add_argument("--queries", type=ANY_INT, help="query examples per class (train and eval)")
 
 
 def parser() -> Parser:
@@ -39,28 +137,35 @@ def parser() -> Parser:
         prog="workbench",
         description="Meta-Learning Workbench: with no command, opens the desktop app.",
     )
-    top.add_argument("--db", help="catalog file (default: $WORKBENCH_DB or ./experiments.db)")
+    top.add_argument(
+        "--db", type=db_arg, help="catalog file (default: $WORKBENCH_DB or ./experiments.db)"
+    )
     sub = top.add_subparsers(dest="command", parser_class=Parser)
 
     g = sub.add_parser("gui", help="open the desktop app (the default)")
-    g.add_argument("--db", dest="db_sub")
+    g.add_argument("--db", dest="db_sub", type=db_arg)
 
     r = sub.add_parser("run", help="meta-train headless with a progress bar")
-    r.add_argument("--preset", help="start from a paper preset (see `workbench presets`)")
+    r.add_argument(
+        "--preset", type=name_arg, help="start from a paper preset (see `workbench presets`)"
+    )
     r.add_argument("--config", help="run configuration JSON file")
-    r.add_argument("--algorithm", help="maml, fomaml, meta-lstm, protonet, pretrain-finetune")
-    r.add_argument("--dataset", help="sinusoid, glyphs, omniglot, image-folder")
+    r.add_argument(
+        "--algorithm", type=name_arg, help="maml, fomaml, meta-lstm, protonet, pretrain-finetune"
+    )
+    r.add_argument("--dataset", type=name_arg, help="sinusoid, glyphs, omniglot, image-folder")
     _add_task_flags(r)
-    r.add_argument("--meta-batch", type=int, help="tasks per meta-update")
-    r.add_argument("--steps", type=int, help="meta-training steps")
-    r.add_argument("--device", help="auto, cpu, cuda, cuda:N, mps")
-    r.add_argument("--seed", type=int)
-    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--meta-batch", type=ANY_INT, help="tasks per meta-update")
+    r.add_argument("--steps", type=ANY_INT, help="meta-training steps")
+    r.add_argument("--device", type=name_arg, help="auto, cpu, cuda, cuda:N, mps")
+    r.add_argument("--seed", type=int_in(0, INT64_MAX))
+    r.add_argument("--threads", type=int_in(1, 512), help="torch CPU threads")
     r.add_argument("--data-dir", help="dataset folder (default: $WORKBENCH_DATA)")
-    r.add_argument("--name", help="run name")
-    r.add_argument("--tag", action="append", default=[], help="tag (repeatable)")
+    r.add_argument("--name", type=text_arg, help="run name")
+    r.add_argument("--tag", type=text_arg, action="append", default=[], help="tag (repeatable)")
     r.add_argument(
         "--set",
+        type=text_arg,
         action="append",
         default=[],
         metavar="KEY=VALUE",
@@ -68,39 +173,49 @@ def parser() -> Parser:
     )
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
-    r.add_argument("--db", dest="db_sub")
+    r.add_argument("--db", dest="db_sub", type=db_arg)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on test episodes")
-    e.add_argument("run_id", type=int)
-    e.add_argument("--checkpoint", default="best", help="best, final, latest or a step number")
-    e.add_argument("--episodes", type=int, help="test episodes (default: the run's, 600)")
+    e.add_argument("run_id", type=RUN_ID)
+    e.add_argument(
+        "--checkpoint",
+        type=checkpoint_arg,
+        default="best",
+        help="best, final, latest or a step number",
+    )
+    e.add_argument(
+        "--episodes", type=int_in(1, 100_000), help="test episodes (default: the run's, 600)"
+    )
     _add_task_flags(e)
-    e.add_argument("--inner-steps", type=int, help="adaptation steps at test")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--db", dest="db_sub")
+    e.add_argument("--inner-steps", type=int_in(0, 1000), help="adaptation steps at test")
+    e.add_argument("--device", type=name_arg, default="cpu")
+    e.add_argument("--db", dest="db_sub", type=db_arg)
 
     s = sub.add_parser("resume", help="continue a run from its latest (or an older) checkpoint")
-    s.add_argument("run_id", type=int)
+    s.add_argument("run_id", type=RUN_ID)
     s.add_argument(
-        "--checkpoint", default="latest", help="latest or a step (an older one starts a child run)"
+        "--checkpoint",
+        type=checkpoint_arg,
+        default="latest",
+        help="latest or a step (an older one starts a child run)",
     )
-    s.add_argument("--steps", type=int, help="new total step budget")
+    s.add_argument("--steps", type=int_in(1, INT64_MAX), help="new total step budget")
     s.add_argument("--quiet", action="store_true")
-    s.add_argument("--db", dest="db_sub")
+    s.add_argument("--db", dest="db_sub", type=db_arg)
 
     ls = sub.add_parser("runs", help="list runs as a table")
-    ls.add_argument("--status")
-    ls.add_argument("--algorithm")
-    ls.add_argument("--dataset")
-    ls.add_argument("--tag")
-    ls.add_argument("--db", dest="db_sub")
+    ls.add_argument("--status", type=name_arg)
+    ls.add_argument("--algorithm", type=name_arg)
+    ls.add_argument("--dataset", type=name_arg)
+    ls.add_argument("--tag", type=text_arg)
+    ls.add_argument("--db", dest="db_sub", type=db_arg)
 
     x = sub.add_parser("export", help="export a run's metrics as CSV")
-    x.add_argument("run_id", type=int)
+    x.add_argument("run_id", type=RUN_ID)
     x.add_argument(
         "--csv", required=True, help="output file; columns run_id,step,metric,value,wall_time"
     )
-    x.add_argument("--db", dest="db_sub")
+    x.add_argument("--db", dest="db_sub", type=db_arg)
 
     sub.add_parser("presets", help="list the papers' presets and their published numbers")
     return top
@@ -116,12 +231,8 @@ def build_config(args: argparse.Namespace) -> Any:
         raise ConfigError("--config", "give either --preset or --config, not both")
     if args.preset:
         data = get_preset(args.preset).run_config().to_dict()
-    elif args.config:
-        try:
-            text = Path(args.config).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {args.config}: {exc.strerror}") from None
-        data = RunConfig.from_json(text).to_dict()
+    elif args.config is not None:
+        data = RunConfig.from_json(_read_config(args.config)).to_dict()
     else:
         data = default_config(args.algorithm or "maml", args.dataset or "sinusoid").to_dict()
         args.algorithm = args.dataset = None
@@ -139,12 +250,34 @@ def build_config(args: argparse.Namespace) -> Any:
         if getattr(args, flag) is not None:
             data[flag] = getattr(args, flag)
     if args.data_dir is not None:
-        if not Path(args.data_dir).is_dir():
+        if not _is_dir(args.data_dir):
             raise ConfigError("--data-dir", f"{args.data_dir} is not a folder")
         data["dataset"]["data_dir"] = str(Path(args.data_dir).resolve())
     if args.tag:
         data["tags"] = [*data.get("tags", []), *args.tag]
     return RunConfig.from_dict(apply_overrides(data, args.set))
+
+
+def _read_config(path: str) -> str:
+    """The --config file's text; unreadable, a folder or not UTF-8 is a ConfigError."""
+    if not path.strip():
+        raise ConfigError("--config", "empty file name")
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            "--config", f"{path} is not UTF-8 text (byte {exc.start} cannot be decoded)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def _is_dir(path: str) -> bool:
+    """Path.is_dir() that answers False for names the OS refuses (too long, for one)."""
+    try:
+        return bool(path) and Path(path).is_dir()
+    except (OSError, ValueError):
+        return False
 
 
 # ---- listeners ------------------------------------------------------------------------
@@ -226,7 +359,19 @@ def _train(catalog: Any, trainer: Any, run_id: int) -> int:
 
 # ---- commands -------------------------------------------------------------------------
 def _db(args: argparse.Namespace) -> str | None:
-    return getattr(args, "db_sub", None) or args.db
+    """The --db given after or before the command; a folder is refused before SQLite sees it."""
+    db = getattr(args, "db_sub", None) or args.db
+    if db is not None and _is_dir(db):
+        raise ConfigError("--db", f"{db} is a folder; give the catalog file")
+    return db
+
+
+def _open_catalog(args: argparse.Namespace) -> Any:
+    """The catalog, opened through workbench.catalog, which (unlike workbench.api) never
+    imports torch: `runs` and `export` start in a fraction of a second."""
+    from workbench.catalog import Catalog
+
+    return Catalog.open(_db(args))
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -257,6 +402,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     catalog = open_catalog(_db(args))
     _known_run(catalog, args.run_id)
+    catalog.ensure_free(args.run_id)  # owned by a live process: one line, before anything
+    if args.checkpoint == "latest" and catalog.checkpoint(args.run_id, "latest") is None:
+        return _restart(catalog, args)  # killed before its first checkpoint: from step 0
     rec = resolve_checkpoint(catalog, args.run_id, args.checkpoint)
     state = load_checkpoint(
         rec.path, rec.sha256
@@ -283,13 +431,28 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _train(catalog, trainer, run_id)
 
 
+def _restart(catalog: Any, args: argparse.Namespace) -> int:
+    """Resume a run that has no checkpoint: a new attempt from step 0 (its earlier points are
+    kept, superseded)."""
+    from workbench.api import trainer_for
+    from workbench.core.config import RunConfig
+
+    record = catalog.get_run(args.run_id)
+    if record.status not in ("interrupted", "failed", "cancelled"):
+        raise ConfigError("--checkpoint", f"run {args.run_id} has no checkpoint to resume from")
+    config = RunConfig.from_json(record.config_json)
+    if args.steps is not None:
+        config = RunConfig.from_dict({**config.to_dict(), "steps": args.steps})
+    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id)
+    print(f"run {run_id}: it has no checkpoint; starting it again from step 0")
+    return _train(catalog, trainer, run_id)
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from workbench.api import evaluate_checkpoint, open_catalog
 
     catalog = open_catalog(_db(args))
     _known_run(catalog, args.run_id)
-    if args.episodes is not None and args.episodes < 1:
-        raise ConfigError("--episodes", f"{args.episodes} is not allowed: must be at least 1")
     shape = {
         k: getattr(args, k)
         for k in ("ways", "shots", "queries", "inner_steps")
@@ -317,17 +480,17 @@ def _fmt(v: float | None, pct: bool) -> str:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from workbench.api import open_catalog
     from workbench.core.events import STATUSES
 
-    if args.status and args.status not in STATUSES:
+    if args.status is not None and args.status not in STATUSES:
         raise ConfigError(
-            "--status", f"{args.status!r} is not allowed; allowed: {', '.join(STATUSES)}"
+            "--status", f"{_shown(args.status)} is not allowed; allowed: {', '.join(STATUSES)}"
         )
-    catalog = open_catalog(_db(args))
-    runs = catalog.list_runs(
-        status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag
-    )
+    with _open_catalog(args) as catalog:
+        runs = catalog.list_runs(
+            status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag
+        )
+        path = catalog.path
     rows = [
         (
             "id",
@@ -361,29 +524,34 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if not runs:
-        print(f"(no runs in {catalog.path})")
+        print(f"(no runs in {path})")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """CSV columns: run_id, step, metric, value, wall_time (unix seconds); every stored point
     of the current attempt, by metric then step."""
-    from workbench.api import open_catalog
-
-    catalog = open_catalog(_db(args))
-    _known_run(catalog, args.run_id)
+    if not args.csv.strip():
+        raise ConfigError("--csv", "empty file name")
     out = Path(args.csv)
-    if not out.parent.is_dir():
+    if _is_dir(args.csv):
+        raise ConfigError("--csv", f"{args.csv} is a folder; give a file name")
+    if not _is_dir(str(out.parent)):
         raise ConfigError("--csv", f"folder {out.parent} does not exist")
     n = 0
-    with out.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["run_id", "step", "metric", "value", "wall_time"])
-        for name in catalog.metric_names(args.run_id):
-            steps, values, walls = catalog.metrics(args.run_id, name)
-            for s, v, t in zip(steps, values, walls, strict=True):
-                w.writerow([args.run_id, int(s), name, repr(float(v)), f"{t:.3f}"])
-                n += 1
+    with _open_catalog(args) as catalog:
+        _known_run(catalog, args.run_id)
+        try:
+            with out.open("w", newline="", encoding="utf-8") as f:
+                w = csv.writer(f)
+                w.writerow(["run_id", "step", "metric", "value", "wall_time"])
+                for name in catalog.metric_names(args.run_id):
+                    steps, values, walls = catalog.metrics(args.run_id, name)
+                    for s, v, t in zip(steps, values, walls, strict=True):
+                        w.writerow([args.run_id, int(s), name, repr(float(v)), f"{t:.3f}"])
+                        n += 1
+        except OSError as exc:
+            raise ConfigError("--csv", f"cannot write {args.csv}: {exc.strerror or exc}") from None
     print(f"wrote {n} points to {out}")
     return 0
 
@@ -415,14 +583,43 @@ COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
 }  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if getattr(args, "threads", None) is None and os.environ.get("WORKBENCH_THREADS"):
-        args.threads = int(os.environ["WORKBENCH_THREADS"])
+def _threads_from_env(args: argparse.Namespace) -> None:
+    """--threads from $WORKBENCH_THREADS when the flag is not given (commands that train)."""
+    text = os.environ.get("WORKBENCH_THREADS")
+    if hasattr(args, "threads") and args.threads is None and text:
+        try:
+            args.threads = int_in(1, 512)(text)
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigError("WORKBENCH_THREADS", str(exc)) from None
+
+
+def _quiet_stdout() -> None:
+    """After a broken pipe (`workbench runs | head -1`), point stdout at /dev/null so that the
+    interpreter's final flush does not fail again (the recipe in Python's signal docs)."""
     try:
-        return COMMANDS[args.command](args)
-    except USER_ERRORS as exc:
-        print(f"workbench {args.command or 'gui'}: error: {exc}", file=sys.stderr)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # not a real file (captured in tests)
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (2: bad input, one line on stderr)."""
+    try:
+        args = parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or an argument error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else 0
+    try:
+        _threads_from_env(args)
+        rc = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return rc
+    except BrokenPipeError:
+        _quiet_stdout()
+        return 1
+    except user_errors() as exc:
+        print(one_line(f"workbench {args.command or 'gui'}: error: {exc}"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)

@@ -311,6 +311,22 @@ def new_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def owner_dead(owner: str | None) -> bool:
+    """Whether the owner is a process of this host that no longer exists: its lease ends at
+    once instead of after the stale threshold (a crashed run resumes right away here)."""
+    host, _, rest = (owner or "").partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by another user
+        return False
+    return False
+
+
 def describe_owner(owner: str | None) -> str:
     host, _, rest = (owner or "").partition(":")
     pid = rest.partition(":")[0]
@@ -871,6 +887,7 @@ class Catalog:
             run.owner is not None
             and run.status in OWNED_STATUSES
             and (run.heartbeat_at or 0.0) > now - self.stale_s
+            and not owner_dead(run.owner)
         )
 
     def claim(self, run_id: int, owner: str, *, queue: bool = False) -> None:
@@ -892,6 +909,19 @@ class Catalog:
             if queue:
                 run.status = "queued"
                 run.ended_at = None
+
+    def ensure_free(self, run_id: int) -> None:
+        """RunBusyError if a live process owns the run: a resume checks this before it reads a
+        checkpoint the owner may be about to retire (`claim` then takes it atomically)."""
+        now = time.time()
+        with self._read() as s:
+            run = self._run_or_raise(s, run_id)
+            if self._lease_live(run, now):
+                age = now - (run.heartbeat_at or now)
+                raise RunBusyError(
+                    f"run {run_id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
+                    f"{age:.0f} s ago); stop it there first"
+                )
 
     def renew(self, run_id: int, owner: str) -> None:
         """Refresh `owner`'s lease (the heartbeat); LeaseLost if the run is no longer its own."""
@@ -1114,9 +1144,14 @@ class Catalog:
             or_(Run.status.in_(LIVE_STATUSES), (Run.status == "queued") & Run.owner.is_not(None)),
             last < now - threshold_s,
         )
+        owned = select(Run.id, Run.owner).where(
+            Run.status.in_(OWNED_STATUSES), Run.owner.like(socket.gethostname() + ":%")
+        )
         with self._read() as s:  # the common case takes no write lock
-            if s.scalar(stale.limit(1)) is None:
+            dead = [rid for rid, owner in s.execute(owned) if owner_dead(owner)]
+            if s.scalar(stale.limit(1)) is None and not dead:
                 return []
+        stale = select(Run.id).where(or_(Run.id.in_(dead), Run.id.in_(stale.scalar_subquery())))
         with self._write() as s:
             rows = s.execute(stale.add_columns(Run.status, last)).all()
             ids = [r[0] for r in rows]
@@ -1135,8 +1170,9 @@ class Catalog:
                     else "it has no checkpoint: resuming starts it from step 0"
                 )
                 error = (
-                    f"no heartbeat for more than {threshold_s:g} s: the process running it stopped "
-                    f"{how + ' ' if how else ''}(crash, kill or power loss); {resume}"
+                    f"no heartbeat for more than {threshold_s:g} s or its process is gone: the "
+                    f"process running it stopped {how + ' ' if how else ''}(crash, kill or "
+                    f"power loss); {resume}"
                 )
                 s.execute(
                     update(Run)

@@ -1,0 +1,438 @@
+"""Crash safety: a run killed at every named point of the checkpoint and catalog sequences
+leaves a catalog whose listed checkpoints all have their complete files, a run that becomes
+interrupted at once and resumes to the end with one point per step; two owners of one run
+are refused; storage faults pause a run instead of dropping what it wrote."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from workbench.api import trainer_for
+from workbench.catalog import Catalog, CatalogListener
+from workbench.catalog.errors import CatalogError, RunBusyError
+from workbench.catalog.store import _complete
+from workbench.core.config import RunConfig, default_config
+from workbench.core.events import RunStarted, StepMetrics
+from workbench.core.faults import POINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+STEPS = 8
+RUN_FLAGS = [
+    "run", "--quiet", "--steps", str(STEPS), "--seed", "1",
+    "--set", "ckpt_every=2", "--set", "keep_last=1", "--set", "val_every=4",
+    "--set", "val_episodes=4", "--set", "test_episodes=4", "--set", "train.meta_batch=2",
+]  # fmt: skip
+
+
+def small(steps: int = STEPS) -> RunConfig:
+    d = default_config("maml", "sinusoid").to_dict()
+    d.update(steps=steps, ckpt_every=2, keep_last=1, val_every=4, val_episodes=4, seed=1)
+    d.update(test_episodes=4, threads=1)
+    d["train"]["meta_batch"] = 2
+    return RunConfig.from_dict(d)
+
+
+def cli(db: Path, *args: str, fault: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "WORKBENCH_THREADS": "1"}
+    env.pop("WORKBENCH_FAULT", None)
+    if fault:
+        env["WORKBENCH_FAULT"] = fault
+    return subprocess.run(
+        [sys.executable, "-m", "workbench.cli", "--db", str(db), *args],
+        capture_output=True, text=True, cwd=ROOT, env=env, timeout=1800,
+    )  # fmt: skip
+
+
+def assert_listed_checkpoints_complete(cat: Catalog, run_id: int) -> None:
+    for ck in cat.checkpoints(run_id):
+        assert _complete(ck.path, ck.sha256), f"listed checkpoint {ck.path} is missing or partial"
+
+
+def resume_to_the_end(cat: Catalog, run_id: int) -> None:
+    """What `workbench resume` does: the newest usable checkpoint, or step 0 without one."""
+    latest = cat.checkpoint(run_id, "latest")
+    config = RunConfig.from_json(cat.get_run(run_id).config_json)
+    trainer, rid = trainer_for(cat, config, [], run_id=run_id, resume=latest)
+    assert rid == run_id
+    result = trainer.run()
+    for listener in trainer.listeners:
+        listener.close()
+    assert result.status == "finished", result.error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", [p if p.startswith("run.") else f"{p}@2" for p in POINTS])
+def test_kill_at_every_point_then_resume(tmp_path: Path, point: str) -> None:
+    db = tmp_path / "k.db"
+    proc = cli(db, *RUN_FLAGS, fault=point)
+    assert proc.returncode == -9, (point, proc.returncode, proc.stderr[-2000:])
+    with Catalog.open(db) as cat:  # the owner is dead: interrupted at once, leftovers repaired
+        (run,) = cat.list_runs()
+        assert run.status == "interrupted", (point, run.status)
+        had = cat.checkpoint(run.id, "latest")
+        assert ("no checkpoint" in (run.error or "")) == (had is None)
+        assert_listed_checkpoints_complete(cat, run.id)
+        folder = cat.checkpoint_dir(run.id)
+        listed = {c.path for c in cat.checkpoints(run.id)}
+        on_disk = {str(p) for p in folder.iterdir()} if folder.exists() else set()
+        assert on_disk == listed, f"left-overs after {point}: {sorted(on_disk - listed)}"
+        before = cat.metrics(run.id, "loss")[0].tolist()
+        resume_to_the_end(cat, run.id)
+        run = cat.get_run(run.id)
+        steps = cat.metrics(run.id, "loss")[0].tolist()
+        assert (run.status, run.step) == ("finished", STEPS)
+        assert steps == list(range(1, STEPS + 1)), steps  # one point per step, none lost
+        kept = had.step if had else 0
+        assert before[:kept] == steps[:kept]  # the history up to the checkpoint is kept
+        attempts = cat.attempts(run.id)
+        assert [a["status"] for a in attempts][-1] == "finished"
+        assert_listed_checkpoints_complete(cat, run.id)
+
+
+def test_a_second_owner_is_refused_while_the_first_is_alive(tmp_path: Path) -> None:
+    db = tmp_path / "two.db"
+    with Catalog.open(db) as cat:
+        rid = cat.create_run_from_config(small(), owner=None)
+        first = CatalogListener(cat, rid)  # claims the run
+        try:
+            with pytest.raises(RunBusyError, match=f"run {rid} is .* in process {os.getpid()}"):
+                CatalogListener(cat, rid)
+            latest = cat.checkpoint(rid, "latest")
+            with pytest.raises(RunBusyError):
+                trainer_for(cat, small(), [], run_id=rid, resume=latest)
+        finally:
+            first.close()
+        second = CatalogListener(cat, rid)  # the first let go: a resume may proceed
+        second.close()
+
+
+def test_resume_from_another_process_is_refused_while_the_run_trains(tmp_path: Path) -> None:
+    db = tmp_path / "busy.db"
+    env = {**os.environ, "WORKBENCH_THREADS": "1"}
+    env.pop("WORKBENCH_FAULT", None)
+    long = [a if a != str(STEPS) else "100000" for a in RUN_FLAGS]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "--db", str(db), *long],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600  # a hang guard only
+        while time.monotonic() < deadline:
+            if db.exists():
+                with Catalog.open(db) as cat:
+                    runs = cat.list_runs()
+                    if runs and cat.checkpoint(runs[0].id, "latest") is not None:
+                        break
+            time.sleep(0.2)
+        rid = runs[0].id
+        second = cli(db, "resume", str(rid), "--steps", "200000", "--quiet")
+        assert second.returncode == 2, second.stderr
+        err = second.stderr.strip().splitlines()
+        assert len(err) == 1 and f"run {rid} is running in process {proc.pid}" in err[0], err
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=600)
+    with Catalog.open(db) as cat:
+        r = cat.get_run(rid)
+        assert r.status == "cancelled" and r.owner is None
+        steps = cat.metrics(rid, "loss")[0].tolist()
+        assert steps == list(range(1, len(steps) + 1))  # no step written twice
+
+
+def _sqlite_error(code: int, text: str) -> OperationalError:
+    orig = sqlite3.OperationalError(text)
+    orig.sqlite_errorcode = code  # type: ignore[attr-defined]
+    return OperationalError("INSERT", {}, orig)
+
+
+class Control:
+    """Stands in for the Trainer: records what the listener asks of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    def hold(self, key: str, reason: str) -> None:
+        self.calls.append(("hold", reason))
+
+    def release(self, key: str) -> None:
+        self.calls.append(("release", key))
+
+    def abort(self, reason: str) -> None:
+        self.calls.append(("abort", reason))
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "says"),
+    [(13, "database or disk is full", "disk full"), (5, "database is locked", None)],
+)
+def test_catalog_full_or_busy_pauses_and_drops_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, text: str, says: str | None
+) -> None:
+    with Catalog.open(tmp_path / "f.db") as cat:
+        rid = cat.create_run_from_config(small())
+        listener = CatalogListener(cat, rid, flush_s=3600, max_buffer=50)
+        control = Control()
+        listener.attach(control)
+        listener.on_start(RunStarted("{}", 0, 300, "cpu", "cpu"))
+        real = cat.add_metrics
+        failures = {"n": 3}
+
+        def flaky(*a, **k):  # type: ignore[no-untyped-def]
+            if failures["n"] > 0:
+                failures["n"] -= 1
+                raise _sqlite_error(code, text)
+            return real(*a, **k)
+
+        monkeypatch.setattr(cat, "add_metrics", flaky)
+        for i in range(1, 301):
+            listener.on_step(StepMetrics(i, {"loss": float(i)}, time.time()))
+            if i % 100 == 0:
+                listener.flush()
+        assert control.calls and control.calls[0][0] == "hold"  # paused, not dropped
+        if says:
+            assert says in control.calls[0][1] and str(tmp_path) in control.calls[0][1]
+        listener.flush()
+        assert control.calls[-1][0] == "release"  # room again: the run goes on
+        listener.close()
+        assert cat.metrics(rid, "loss")[0].tolist() == list(range(1, 301))
+
+
+def test_checkpoint_disk_full_pauses_then_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workbench.core.engine as engine
+
+    real = engine.write_temp
+    failures = {"n": 2}
+
+    def full(*a, **k):  # type: ignore[no-untyped-def]
+        if failures["n"] > 0:
+            failures["n"] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*a, **k)
+
+    monkeypatch.setattr(engine, "write_temp", full)
+    monkeypatch.setattr(engine, "STORAGE_RETRY_S", 0.05)
+    statuses: list[tuple[str, str | None]] = []
+
+    class Watch:
+        def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+            return lambda *a: statuses.append(a) if name == "on_status" else None
+
+    with Catalog.open(tmp_path / "d.db") as cat:
+        trainer, rid = trainer_for(cat, small(), [Watch()])
+        result = trainer.run()
+        for listener in trainer.listeners:
+            getattr(listener, "close", lambda: None)()
+        assert result.status == "finished", result.error
+        assert statuses[0][0] == "paused" and statuses[0][1].startswith("disk full: ")
+        assert statuses[1] == ("running",)
+        assert cat.get_run(rid).status == "finished"
+        assert_listed_checkpoints_complete(cat, rid)
+        assert cat.metrics(rid, "loss")[0].tolist() == list(range(1, STEPS + 1))
+
+
+def test_catalog_deleted_during_a_run_stops_it(tmp_path: Path) -> None:
+    db = tmp_path / "gone.db"
+    cat = Catalog.open(db)
+    try:
+        trainer, rid = trainer_for(cat, small(steps=100000), [])
+
+        class DeleteAt(CatalogListener.__mro__[1]):  # a plain Listener
+            def on_step(self, e):  # type: ignore[no-untyped-def]
+                if e.step == 3:
+                    for suffix in ("", "-wal", "-shm"):
+                        Path(str(db) + suffix).unlink(missing_ok=True)
+
+        trainer.listeners.append(DeleteAt())
+        result = trainer.run()
+        for listener in trainer.listeners:
+            getattr(listener, "close", lambda: None)()
+        assert result.status == "failed" and "was deleted" in (result.error or "")
+        assert result.step < 100000
+    finally:
+        cat.close()
+
+
+# ---- the catalog file itself ------------------------------------------------------------
+def _other_apps_db(path: Path) -> None:
+    with sqlite3.connect(path) as c:
+        c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
+        c.execute("INSERT INTO notes (body) VALUES ('mine')")
+    c.close()
+
+
+def _newer_catalog(path: Path) -> None:
+    Catalog.open(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA user_version = 99")
+    c.close()
+
+
+def _bogus_revision(path: Path) -> None:
+    Catalog.open(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE alembic_version SET version_num = 'zz99'")
+        c.execute("PRAGMA application_id = 0")
+    c.close()
+
+
+def _missing_column(path: Path) -> None:
+    Catalog.open(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("ALTER TABLE runs DROP COLUMN preset")
+    c.close()
+
+
+def _corrupted(path: Path) -> None:
+    with Catalog.open(path) as cat:
+        for i in range(300):
+            cat.create_run("{}", name="x" * 200 + str(i))
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    c.close()
+    data = bytearray(path.read_bytes())
+    for page in range(2, len(data) // 4096):
+        data[page * 4096 + 8 : page * 4096 + 200] = os.urandom(192)
+    path.write_bytes(bytes(data))
+
+
+CASES = {
+    "a folder": lambda p: p.mkdir(),
+    "random bytes": lambda p: p.write_bytes(os.urandom(5000)),
+    "text": lambda p: p.write_text("hello\n"),
+    "another application's SQLite file": _other_apps_db,
+    "a newer workbench's catalog": _newer_catalog,
+    "an unknown schema revision": _bogus_revision,
+    "a missing column": _missing_column,
+    "corrupted pages": _corrupted,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_file_that_is_not_a_usable_catalog_is_one_line_and_untouched(
+    tmp_path: Path, case: str
+) -> None:
+    path = tmp_path / "c.db"
+    CASES[case](path)
+    before = path.read_bytes() if path.is_file() else None
+    with pytest.raises(CatalogError) as err:
+        with Catalog.open(path) as cat:
+            cat.list_runs()
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+    if before is not None:
+        assert path.read_bytes() == before  # not migrated, not switched to WAL
+    from workbench.cli import main
+
+    proc = cli(path, "runs")
+    assert proc.returncode == 2, (case, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert callable(main)
+
+
+def test_parent_path_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(CatalogError, match="is a file, not a folder"):
+        Catalog.open(tmp_path / "f" / "c.db")
+
+
+def test_previous_release_catalog_is_upgraded(tmp_path: Path) -> None:
+    """A catalog made by the previous release (revision 0001, no application id) opens,
+    upgrades to the new schema and keeps its runs and checkpoints usable."""
+    from alembic import command
+
+    from workbench.catalog.store import _alembic_config
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as c:
+        c.execute("PRAGMA journal_mode = WAL")
+    c.close()
+    from sqlalchemy import create_engine
+
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as conn:
+        cfg = _alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.exec_driver_sql(
+            "INSERT INTO runs (id, name, status, algorithm, dataset, device, config_json, "
+            "created_at, notes, attempt, step) VALUES (1, 'old', 'finished', 'maml', "
+            "'sinusoid', 'cpu', '{}', 1.0, '', 1, 10)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO checkpoints (run_id, step, kind, path, created_at) "
+            "VALUES (1, 10, 'final', '/x/final.pt', 1.0)"
+        )
+    engine.dispose()
+    with Catalog.open(path) as cat:
+        assert cat.migrated and cat.get_run(1).name == "old"
+        assert [c.step for c in cat.checkpoints(1)] == [10]  # old rows are complete: ready
+
+
+def _read_only_mount(folder: Path, code: str) -> subprocess.CompletedProcess[str] | None:
+    """Run `code` with `folder` bind-mounted read-only in a private mount namespace (CI runs
+    as root, where file permissions test nothing); None where namespaces are not allowed."""
+    import shlex
+
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    if probe.returncode != 0:
+        return None
+    f = shlex.quote(str(folder))
+    script = (
+        f"mount --bind {f} {f} && mount -o remount,bind,ro {f} && "
+        f"exec {shlex.quote(sys.executable)} -c {shlex.quote(code)}"
+    )
+    return subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )  # fmt: skip
+
+
+def test_read_only_catalog_reads_and_refuses_writes_in_one_line(tmp_path: Path) -> None:
+    """On a read-only mount a catalog lists runs and exports them; a command that writes
+    exits 2 with one line, and nothing in the file changes."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    db = folder / "ro.db"
+    with Catalog.open(db) as cat:
+        rid = cat.create_run_from_config(small(), status="finished")
+        cat.add_metrics(rid, [(1, "loss", 0.5, 1.0)])
+    out = tmp_path / "out.csv"
+    code = (
+        "import sys; from workbench.cli import main; "
+        f"print('runs', main(['--db', {str(db)!r}, 'runs'])); "
+        f"print('export', main(['--db', {str(db)!r}, 'export', '{rid}', '--csv', {str(out)!r}])); "
+        f"print('run', main(['--db', {str(db)!r}, 'run', '--steps', '2', '--quiet']))"
+    )
+    before = db.read_bytes()
+    proc = _read_only_mount(folder, code)
+    if proc is None:
+        pytest.skip("no mount namespaces here for a read-only bind mount")
+    assert "runs 0" in proc.stdout and "export 0" in proc.stdout, proc.stdout + proc.stderr
+    assert "run 2" in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and "read-only" in proc.stderr, proc.stderr
+    assert out.read_text().count("\n") == 2  # header + the one point
+    assert db.read_bytes() == before
+
+
+def test_killed_while_starting_resumes_from_scratch_with_the_cli(tmp_path: Path) -> None:
+    db = tmp_path / "s.db"
+    assert cli(db, *RUN_FLAGS, fault="run.created").returncode == -9
+    listed = cli(db, "runs")
+    assert "interrupted" in listed.stdout, listed.stdout + listed.stderr
+    again = cli(db, "resume", "1", "--quiet")
+    assert again.returncode == 0, again.stderr
+    assert "starting it again from step 0" in again.stdout
+    with Catalog.open(db) as cat:
+        r = cat.get_run(1)
+        assert (r.status, r.step) == ("finished", STEPS)
+        assert [a["number"] for a in cat.attempts(1)] == [1]  # it never started before
