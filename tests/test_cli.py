@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -213,3 +214,169 @@ def test_runs_table_and_presets(db: Path, capsys: pytest.CaptureFixture[str]) ->
     assert main(["presets"]) == 0
     out = capsys.readouterr().out
     assert "maml-omniglot-5w1s" in out and "98.7" in out and "protonet-omniglot-20w1s" in out
+
+
+# ---- issue 11: bad input found by fuzzing, validation before the catalog, start-up --------
+UNDECODABLE = os.fsdecode(b"a\xffb")  # argv bytes that are not UTF-8, as Python passes them
+HUGE = "9" * 20  # beyond 64 bits: SQLite and torch overflow
+
+
+def _refused(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """main(argv) returns 2 with one line holding `message`, no traceback."""
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = err.strip("\n").splitlines()
+    assert rc == 2 and len(lines) == 1 and message in lines[0], err
+    assert "Traceback" not in err
+
+
+def _run_ids(db: Path) -> list[int]:
+    with Catalog.open(db) as cat:
+        return [r.id for r in cat.list_runs()]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--seed", HUGE], "argument --seed: '99999999999999999999' is out of range"),
+        (["run", "--seed", str(-(2**63) - 1)], "argument --seed: '-9223372036854775809' is out"),
+        (["run", "--set", f"seed={HUGE}"], "seed: 99999999999999999999 is not allowed"),
+        (["eval", HUGE], "argument run_id: '99999999999999999999' is out of range"),
+        (["resume", HUGE], "argument run_id"),
+        (["export", HUGE, "--csv", "x.csv"], "argument run_id"),
+        (["eval", "1", "--checkpoint", HUGE], "argument --checkpoint"),
+        (["resume", "1", "--checkpoint", HUGE], "argument --checkpoint"),
+        (["eval", "1", "--checkpoint", "١٢"], "argument --checkpoint"),
+        (["run", "--name", UNDECODABLE], "argument --name: 'a\\udcffb' is not valid UTF-8"),
+        (["run", "--tag", UNDECODABLE], "argument --tag: 'a\\udcffb' is not valid UTF-8"),
+        (["run", "--name", "a\nb"], "argument --name: 'a\\nb' holds control characters"),
+        (["runs", "--tag", UNDECODABLE], "argument --tag"),
+        (["run", "--algorithm", ""], "argument --algorithm: empty value"),
+        (["export", "1", "--csv", ""], "--csv: empty file name"),
+        (["runs", "--status", ""], "argument --status: empty value"),
+    ],
+)
+def test_fuzzer_findings_are_one_line_and_exit_2(
+    db: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Catalog.open(db) as cat:  # a run 1 exists, so the run id alone is not what is refused
+        cat.create_run('{"x": 1}', name="keep", status="finished")
+    _refused(argv, message, capsys)
+    assert _run_ids(db) == [1]
+
+
+def test_bad_config_files_csv_folders_and_env_are_one_line(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Catalog.open(db) as cat:
+        cat.create_run('{"x": 1}', name="keep", status="finished")
+    (tmp_path / "latin1.json").write_bytes('{"name": "caf\xe9"}'.encode("latin-1"))
+    (tmp_path / "deep.json").write_text("[" * 100_000)
+    (tmp_path / "deep-value.json").write_text('{"tags": ' + "[" * 100_000 + "}")
+    (tmp_path / "huge.json").write_text('{"seed": ' + "9" * 5000 + "}")
+    _refused(["run", "--config", str(tmp_path / "latin1.json")], "is not UTF-8 text", capsys)
+    _refused(["run", "--config", str(tmp_path / "deep.json")], "nested too deeply", capsys)
+    _refused(["run", "--config", str(tmp_path / "deep-value.json")], "nested too deeply", capsys)
+    _refused(["run", "--config", str(tmp_path / "huge.json")], "config: not valid JSON", capsys)
+    _refused(["run", "--config", str(tmp_path)], "--config: cannot read", capsys)
+    _refused(["run", "--set", "tags=" + "[" * 100_000], "tags: the value is nested", capsys)
+    _refused(["run", "--set", "seed=" + "9" * 5000], "seed: '999", capsys)
+    _refused(["export", "1", "--csv", str(tmp_path)], "is a folder", capsys)
+    _refused(["run", "--data-dir", "x" * 5000], "--data-dir: xxx", capsys)
+    _refused(["--db", str(tmp_path), "runs"], "--db: ", capsys)
+    monkeypatch.setenv("WORKBENCH_THREADS", "many")
+    _refused(["run", "--print-config"], "WORKBENCH_THREADS: invalid int value: 'many'", capsys)
+    assert _run_ids(db) == [1]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--set", "model.hidden=[-5]"], "model.hidden.0: -5 is not allowed"),
+        (["--set", "model.hidden=[0]"], "model.hidden.0: 0 is not allowed"),
+        (["--set", "model.hidden=[40, 0]"], "model.hidden.1: 0 is not allowed"),
+        (["--set", "algorithm.meta_lr=nan"], "algorithm.meta_lr: 'nan' is not allowed: it is not a finite number"),
+        (["--set", "algorithm.meta_lr=NaN"], "it is not a finite number"),
+        (["--set", "algorithm.inner_lr=Infinity"], "algorithm.inner_lr: inf is not allowed: it is not a finite number"),
+        (["--set", "algorithm.grad_clip=-Infinity"], "it is not a finite number"),
+        (["--set", "train.shots=true"], "train.shots: True is not allowed: a number is needed"),
+        (["--set", "dataset.channels=true"], "dataset.channels: True is not allowed"),
+        (["--set", f"seed=-{HUGE}"], "seed: -99999999999999999999 is not allowed"),
+        (["--set", "dataset.split_seed=-1"], "dataset.split_seed: -1 is not allowed"),
+        (["--set", 'tags=[""]'], "tags.0: '' is not allowed"),
+        (["--dataset", "glyphs", "--ways", "1"], "train.ways: 1 is not allowed: a classification task needs at least 2 ways"),
+        (["--dataset", "glyphs", "--set", "eval.ways=1"], "eval.ways: 1 is not allowed"),
+    ],
+)  # fmt: skip
+def test_nonsense_config_is_refused_before_the_catalog_is_opened(
+    db: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _refused(["run", "--steps", "2", "--set", "test_on_finish=false", *flags], message, capsys)
+    assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--set", "eval.queries=30"], "eval.queries: 1 shots + 30 queries = 31 images per class requested but a class of the val split of glyphs has only 20"),
+        (["--shots", "10", "--queries", "15"], "train.queries: 10 shots + 15 queries = 25 images"),
+        (["--set", "train.queries=20"], "train.queries: 1 shots + 20 queries"),
+    ],
+)  # fmt: skip
+def test_task_shapes_the_dataset_cannot_serve_create_no_run(
+    db: Path, flags: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--dataset", "glyphs", "--steps", "2", "--set", "test_on_finish=false"]
+    _refused([*argv, *flags], message, capsys)
+    assert not db.exists() or _run_ids(db) == []
+
+
+def test_a_closed_pipe_ends_quietly(db: Path) -> None:
+    """`workbench runs | head -1`: the reader is gone; no BrokenPipeError traceback."""
+    with Catalog.open(db) as cat:
+        cat.create_run('{"x": 1}', name="keep", status="finished")
+    read, write = os.pipe()
+    os.close(read)  # every write to `write` now fails with EPIPE
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "workbench", "runs"], stdout=write, stderr=subprocess.PIPE,
+            text=True, timeout=60, env={**os.environ, "WORKBENCH_DB": str(db)},
+        )  # fmt: skip
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and proc.stderr == "", proc.stderr
+
+
+def test_help_runs_export_and_argument_errors_import_neither_torch_nor_qt(
+    db: Path, tmp_path: Path
+) -> None:
+    """Start-up time without a clock: torch and Qt take seconds to import, so the commands
+    that need neither must not import them (checked in a fresh interpreter)."""
+    with Catalog.open(db) as cat:
+        cat.create_run('{"x": 1}', name="keep", status="finished")
+    commands = [
+        ["--help"],
+        ["run", "--help"],
+        ["runs"],
+        ["runs", "--status", "finished"],
+        ["export", "1", "--csv", str(tmp_path / "m.csv")],
+        ["run", "--steps", "ten"],
+        ["eval", HUGE],
+        ["export", "2", "--csv", str(tmp_path / "m.csv")],
+    ]
+    probe = (
+        "import json, sys\n"
+        "from workbench.cli import main\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    rc = main(argv)\n"
+        "    heavy = sorted(k for k in sys.modules if k.split('.')[0] in ('torch', 'PySide6'))\n"
+        "    print(json.dumps([argv, rc, heavy[:5]]), file=sys.stderr)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, json.dumps(commands)], capture_output=True, text=True,
+        timeout=120, env={**os.environ, "WORKBENCH_DB": str(db)}, cwd=Path(__file__).parents[1],
+    )  # fmt: skip
+    report = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("[")]
+    assert [r[0] for r in report] == commands, proc.stderr
+    assert [r[1] for r in report] == [0, 0, 0, 0, 0, 2, 2, 2], report
+    assert all(r[2] == [] for r in report), report

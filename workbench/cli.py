@@ -62,10 +62,10 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"invalid int value: {_shown(text)}") from None
         if not lo <= value <= hi:
+            allowed = {INT64_MAX: "2**63-1", -INT64_MAX - 1: "-2**63"}
             raise argparse.ArgumentTypeError(
-                f"{_shown(text)} is out of range: allowed {lo}..{hi}"
-                if hi < INT64_MAX
-                else f"{_shown(text)} is out of range: allowed {lo} up to 2**63-1"
+                f"{_shown(text)} is out of range: allowed"
+                f" {allowed.get(lo, lo)}..{allowed.get(hi, hi)}"
             )
         return value
 
@@ -158,7 +158,7 @@ def parser() -> Parser:
     r.add_argument("--meta-batch", type=ANY_INT, help="tasks per meta-update")
     r.add_argument("--steps", type=ANY_INT, help="meta-training steps")
     r.add_argument("--device", type=name_arg, help="auto, cpu, cuda, cuda:N, mps")
-    r.add_argument("--seed", type=int_in(0, INT64_MAX))
+    r.add_argument("--seed", type=int_in(-INT64_MAX - 1, INT64_MAX))
     r.add_argument("--threads", type=int_in(1, 512), help="torch CPU threads")
     r.add_argument("--data-dir", help="dataset folder (default: $WORKBENCH_DATA)")
     r.add_argument("--name", type=text_arg, help="run name")

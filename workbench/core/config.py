@@ -8,42 +8,78 @@ declared in the algorithm's own module and looked up by name in the algorithm re
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from workbench.core.errors import ConfigError
 
+INT64_MAX = 2**63 - 1  # SQLite integers and torch seeds are signed 64-bit
+
+
+def _not_bool(value: Any) -> Any:
+    """Refuse true/false for numbers: pydantic would read `shots=true` as one shot."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("bool_number", "a number is needed, not true or false")
+    return value
+
+
+def _int64(value: int) -> int:
+    """Bound seeds to what SQLite stores and torch.manual_seed takes (signed 64-bit), as a
+    validator rather than `ge=`/`le=` so that the form's 32-bit spin box keeps its range."""
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise PydanticCustomError("int64", "must be a signed 64-bit integer, -2**63 to 2**63-1")
+    return value
+
+
+Count = Annotated[int, BeforeValidator(_not_bool)]
+Real = Annotated[float, BeforeValidator(_not_bool)]
+Seed = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int64)]
+LayerSize = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=4096)]
+Tag = Annotated[str, Field(min_length=1, max_length=100)]
+
 
 class StrictModel(BaseModel):
-    """Unknown keys are errors, so a typo in `--set` is reported rather than ignored."""
+    """Unknown keys are errors, so a typo in `--set` is reported rather than ignored; NaN and
+    infinities are refused in every float (a NaN learning rate fails every comparison, so the
+    bound it broke would otherwise be reported instead)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class TaskShape(StrictModel):
     """Shape of the tasks in one phase; training and evaluation differ in the papers."""
 
-    ways: int = Field(
+    ways: Count = Field(
         5, ge=1, le=5000, description="Classes per task (N-way); ignored for regression"
     )
-    shots: int = Field(
+    shots: Count = Field(
         1,
         ge=1,
         le=1000,
         description="Labelled support examples per class (K-shot); K points for regression",
     )
-    queries: int = Field(
+    queries: Count = Field(
         15, ge=1, le=1000, description="Query examples per class the adapted model is scored on"
     )
-    meta_batch: int = Field(
+    meta_batch: Count = Field(
         32,
         ge=1,
         le=1024,
         description="Tasks per meta-update (training only: evaluation draws its episodes in"
         " groups set by the task shape, so every run is scored on the same ones)",
     )
-    inner_steps: int = Field(
+    inner_steps: Count = Field(
         1,
         ge=0,
         le=1000,
@@ -64,12 +100,16 @@ class DatasetConfig(StrictModel):
         "default",
         description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'",
     )
-    split_seed: int = Field(0, description="Seed of a random class split")
+    split_seed: Seed = Field(0, ge=0, description="Seed of a random class split")
     rotations: bool = Field(
         True, description="Omniglot: rotations by 90 degree multiples as extra classes"
     )
-    image_size: int = Field(28, ge=4, le=512, description="Images are resized to this square size")
-    channels: Literal[1, 3] = Field(1, description="1 = grayscale, 3 = RGB")
+    image_size: Count = Field(
+        28, ge=4, le=512, description="Images are resized to this square size"
+    )
+    channels: Annotated[Literal[1, 3], BeforeValidator(_not_bool)] = Field(
+        1, description="1 = grayscale, 3 = RGB"
+    )
     download: bool = Field(
         False, description="Download the official archives when missing (checksums verified)"
     )
@@ -81,7 +121,7 @@ class ModelConfig(StrictModel):
     name: Literal["auto", "conv4", "mlp"] = Field(
         "auto", description="auto: conv4 for images, mlp for regression"
     )
-    width: int = Field(
+    width: Count = Field(
         64,
         ge=1,
         le=1024,
@@ -91,9 +131,10 @@ class ModelConfig(StrictModel):
         "stride",
         description="Conv-4: strided convs (MAML Omniglot) or 2x2 max-pool (ProtoNet, mini-ImageNet)",
     )
-    hidden: list[int] = Field(
+    hidden: list[LayerSize] = Field(
         default_factory=lambda: [40, 40],
-        description="MLP hidden layer sizes (MAML sinusoid: 40, 40)",
+        max_length=32,
+        description="MLP hidden layer sizes, each 1-4096 (MAML sinusoid: 40, 40)",
     )
     channels_last: bool = Field(
         True,
@@ -109,15 +150,16 @@ class AlgorithmParams(StrictModel):
     """Hyperparameters every algorithm has; each algorithm subclasses this in its own module."""
 
     name: str = Field(description="Registered algorithm")
-    meta_lr: float = Field(
+    meta_lr: Real = Field(
         1e-3, gt=0, le=10, description="Adam learning rate of the meta (outer) update"
     )
-    lr_halve_every: int = Field(
+    lr_halve_every: Count = Field(
         0,
         ge=0,
+        le=10_000_000,
         description="Halve the meta learning rate every N steps (0 = never; ProtoNet: 2000)",
     )
-    grad_clip: float = Field(
+    grad_clip: Real = Field(
         0.0, ge=0, description="Clip the meta-gradient norm to this value (0 = no clipping)"
     )
 
@@ -125,7 +167,9 @@ class AlgorithmParams(StrictModel):
 class RunConfig(StrictModel):
     """A complete, reproducible description of one run."""
 
-    name: str = Field("", description="Run name shown in the browser (empty: generated)")
+    name: str = Field(
+        "", max_length=200, description="Run name shown in the browser (empty: generated)"
+    )
     algorithm: SerializeAsAny[AlgorithmParams]
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -143,30 +187,41 @@ class RunConfig(StrictModel):
         " on large episodes (ProtoNet 60-way about 1.8x); MAML on 5-image episodes runs"
         " slower, as its batched fp32 passes step aside (bench/RESULTS.md)",
     )
-    seed: int = Field(
+    seed: Seed = Field(
         0, description="Seeds weights, task sampling and the validation/test episodes"
     )
-    steps: int = Field(1000, ge=1, le=10_000_000, description="Meta-training steps (meta-updates)")
-    val_every: int = Field(100, ge=0, description="Validate every N steps (0 = never)")
-    val_episodes: int = Field(100, ge=1, description="Validation tasks per validation")
-    ckpt_every: int = Field(
-        500, ge=0, description="Checkpoint every N steps (0 = only best and final)"
+    steps: Count = Field(
+        1000, ge=1, le=10_000_000, description="Meta-training steps (meta-updates)"
     )
-    keep_last: int = Field(2, ge=0, description="Periodic checkpoints kept besides best and final")
-    test_episodes: int = Field(
-        600, ge=1, description="Test tasks evaluated when the run finishes (600 in the papers)"
+    val_every: Count = Field(
+        100, ge=0, le=10_000_000, description="Validate every N steps (0 = never)"
+    )
+    val_episodes: Count = Field(
+        100, ge=1, le=100_000, description="Validation tasks per validation"
+    )
+    ckpt_every: Count = Field(
+        500, ge=0, le=10_000_000, description="Checkpoint every N steps (0 = only best and final)"
+    )
+    keep_last: Count = Field(
+        2, ge=0, le=1000, description="Periodic checkpoints kept besides best and final"
+    )
+    test_episodes: Count = Field(
+        600,
+        ge=1,
+        le=100_000,
+        description="Test tasks evaluated when the run finishes (600 in the papers)",
     )
     test_on_finish: bool = Field(
         True, description="Evaluate the best checkpoint on the test split when the run finishes"
     )
-    threads: int | None = Field(
+    threads: Count | None = Field(
         None,
         ge=1,
         le=512,
         description="torch CPU threads (empty: all cores, or one where tasks are too small to share)",
     )
     preset: str | None = Field(None, description="Preset this run was made from")
-    tags: list[str] = Field(default_factory=list)
+    tags: list[Tag] = Field(default_factory=list, max_length=100)
     notes: str = ""
 
     @model_validator(mode="before")
@@ -199,6 +254,14 @@ class RunConfig(StrictModel):
                 f"{self.algorithm.name} does not work on {kind} datasets like {self.dataset.name}; "
                 f"its datasets: {', '.join(ok)}",
             )
+        if kind == "classification":
+            for phase in ("train", "eval"):
+                ways = getattr(self, phase).ways
+                if ways < 2:
+                    raise ConfigError(
+                        f"{phase}.ways",
+                        f"{ways} is not allowed: a classification task needs at least 2 ways",
+                    )
         return self
 
     # ---- construction and round trip -------------------------------------------------
@@ -218,6 +281,10 @@ class RunConfig(StrictModel):
             raise ConfigError(
                 "config", f"not valid JSON ({exc.msg} at line {exc.lineno})"
             ) from None
+        except ValueError as exc:  # an integer of more than 4,300 digits
+            raise ConfigError("config", f"not valid JSON ({exc})") from None
+        except RecursionError:
+            raise ConfigError("config", "not valid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ConfigError("config", "must be a JSON object")
         return cls.from_dict(data)
@@ -245,14 +312,26 @@ def _config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
         return ConfigError(key, "unknown key")
     if err["type"] == "missing":
         return ConfigError(key, "is required")
-    return ConfigError(key, f"{err.get('input')!r} is not allowed: {err['msg'].lower()}")
+    shown = short_repr(err.get("input"))
+    if err["type"] == "finite_number":
+        return ConfigError(key, f"{shown} is not allowed: it is not a finite number")
+    return ConfigError(key, f"{shown} is not allowed: {err['msg'].lower()}")
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """repr() cut to `limit` characters, so that a pasted megabyte is not echoed back whole."""
+    try:
+        text = repr(value)
+    except RecursionError:
+        return "(a value nested too deeply)"
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def parse_value(text: str) -> Any:
     """`--set` values are JSON where they parse (numbers, true, null, lists), else strings."""
     try:
         return json.loads(text)
-    except json.JSONDecodeError:
+    except ValueError:  # not JSON, or an integer of more than 4,300 digits: keep the text
         return text
 
 
@@ -272,10 +351,14 @@ def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, A
             if not isinstance(child, dict):
                 raise ConfigError(".".join(parts[: i + 1]), "unknown key (not a section)")
             node = child
+        try:
+            parsed = parse_value(value)
+        except RecursionError:
+            raise ConfigError(key.strip(), "the value is nested too deeply") from None
         if parts == ["algorithm", "name"]:
-            out["algorithm"] = switch_algorithm(node, str(parse_value(value)))
+            out["algorithm"] = switch_algorithm(node, str(parsed))
         else:
-            node[parts[-1]] = parse_value(value)
+            node[parts[-1]] = parsed
     return out
 
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from workbench.core.config import DatasetConfig, TaskShape
+from workbench.core.errors import ConfigError
 
 Split = Literal["train", "val", "test"]
 TaskKind = Literal["classification", "regression"]
@@ -67,6 +68,29 @@ class TaskDistribution(ABC):
     def num_classes(self) -> int | None:
         """Classes in this split (None for regression)."""
         return None
+
+    @property
+    def examples_per_class(self) -> int | None:
+        """Examples of the smallest class, the most shots + queries a task can draw (None: no
+        limit, as for regression, which draws fresh points)."""
+        return None
+
+    def check(self, shape: TaskShape, phase: str | None = None) -> None:
+        """Raise ConfigError naming `phase`'s key when `shape` cannot be drawn from this split,
+        so that the CLI and the app refuse it before a run is recorded."""
+        phase = phase or "train"
+        if self.num_classes is not None and shape.ways > self.num_classes:
+            raise ConfigError(
+                f"{phase}.ways",
+                f"{shape.ways} ways requested but this split has only {self.num_classes:,} classes",
+            )
+        most = self.examples_per_class
+        if most is not None and shape.shots + shape.queries > most:
+            raise ConfigError(
+                f"{phase}.queries",
+                f"{shape.shots} shots + {shape.queries} queries = {shape.shots + shape.queries} "
+                f"examples per class requested but a class of this split has only {most}",
+            )
 
     @abstractmethod
     def sample(self, shape: TaskShape, batch: int, generator: torch.Generator) -> EpisodeBatch:

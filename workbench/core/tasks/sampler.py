@@ -92,6 +92,11 @@ class ClassImages(TaskDistribution):
         return int(self.table.shape[0])
 
     @property
+    def examples_per_class(self) -> int:
+        """Images of the smallest class (rotated copies are classes of their own)."""
+        return int(self.counts.min())
+
+    @property
     def num_images(self) -> int:
         """Images reachable from this split (rotated classes count separately)."""
         return int(self.counts.sum())
@@ -106,7 +111,7 @@ class ClassImages(TaskDistribution):
                 f"{shape.ways} ways requested but {where} has only {self.num_classes:,} classes",
             )
         need = shape.shots + shape.queries
-        fewest = int(self.counts.min())
+        fewest = self.examples_per_class
         if need > fewest:
             c = int(self.counts.argmin())
             label = f" ({self.class_names[c]})" if self.class_names else ""
