@@ -380,3 +380,14 @@ def test_help_runs_export_and_argument_errors_import_neither_torch_nor_qt(
     assert [r[0] for r in report] == commands, proc.stderr
     assert [r[1] for r in report] == [0, 0, 0, 0, 0, 2, 2, 2], report
     assert all(r[2] == [] for r in report), report
+
+
+def test_an_unusable_catalog_file_is_one_line_and_left_as_it_was(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """CatalogError (not a catalog, newer, damaged, read-only) is a user error like the rest."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"not a catalog, just notes\n" * 100)
+    for argv in (["runs"], ["export", "1", "--csv", str(tmp_path / "m.csv")], ["eval", "1"]):
+        _refused(["--db", str(path), *argv], f"workbench {argv[0]}: error: ", capsys)
+    assert path.read_bytes() == b"not a catalog, just notes\n" * 100

@@ -27,12 +27,11 @@ CHECKPOINT_NAMES = ("best", "final", "latest")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """USER_ERRORS plus the catalog's CatalogError (not a catalog, newer version, read-only),
-    imported here so that `--help` and argument errors do not load the catalog's modules."""
-    try:
-        from workbench.catalog.errors import CatalogError
-    except ImportError:  # an older catalog package without it
-        return USER_ERRORS
+    """USER_ERRORS plus the catalog's CatalogError (not a catalog, newer version, read-only,
+    damaged), imported only when a command ran: `workbench.catalog` loads SQLAlchemy and
+    Alembic, which `--help` and argument errors do not need."""
+    from workbench.catalog.errors import CatalogError
+
     return (*USER_ERRORS, CatalogError)
 
 
