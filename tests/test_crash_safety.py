@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -436,3 +437,58 @@ def test_killed_while_starting_resumes_from_scratch_with_the_cli(tmp_path: Path)
         r = cat.get_run(1)
         assert (r.status, r.step) == ("finished", STEPS)
         assert [a["number"] for a in cat.attempts(1)] == [1]  # it never started before
+
+
+def test_a_write_lock_held_past_the_busy_timeout_never_fails_the_run(tmp_path: Path) -> None:
+    """Another process holds the write lock longer than the busy timeout while a run starts
+    and trains: the run goes on, the start and every point land once the lock is free."""
+    db = tmp_path / "lock.db"
+    with Catalog.open(db) as setup:
+        rid = setup.create_run_from_config(small())
+    cat = Catalog.open(db, busy_timeout_s=0.05)
+    blocker = sqlite3.connect(db, timeout=5, check_same_thread=False)
+    blocker.isolation_level = None
+    blocker.execute("BEGIN IMMEDIATE")  # holds the write lock
+    try:
+        # the listener claims the run: it waits for the lock (here: taken again after the claim)
+        claimed = threading.Event()
+        real_claim = cat.claim
+
+        def claim_then_lock_again(*a, **k):  # type: ignore[no-untyped-def]
+            real_claim(*a, **k)
+            blocker.execute("BEGIN IMMEDIATE")
+            claimed.set()
+
+        cat.claim = claim_then_lock_again  # type: ignore[method-assign]
+        threading.Timer(0.3, lambda: blocker.execute("ROLLBACK")).start()
+        listener = CatalogListener(cat, rid, flush_s=0.05, heartbeat_s=0.05)
+        assert claimed.is_set()
+        control = Control()
+        listener.attach(control)
+        listener.on_start(RunStarted("{}", 0, 50, "cpu", "cpu"))  # must not raise
+        for i in range(1, 51):
+            listener.on_step(StepMetrics(i, {"loss": float(i)}, time.time()))
+        time.sleep(0.3)  # writes are refused meanwhile
+        assert listener.points_written == 0
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    listener.flush()
+    listener.close()
+    r = cat.get_run(rid)
+    assert r.status == "interrupted" and r.started_at is not None  # closed without on_finish
+    assert cat.metrics(rid, "loss")[0].tolist() == list(range(1, 51))
+    assert not any(c[0] == "abort" for c in control.calls)
+    cat.close()
+
+
+def test_migrations_have_a_single_head() -> None:
+    from alembic.script import ScriptDirectory
+
+    from workbench.catalog.store import REVISION_VERSIONS, SCHEMA_VERSION, _alembic_config
+
+    script = ScriptDirectory.from_config(_alembic_config())
+    heads = script.get_heads()
+    assert len(heads) == 1, heads
+    assert REVISION_VERSIONS[heads[0]] == SCHEMA_VERSION  # the head is the version we stamp
+    assert {r.revision for r in script.walk_revisions()} == set(REVISION_VERSIONS)

@@ -38,7 +38,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -470,6 +470,25 @@ def sqlite_error_code(exc: BaseException) -> int | None:
     orig = getattr(exc, "orig", exc)
     code = getattr(orig, "sqlite_errorcode", None)
     return None if code is None else int(code) & 0xFF
+
+
+def retry_busy(call: Callable[[], Any], patience_s: float = 600.0) -> Any:
+    """Call, retrying while another process holds the write lock past the busy timeout (a long
+    write elsewhere must not fail a run); after `patience_s` a CatalogError says so."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.05
+    while True:
+        try:
+            return call()
+        except DatabaseError as exc:
+            if sqlite_error_code(exc) not in (5, 6) or time.monotonic() > deadline:
+                if sqlite_error_code(exc) in (5, 6):
+                    raise CatalogError(
+                        f"the catalog stayed locked by another process for {patience_s:.0f} s"
+                    ) from None
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 1.0)
 
 
 def _damaged(exc: BaseException) -> bool:

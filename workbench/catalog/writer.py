@@ -39,6 +39,7 @@ from workbench.catalog.store import (
     CheckpointRecord,
     MetricPoint,
     new_owner,
+    retry_busy,
     sqlite_error_code,
 )
 from workbench.core.events import (
@@ -109,9 +110,9 @@ class CatalogListener(Listener):
             prior = self.catalog.get_run(run_id)
             if owner is None:
                 owner = new_owner()
-                self.catalog.claim(run_id, owner)
+                retry_busy(lambda: self.catalog.claim(run_id, owner))
             else:
-                self.catalog.renew(run_id, owner)
+                retry_busy(lambda: self.catalog.renew(run_id, owner))
         except BaseException:
             if self._owns_catalog:
                 self.catalog.close()
