@@ -318,7 +318,14 @@ class ProgressBar:
 
     def on_checkpoint(self, e: Any) -> None: ...
     def on_checkpoint_removed(self, e: Any) -> None: ...
-    def on_status(self, s: Any) -> None: ...
+    def on_status(self, s: Any, reason: str | None = None) -> None:
+        """A run that pauses itself (disk full, catalog busy) says why on stderr, quiet or not."""
+        if reason:
+            line = f"workbench: run {s}: {reason}"
+            if self.bar is not None:
+                self.bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
 
     def on_finish(self, e: Any) -> None:
         if self.bar is not None:
