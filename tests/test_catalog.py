@@ -99,7 +99,9 @@ def test_migrations_create_schema_and_reopen_is_noop(
     def no_upgrade(*_a: object, **_k: object) -> None:
         raise AssertionError("an up-to-date database must not be migrated again")
 
-    monkeypatch.setattr(store_module.command, "upgrade", no_upgrade)
+    import alembic.command
+
+    monkeypatch.setattr(alembic.command, "upgrade", no_upgrade)
     with Catalog.open(db) as again:
         assert not again.migrated
         assert again.get_run(rid).name == "r"

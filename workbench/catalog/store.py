@@ -45,10 +45,6 @@ from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import (
     Connection,
     Engine,
@@ -99,6 +95,8 @@ SCHEMA_VERSION = 2
 """`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
 REVISION_VERSIONS = {"0001": 1, "0002": 2}
 """Alembic revision -> schema version, for every revision this release knows."""
+HEAD_REVISION = max(REVISION_VERSIONS, key=REVISION_VERSIONS.__getitem__)
+"""The newest revision (a test checks it is the migration scripts' single head)."""
 OWNED_STATUSES: tuple[str, ...] = ("queued", "running", "paused")
 """Statuses whose run has an owner process (the lease holder) while its heartbeat is fresh."""
 
@@ -495,7 +493,9 @@ def _damaged(exc: BaseException) -> bool:
     return sqlite_error_code(exc) in (11, 26)
 
 
-def _alembic_config() -> Config:
+def _alembic_config() -> Any:
+    from alembic.config import Config  # only to create or upgrade: not on every CLI command
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return cfg
@@ -597,12 +597,14 @@ class Catalog:
         """Upgrade to the newest revision and stamp the file as ours (application id, schema
         version); a no-op (one SELECT) when already there. Runs in one BEGIN IMMEDIATE
         transaction, so two processes opening a new file do not race."""
-        cfg = _alembic_config()
-        head = ScriptDirectory.from_config(cfg).get_current_head()
 
         def current(conn: Connection) -> bool:
-            stamped = conn.exec_driver_sql("PRAGMA application_id").scalar() == APPLICATION_ID
-            return stamped and MigrationContext.configure(conn).get_current_revision() == head
+            if conn.exec_driver_sql("PRAGMA application_id").scalar() != APPLICATION_ID:
+                return False
+            if conn.exec_driver_sql("PRAGMA user_version").scalar() != SCHEMA_VERSION:
+                return False
+            revs = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+            return [r[0] for r in revs] == [HEAD_REVISION]
 
         with self._read_engine.connect() as conn:
             if current(conn):
@@ -611,6 +613,9 @@ class Catalog:
             raise CatalogError(
                 f"catalog {self.path} is read-only and needs upgrading by a process that can write it"
             )
+        from alembic import command
+
+        cfg = _alembic_config()
         with self._write_engine.begin() as conn:
             if current(conn):
                 return False
