@@ -109,21 +109,35 @@ def trial_kill_point(point: str, folder: Path) -> str | None:
     return check_after_kill(db, STEPS)
 
 
+KILLED_AT: list[int] = []  # the step each random kill landed at, for the report
+
+
 def trial_random_kill(rng: random.Random, folder: Path, steps: int) -> str | None:
+    """SIGKILL at a random moment once the run trains (checkpoint every step, so the kill
+    often lands inside the checkpoint sequence)."""
     db = folder / "r.db"
     proc = subprocess.Popen(
         [sys.executable, "-m", "workbench.cli", "--db", str(db), *flags(steps, ckpt_every=1)],
         cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    time.sleep(rng.uniform(1.0, 6.0))
+    deadline = time.monotonic() + 600  # a hang guard
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        if db.exists():
+            with contextlib.closing(sqlite3.connect(db, timeout=30)) as c:
+                try:
+                    if c.execute("SELECT max(step) FROM runs").fetchone()[0]:
+                        break
+                except sqlite3.OperationalError:
+                    pass
+    time.sleep(rng.uniform(0.0, 3.0))
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    if not db.exists():
-        return None
     with Catalog.open(db) as cat:
-        runs = cat.list_runs()
-        if runs and runs[0].status == "finished":
-            return None  # it ended before the kill
+        run = cat.list_runs()[0]
+        KILLED_AT.append(run.step)
+        if run.status == "finished":
+            return "the run finished before the kill: make it longer"
     return check_after_kill(db, steps)
 
 
@@ -364,7 +378,12 @@ def main() -> int:
         ],
     )
     rng = random.Random(0)
-    run("random SIGKILL during training", [lambda d: trial_random_kill(rng, d, 40)] * args.random)
+    run(
+        "random SIGKILL during training",
+        [lambda d: trial_random_kill(rng, d, 400)] * args.random,
+    )
+    if KILLED_AT:
+        print(f"    random kills landed at steps {sorted(KILLED_AT)}")
     run("second resume of a training run", [trial_concurrent_resume] * args.rounds)
     run(
         "storage faults (ckpt ENOSPC, catalog full, catalog busy)",
@@ -398,7 +417,8 @@ def main() -> int:
         body = (
             "## Fault trials (`bench/faults.py --write`)\n\n"
             f"{stamp()}. Each trial checks the promise end to end (see the script's docstring);"
-            " a failure is any broken promise or a crash of the trial.\n\n" + table
+            " a failure is any broken promise or a crash of the trial. Random kills landed at"
+            f" steps {sorted(KILLED_AT)} of 400 (a checkpoint every step).\n\n" + table
         )
         write_section("faults", body)
     return 0 if all(f == 0 for _, _, f, _ in rows) else 1
