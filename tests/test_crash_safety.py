@@ -492,3 +492,25 @@ def test_migrations_have_a_single_head() -> None:
     assert len(heads) == 1, heads
     assert REVISION_VERSIONS[heads[0]] == SCHEMA_VERSION  # the head is the version we stamp
     assert {r.revision for r in script.walk_revisions()} == set(REVISION_VERSIONS)
+
+
+def test_a_checkpoint_folder_that_cannot_be_written_is_refused_before_the_run(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    db = folder / "c.db"
+    Catalog.open(db).close()
+    (folder / "c.db.checkpoints").mkdir()
+    code = (
+        "from workbench.cli import main; "
+        f"print('run', main(['--db', {str(db)!r}, 'run', '--steps', '2', '--quiet']))"
+    )
+    proc = _read_only_mount(folder / "c.db.checkpoints", code)
+    if proc is None:
+        pytest.skip("no mount namespaces here for a read-only bind mount")
+    assert "run 2" in proc.stdout, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "checkpoint folder" in lines[0] and "cannot be written" in lines[0]
+    with Catalog.open(db) as cat:
+        assert cat.list_runs() == []  # the catalog is untouched

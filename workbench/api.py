@@ -167,6 +167,7 @@ def trainer_for(
     from workbench.core.faults import fault_point
 
     owner = owner or new_owner()
+    catalog.check_checkpoint_folder()  # refused before a run exists, not paused after
     if run_id is None:
         run_id = catalog.create_run_from_config(config, owner=owner)
         fault_point("run.created")

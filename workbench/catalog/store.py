@@ -36,6 +36,7 @@ import shutil
 import socket
 import sqlite3
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -687,8 +688,31 @@ class Catalog:
         """Folder for run `run_id`'s checkpoints: `<db path>.checkpoints/<run_id>/`."""
         d = self.path.with_name(self.path.name + ".checkpoints") / str(int(run_id))
         if create:
-            d.mkdir(parents=True, exist_ok=True)
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(
+                    f"checkpoint folder {d.parent} cannot be written: {exc.strerror}"
+                ) from None
         return d
+
+    def check_checkpoint_folder(self) -> None:
+        """CatalogError unless checkpoints can be written beside the catalog: a run that could
+        never checkpoint is refused before it exists (one line), not paused after it starts."""
+        root = self.path.with_name(self.path.name + ".checkpoints")
+        if self.readonly:
+            raise CatalogError(
+                f"catalog {self.path} is read-only: this needs a catalog you can write"
+            )
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=root, prefix=".tmp-probe-")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as exc:
+            raise CatalogError(
+                f"checkpoint folder {root} cannot be written: {exc.strerror}"
+            ) from None
 
     # ---- runs ----
     def create_run(
