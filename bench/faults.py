@@ -40,9 +40,9 @@ from bench.results import stamp, write_section  # noqa: E402
 from workbench.api import trainer_for  # noqa: E402
 from workbench.catalog import Catalog, CatalogListener  # noqa: E402
 from workbench.catalog.errors import CatalogError  # noqa: E402
-from workbench.catalog.store import _complete  # noqa: E402
 from workbench.core.config import RunConfig, default_config  # noqa: E402
 from workbench.core.faults import POINTS  # noqa: E402
+from workbench.files import complete as _complete  # noqa: E402
 
 STEPS = 8
 

@@ -20,10 +20,10 @@ from sqlalchemy.exc import OperationalError
 from workbench.api import trainer_for
 from workbench.catalog import Catalog, CatalogListener
 from workbench.catalog.errors import CatalogError, RunBusyError
-from workbench.catalog.store import _complete
 from workbench.core.config import RunConfig, default_config
 from workbench.core.events import RunStarted, StepMetrics
 from workbench.core.faults import POINTS
+from workbench.files import complete as _complete
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 8

@@ -80,6 +80,7 @@ from workbench.catalog.schema import (
     check_status,
 )
 from workbench.core.faults import fault_point
+from workbench.files import complete, fsync_dir
 
 HEARTBEAT_S = 5.0
 """Seconds between heartbeats of a live run."""
@@ -1449,11 +1450,11 @@ class Catalog:
             known = set(s.scalars(select(Checkpoint.path).where(Checkpoint.run_id.in_(ids))))
         for ck_id, path, temp, sha in pending:
             state = "gone"
-            if _complete(path, sha):
+            if complete(path, sha):
                 state = "ready"
-            elif temp and _complete(temp, sha):
+            elif temp and complete(temp, sha):
                 os.replace(temp, path)
-                _fsync_dir(Path(path).parent)
+                fsync_dir(Path(path).parent)
                 state = "ready"
             with self._write() as s:
                 if state == "ready":
@@ -1608,28 +1609,3 @@ def _unlink(path: str | os.PathLike[str]) -> None:
         Path(path).unlink(missing_ok=True)
     except OSError:
         pass
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
-
-
-def _complete(path: str | os.PathLike[str], sha256: str | None) -> bool:
-    """Whether the file exists with the recorded sha256 (the catalog needs no torch for it)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError:
-        return False
-    return sha256 is None or h.hexdigest() == sha256

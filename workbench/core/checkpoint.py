@@ -8,7 +8,6 @@ cannot run code and a corrupted or tampered one is a CheckpointError, not a cras
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import re
 import shutil
@@ -20,16 +19,9 @@ from typing import Any, Protocol
 import torch
 
 from workbench.core.errors import CheckpointError
+from workbench.files import fsync_dir, sha256_file
 
 FORMAT = "workbench-checkpoint-1"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO)
@@ -47,17 +39,6 @@ def storage_message(exc: OSError, folder: str | os.PathLike[str]) -> str:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return f"checkpoint folder {folder} is not writable ({exc.strerror})"
     return f"storage error writing checkpoints ({exc.strerror}): {free}"
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:  # make a rename durable
-        dfd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
 
 
 def write_temp(folder: str | Path, state: dict[str, Any]) -> tuple[Path, int, str]:
@@ -80,7 +61,7 @@ def write_temp(folder: str | Path, state: dict[str, Any]) -> tuple[Path, int, st
 def put_in_place(temp: str | Path, path: str | Path) -> None:
     """Rename a complete temporary file to its name, durably."""
     os.replace(temp, path)
-    _fsync_dir(Path(path).parent)
+    fsync_dir(Path(path).parent)
 
 
 def unused_path(path: Path) -> Path:
