@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -391,3 +392,21 @@ def test_an_unusable_catalog_file_is_one_line_and_left_as_it_was(
     for argv in (["runs"], ["export", "1", "--csv", str(tmp_path / "m.csv")], ["eval", "1"]):
         _refused(["--db", str(path), *argv], f"workbench {argv[0]}: error: ", capsys)
     assert path.read_bytes() == b"not a catalog, just notes\n" * 100
+
+
+def test_a_configuration_that_cannot_fit_is_refused_before_the_run_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The peak-memory estimate (workbench.core.footprint) refuses a run that would not fit in
+    the free memory, naming the setting that drives it; memory_check=false tries anyway."""
+    import workbench.core.footprint as footprint
+
+    monkeypatch.setattr(footprint, "available_bytes", lambda *a, **k: 64 * 2**20)
+    db = tmp_path / "m.db"
+    argv = ["--db", str(db), "run", "--algorithm", "fomaml", "--dataset", "glyphs", "--quiet"]
+    argv += ["--steps", "1", "--set", "train.meta_batch=256", "--set", "test_on_finish=false"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "train.meta_batch" in err[0] and "GiB at its peak" in err[0]
+    assert not db.exists() or not sqlite3.connect(db).execute("SELECT * FROM runs").fetchall()
+    assert main([*argv, "--set", "memory_check=false", "--set", "val_every=0"]) == 0

@@ -514,3 +514,22 @@ def test_a_checkpoint_folder_that_cannot_be_written_is_refused_before_the_run(
     assert len(lines) == 1 and "checkpoint folder" in lines[0] and "cannot be written" in lines[0]
     with Catalog.open(db) as cat:
         assert cat.list_runs() == []  # the catalog is untouched
+
+
+def test_the_app_queue_refuses_a_configuration_that_cannot_fit(
+    qtbot, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import workbench.core.footprint as footprint
+    from workbench.gui.run_queue import RunQueue
+
+    monkeypatch.setattr(footprint, "available_bytes", lambda *a, **k: 64 * 2**20)
+    with Catalog.open(tmp_path / "q.db") as cat:
+        queue = RunQueue(cat)
+        logged: list[tuple[str, str]] = []
+        queue.log.connect(lambda level, msg: logged.append((level, msg)))
+        d = default_config("fomaml", "glyphs").to_dict()
+        d["train"]["meta_batch"] = 256
+        assert queue.submit(RunConfig.from_dict(d)) == []
+        assert logged and logged[-1][0] == "error" and "train.meta_batch" in logged[-1][1]
+        assert cat.list_runs() == []
+        queue.shutdown()

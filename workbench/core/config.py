@@ -214,6 +214,11 @@ class RunConfig(StrictModel):
     test_on_finish: bool = Field(
         True, description="Evaluate the best checkpoint on the test split when the run finishes"
     )
+    memory_check: bool = Field(
+        True,
+        description="Refuse a configuration whose estimated peak memory exceeds the free "
+        "memory (workbench.core.footprint); false tries it anyway",
+    )
     threads: Count | None = Field(
         None,
         ge=1,

@@ -49,6 +49,7 @@ from workbench.core.events import (
     StepMetrics,
 )
 from workbench.core.faults import fault_point
+from workbench.core.footprint import check_fits
 from workbench.core.memory import reuse_freed_memory
 from workbench.core.models import build_model
 from workbench.core.tasks import DATASETS, TaskDistribution
@@ -85,6 +86,9 @@ def load_datasets(
         # shots + queries against the examples per class, before a run is recorded (sampling
         # would find it only once the run exists, and record a failed run)
         dist.check(shape, phase)
+    if "train" in dists and config.memory_check:
+        # a configuration that cannot fit is refused before a run exists, naming its driver
+        check_fits(config, dists["train"].input_shape)
     return dists
 
 

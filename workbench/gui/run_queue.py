@@ -49,6 +49,15 @@ class RunQueue(QObject):
     def submit(self, config: RunConfig, seeds: list[int] | None = None) -> list[int]:
         """Create one queued catalog run per seed and queue them; returns their ids."""
         seeds = seeds or [config.seed]
+        if config.memory_check:  # a run that cannot fit is refused before it exists
+            from workbench.core.errors import ConfigError
+            from workbench.core.footprint import check_fits, config_input_shape
+
+            try:
+                check_fits(config, config_input_shape(config))
+            except ConfigError as exc:
+                self.log.emit("error", f"not started: {exc}")
+                return []
         ids = []
         for seed in seeds:
             cfg = config.model_copy(
