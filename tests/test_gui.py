@@ -285,13 +285,8 @@ def test_a_failed_run_is_logged_and_the_next_one_runs(
     window.form.data_dir.setCurrentText(str(tmp_path / "missing"))
     fill(window, {**SMALL, "dataset.download": False})
     (bad,) = window.start()
-    window.form.set_config(
-        {
-            **window.form.to_dict(),
-            "algorithm": {"name": "maml", "inner_lr": 0.01},
-            "dataset": {"name": "sinusoid"},
-        }
-    )
+    window.form.editors["algorithm.name"].set_value("maml")  # back as a user would
+    window.form.editors["dataset.name"].set_value("sinusoid")
     fill(window, {**SMALL, "steps": 10, "test_on_finish": False})
     (good,) = window.start()
     wait_idle(qtbot, window)

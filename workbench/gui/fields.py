@@ -1,22 +1,27 @@
 """Form editors generated from pydantic field metadata: type, default, range, description.
 
 `editor_for(key, field)` picks a widget for a `FieldInfo`: a check box for bool, a combo box
-for Literal choices, a spin box for int (clamped to the schema's ge/gt/le/lt), and a line
-edit for everything else (floats, optional values, lists, tuples) so that what the user types
-is validated by the schema itself and errors name the field.
+for Literal choices, and a line edit for everything else (ints, floats, optional values, lists,
+tuples), so that what the user types is validated rather than clamped: a spin box would turn
+10^12 ways into its maximum without a word. Each editor's `value_error()` says in words why
+its text is not a value ('abc' is not a whole number, 'nan' is not a number, 10^12 is above
+the schema's maximum) before the schema sees it; the schema checks the rest and names the field.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 import types
 import typing
 from typing import Any
 
-from PySide6.QtCore import Signal
-from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QSpinBox, QWidget
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QKeyEvent
+from PySide6.QtWidgets import QCheckBox, QComboBox, QLineEdit, QWidget
 
-INT_MIN, INT_MAX = -(2**31), 2**31 - 1
+INTEGER = re.compile(r"[+-]?\d+")
 
 
 def bounds(field: Any) -> tuple[float | None, float | None, str]:
@@ -106,22 +111,54 @@ class ChoiceEditor(QComboBox):
         _mark(self, self.base_tooltip, message)
 
 
-class IntEditor(QSpinBox):
+class IntEditor(QLineEdit):
+    """A whole number, typed freely (Up/Down step it): out-of-range or non-integer text is
+    reported by `value_error`, never clamped or dropped as a spin box would."""
+
     changed = Signal()
 
     def __init__(self, key: str, lo: float | None, hi: float | None, tooltip: str = "") -> None:
         super().__init__()
         self.key, self.base_tooltip = key, tooltip
-        self.setRange(
-            int(lo) if lo is not None else INT_MIN, int(hi) if hi is not None else INT_MAX
-        )
-        self.setKeyboardTracking(True)
+        self.lo = int(lo) if lo is not None else None
+        self.hi = int(hi) if hi is not None else None
         self.setToolTip(tooltip)
         self.setMinimumWidth(70)
-        self.valueChanged.connect(lambda _=None: self.changed.emit())
+        self.textChanged.connect(lambda _=None: self.changed.emit())
+
+    def value(self) -> Any:
+        """The int typed, or the text itself when it is not one (the schema then rejects it)."""
+        text = self.text().strip()
+        return int(text) if INTEGER.fullmatch(text) else text
 
     def set_value(self, v: Any) -> None:
-        self.setValue(int(v))
+        self.setText(
+            str(int(v)) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+        )
+
+    def value_error(self) -> str | None:
+        text = self.text().strip()
+        if not INTEGER.fullmatch(text):
+            return f"{text!r} is not a whole number" if text else "is empty: give a whole number"
+        n = int(text)
+        if self.hi is not None and n > self.hi:
+            return f"{n:,} is too large: at most {self.hi:,}"
+        if self.lo is not None and n < self.lo:
+            return f"{n:,} is too small: at least {self.lo:,}"
+        return None
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        step = {Qt.Key.Key_Up: 1, Qt.Key.Key_Down: -1}.get(Qt.Key(event.key()))
+        v = self.value()
+        if step is None or not isinstance(v, int):
+            super().keyPressEvent(event)
+            return
+        v += step
+        if self.lo is not None:
+            v = max(v, self.lo)
+        if self.hi is not None:
+            v = min(v, self.hi)
+        self.set_value(v)
 
     def set_error(self, message: str | None) -> None:
         _mark(self, self.base_tooltip, message)
@@ -133,12 +170,34 @@ class TextEditor(QLineEdit):
     changed = Signal()
 
     def __init__(
-        self, key: str, tooltip: str = "", parse: bool = False, sequence: bool = False
+        self,
+        key: str,
+        tooltip: str = "",
+        parse: bool = False,
+        sequence: bool = False,
+        number: bool = False,
     ) -> None:
         super().__init__()
         self.key, self.base_tooltip, self.parse, self.sequence = key, tooltip, parse, sequence
+        self.number = number  # a float (or a list of floats): 'nan' is then named, not ranged
         self.setToolTip(tooltip)
         self.textChanged.connect(lambda _=None: self.changed.emit())
+
+    def value_error(self) -> str | None:
+        """Why a number field's text is not a number (the schema would call 'nan' too large)."""
+        if not (self.number and self.parse) or not self.text().strip():
+            return None
+        v = self.value()
+        items = v if self.sequence and isinstance(v, list) else [v]
+        for item in items:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                if isinstance(item, str):
+                    return f"{item!r} is not a number"
+                continue  # a list where a number belongs: the schema says what it wants
+            if not math.isfinite(item):
+                shown = self.text().strip() if len(items) == 1 else str(item)
+                return f"{shown!r} is not a number (it must be finite)"
+        return None
 
     def value(self) -> Any:
         text = self.text().strip()
@@ -151,7 +210,7 @@ class TextEditor(QLineEdit):
         try:
             return json.loads(text)
         except ValueError:
-            return text  # the schema reports it as not a number
+            return text  # not JSON: value_error (numbers) or the schema reports it
 
     def set_value(self, v: Any) -> None:
         if not self.parse:
@@ -190,7 +249,9 @@ def editor_for(key: str, field: Any) -> QWidget:
         w = TextEditor(key, tip)
     else:
         seq = origin in (list, tuple)
-        w = TextEditor(key, tip, parse=True, sequence=seq)
+        elems = typing.get_args(inner) if seq else (inner,)
+        number = bool(elems) and all(e in (int, float) for e in elems if e is not Ellipsis)
+        w = TextEditor(key, tip, parse=True, sequence=seq, number=number)
         if optional:
             w.setPlaceholderText("empty = default")
         elif range_text:

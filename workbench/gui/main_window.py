@@ -242,6 +242,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.form.validityChanged.connect(lambda ok, why: self._update_buttons())
         self.form.presetChanged.connect(self._preset_changed)
+        self.form.notice.connect(lambda text: self.log.add("info", text))
         self.start_button.clicked.connect(lambda _=False: self.start())
         self.pause_button.clicked.connect(lambda _=False: self.toggle_pause())
         self.stop_button.clicked.connect(lambda _=False: self.stop())

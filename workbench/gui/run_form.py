@@ -1,12 +1,19 @@
 """The run-setup panel: every field of a RunConfig, generated from the pydantic schemas.
 
-Each edit rebuilds a `RunConfig` with `RunConfig.from_dict`; a `ConfigError` marks the field it
-names and `validityChanged(False, reason)` keeps Start disabled. Presets fill the whole form.
+Each edit rebuilds a `RunConfig` with `RunConfig.from_dict` and checks the task shapes against
+the chosen dataset as a run would (`shape_check`); a `ConfigError` marks the field it names and
+`validityChanged(False, reason)` keeps Start disabled, so a run that would fail at step 0, or
+train something other than what the form shows, is never started. Defaults come from
+`default_config`, the CLI's source; choosing another algorithm or dataset restores that pair's
+defaults except for what the user set on purpose and what still fits, and says what it reset.
+Presets fill the whole form.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import re
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
@@ -36,21 +43,38 @@ from workbench.core.tasks import DATASETS
 from workbench.gui import settings as qs
 from workbench.gui.fields import ChoiceEditor, TextEditor, editor_for, label_for
 from workbench.gui.presets import Preset, load_presets
+from workbench.gui.shape_check import ShapeChecker
 
-# MAML on sinusoid (Finn et al. 2017, section 5.1), shortened so that it runs in seconds on a CPU.
-# The launch default: the core's starting point for MAML on sinusoid (runs in seconds on a CPU)
-# with a budget sized for watching it train.
-DEMO_BUDGET = {
-    "steps": 1000,
-    "val_every": 100,
-    "val_episodes": 50,
-    "ckpt_every": 250,
-    "test_episodes": 200,
-}
+log = logging.getLogger(__name__)
 
 
 def demo_config(algorithm: str = "maml", dataset: str = "sinusoid") -> dict[str, Any]:
-    return {**default_config(algorithm, dataset).to_dict(), **DEMO_BUDGET}
+    """The launch default: exactly what `workbench run` uses with no flags (MAML on sinusoid
+    trains in seconds on a CPU), so the same settings give the same numbers in both."""
+    return default_config(algorithm, dataset).to_dict()
+
+
+# Which phases run an inner loop (so read `<phase>.inner_steps`). An algorithm class may declare
+# it as `inner_step_phases`; these are the built-in ones that do not adapt in every phase.
+INNER_STEP_PHASES: dict[str, tuple[str, ...]] = {
+    "protonet": (),  # metric-based: no adaptation steps at all
+    "pretrain-finetune": ("eval",),  # trains without an inner loop, fine-tunes at test
+}
+
+
+def inner_step_phases(algorithm: str) -> tuple[str, ...]:
+    """Phases whose inner steps the algorithm uses: ("train", "eval") for the MAML family."""
+    declared = getattr(ALGORITHMS.get(algorithm), "inner_step_phases", None)
+    if declared is not None:
+        return tuple(declared)
+    return INNER_STEP_PHASES.get(algorithm, ("train", "eval"))
+
+
+# fields that describe this run rather than the algorithm/dataset pair: never reset on a switch
+OWN_FIELDS = {"algorithm.name", "dataset.name", "name", "seed", "tags", "precision", "threads"}
+# fields whose meaning depends on the task kind (a 5-way shape means nothing for regression)
+KIND_FIELDS = ("train.", "eval.", "algorithm.inner_lr", "algorithm.eval_inner_lr")
+_MISSING = object()
 
 
 SCHEDULE_FIELDS = [
@@ -79,24 +103,45 @@ def preferred_device(ids: list[str]) -> str:
     return "cpu"
 
 
+SEED_HELP = "use e.g. 0 or 0,1,2 or 0-4"
+_SEED_RANGE = re.compile(r"([+-]?\d+)\s*-\s*([+-]?\d+)")
+
+
 def parse_seeds(text: str) -> list[int]:
-    """'3' or '1,2,3' or '1-4' -> list of seeds (ValueError with a readable message)."""
+    """'3' or '1,2,3' or '1-4' -> list of seeds (ValueError with a message for the user)."""
     seeds: list[int] = []
     for part in text.replace(";", ",").split(","):
         part = part.strip()
         if not part:
             continue
-        if "-" in part[1:]:
-            a, b = part[0] + part[1:].split("-", 1)[0], part[1:].split("-", 1)[1]
-            lo, hi = int(a), int(b)
+        span = _SEED_RANGE.fullmatch(part)
+        if span:
+            lo, hi = int(span[1]), int(span[2])
             if hi < lo or hi - lo > 999:
                 raise ValueError(f"range {part!r} must go upwards and hold at most 1000 seeds")
             seeds.extend(range(lo, hi + 1))
-        else:
+        elif re.fullmatch(r"[+-]?\d+", part):
             seeds.append(int(part))
+        else:
+            raise ValueError(f"{part!r} is not a whole number; {SEED_HELP}")
     if not seeds:
-        raise ValueError("give at least one seed, e.g. 0 or 1,2,3")
+        raise ValueError(f"give at least one seed; {SEED_HELP}")
     return list(dict.fromkeys(seeds))
+
+
+def flatten(config: dict[str, Any]) -> dict[str, Any]:
+    """{"train": {"ways": 5}} -> {"train.ways": 5} (one level: the form's dotted keys)."""
+    out: dict[str, Any] = {}
+    for k, v in config.items():
+        if isinstance(v, dict):
+            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
+        else:
+            out[k] = v
+    return out
+
+
+def _show(v: Any) -> str:
+    return "empty" if v is None or v == "" else str(v)
 
 
 class Collapsible(QWidget):
@@ -121,11 +166,13 @@ class Collapsible(QWidget):
 
 
 class RunForm(QWidget):
-    """Emits `validityChanged(ok, reason)` and `configChanged()` on every edit."""
+    """Emits `validityChanged(ok, reason)` and `configChanged()` on every edit, and `notice(text)`
+    when choosing another algorithm or dataset reset fields to that choice's defaults."""
 
     validityChanged = Signal(bool, str)
     configChanged = Signal()
     presetChanged = Signal(object)  # Preset | None
+    notice = Signal(str)
 
     def __init__(self, parent: QWidget | None = None, presets: list[Preset] | None = None) -> None:
         super().__init__(parent)
@@ -140,6 +187,11 @@ class RunForm(QWidget):
         self.config: RunConfig | None = None
         self.error: ConfigError | None = None
         self._loading = 0
+        self.shape_check = ShapeChecker()
+        self.shape_cells: dict[str, QLabel] = {}  # task-shape row labels, by field name
+        # the last algorithm/dataset pair with defaults: what "set on purpose" is measured against
+        self._pair = ("maml", "sinusoid")
+        self._algo_shown = ""
 
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
@@ -171,6 +223,12 @@ class RunForm(QWidget):
         self.error_label.setStyleSheet("color: #b00020; padding: 4px;")
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         outer.addWidget(self.error_label)
+        self.notice_label = QLabel(wordWrap=True)
+        self.notice_label.setObjectName("formNotice")
+        self.notice_label.setStyleSheet("color: #555; padding: 0 4px 4px 4px;")
+        self.notice_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.notice_label)
+        self.notice_label.hide()
 
         self.set_config(demo_config())
 
@@ -178,6 +236,12 @@ class RunForm(QWidget):
     def _add(self, key: str, editor: Any) -> Any:
         self.editors[key] = editor
         editor.changed.connect(self._edited)
+        return editor
+
+    def _add_choice(self, key: str, editor: ChoiceEditor) -> ChoiceEditor:
+        """The algorithm and dataset combos: a change resets the form to the pair's defaults."""
+        self.editors[key] = editor
+        editor.changed.connect(self._choice_changed)
         return editor
 
     def _build_preset(self) -> None:
@@ -199,7 +263,7 @@ class RunForm(QWidget):
     def _build_data(self) -> None:
         box = QGroupBox("Data")
         form = QFormLayout(box)
-        ds = self._add(
+        ds = self._add_choice(
             "dataset.name",
             ChoiceEditor(
                 "dataset.name",
@@ -208,8 +272,6 @@ class RunForm(QWidget):
             ),
         )
         form.addRow("Dataset", ds)
-        ds.changed.connect(self._dataset_changed)
-        self._kind = DATASETS.get(ds.value()).kind
         row = QHBoxLayout()
         self.data_dir = QComboBox(editable=True)
         self.data_dir.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
@@ -243,8 +305,7 @@ class RunForm(QWidget):
         box = QGroupBox("Algorithm")
         lay = QVBoxLayout(box)
         algo = ChoiceEditor("algorithm.name", ALGORITHMS.names(), "Meta-learning algorithm")
-        algo.changed.connect(self._algorithm_changed)  # rebuild the fields before validating
-        self._add("algorithm.name", algo)
+        self._add_choice("algorithm.name", algo)
         lay.addWidget(algo)
         self.algo_form_host = QWidget()
         self.algo_form = QFormLayout(self.algo_form_host)
@@ -261,6 +322,7 @@ class RunForm(QWidget):
             lab = QLabel(label_for(name))
             lab.setToolTip(field.description or "")
             grid.addWidget(lab, r, 0)
+            self.shape_cells[name] = lab
             for c, phase in enumerate(("train", "eval"), start=1):
                 key = f"{phase}.{name}"
                 editor = self._add(key, editor_for(key, field))
@@ -326,40 +388,123 @@ class RunForm(QWidget):
             form.addRow(label_for(name), self._add(key, editor_for(key, field)))
         self.body.addWidget(Collapsible("Model", content))
 
-    def _dataset_changed(self) -> None:
-        """Moving between regression and classification resets the task shapes and the inner
-        step size to the core's starting points for that kind (1-way sinusoid shapes make no
-        sense for images, and vice versa)."""
-        name = self.editors["dataset.name"].value()
-        kind = DATASETS.get(name).kind
-        if self._loading or kind == self._kind:
-            self._kind = kind
+    # ---- choosing the algorithm and dataset ---------------------------------------------
+    def _choice_changed(self) -> None:
+        """Another algorithm or dataset: its fields, its defaults, and a word on what changed."""
+        if self._loading:
             return
-        self._kind = kind
+        before = self._values()  # read before the algorithm's editors are rebuilt
         algo = self.editors["algorithm.name"].value()
-        try:
-            start = default_config(algo, name).to_dict()
-        except ConfigError:  # e.g. ProtoNet on sinusoid: validation will say so
-            return
+        if algo != self._algo_shown:
+            self._algorithm_changed()
         self._loading += 1
         try:
-            for key, ed in self.editors.items():
-                section, _, field = key.partition(".")
-                if section in ("train", "eval") or key == "algorithm.inner_lr":
-                    if field in start.get(section, {}):
-                        ed.set_value(start[section][field])
+            text = self._apply_defaults(before)
+            if self.preset is not None:  # the form no longer holds the preset's settings
+                self._set_preset(None)
         finally:
             self._loading -= 1
+        self._show_notice(text)
         self._edited()
+
+    def _values(self) -> dict[str, Any]:
+        return {k: ed.value() for k, ed in self.editors.items() if k not in OWN_FIELDS}
+
+    def _apply_defaults(self, before: dict[str, Any]) -> str:
+        """Set every field to the new pair's default unless the user set it on purpose (it
+        differs from the old pair's default) and it still fits (the new algorithm uses it, the
+        task kind is the same, and the new pair accepts it). Returns what was reset, in words."""
+        algo = self.editors["algorithm.name"].value()
+        dataset = self.editors["dataset.name"].value()
+        try:
+            new = flatten(default_config(algo, dataset).to_dict())
+        except ConfigError:  # an impossible pair (ProtoNet on sinusoid): validation says so
+            for key, v in before.items():  # shared algorithm fields keep their values
+                if key.startswith("algorithm.") and key in self.editors:
+                    self.editors[key].set_value(v)
+            self._update_visibility()
+            return ""
+        old_algo, old_dataset = self._pair
+        old = flatten(default_config(old_algo, old_dataset).to_dict())
+        kind_changed = DATASETS.get(dataset).kind != DATASETS.get(old_dataset).kind
+        self._pair = (algo, dataset)
+        self._update_visibility()
+        hidden = self._hidden_keys()
+        kept: dict[str, Any] = {}
+        reset: dict[str, tuple[Any, Any]] = {}
+        for key, ed in self.editors.items():
+            if key in OWN_FIELDS or key not in new:
+                continue
+            prev = before.get(key, _MISSING)
+            chosen = prev is not _MISSING and prev != old.get(key, _MISSING)
+            fits = key not in hidden and not (kind_changed and key.startswith(KIND_FIELDS))
+            if chosen and fits:
+                kept[key] = prev
+                ed.set_value(prev)
+            else:
+                ed.set_value(new[key])
+                if prev is not _MISSING and prev != new[key]:
+                    reset[key] = (prev, new[key])
+        # a kept value the new pair rejects (20 ways on a dataset of 5 classes) goes too
+        for _ in range(len(kept)):
+            _, error = self._check()
+            if error is None:
+                break
+            field = error.key.rpartition(".")[2]
+            culprits = (
+                [error.key] if error.key in kept else [k for k in kept if k.endswith(f".{field}")]
+            )
+            if not culprits:
+                break
+            for key in culprits:
+                self.editors[key].set_value(new[key])
+                reset[key] = (kept.pop(key), new[key])
+        title = f"{algo} on {dataset}"
+        if not reset:
+            return f"{title}: its defaults" + (
+                f" (kept what you set: {', '.join(kept)})" if kept else ""
+            )
+        changes = ", ".join(f"{k} {_show(a)} → {_show(b)}" for k, (a, b) in reset.items())
+        text = f"{title}: reset to its defaults: {changes}"
+        if kept:
+            text += f"; kept what you set: {', '.join(f'{k} {_show(v)}' for k, v in kept.items())}"
+        return text
+
+    def _show_notice(self, text: str) -> None:
+        self.notice_label.setText(text)
+        self.notice_label.setVisible(bool(text))
+        if text:
+            log.info("%s", text)
+            self.notice.emit(text)
+
+    def _hidden_keys(self) -> set[str]:
+        """Fields the chosen algorithm does not read (shown neither in the form nor compared)."""
+        algo = self.editors["algorithm.name"].value()
+        phases = inner_step_phases(algo)
+        hidden = {f"{p}.inner_steps" for p in ("train", "eval") if p not in phases}
+        hidden |= {k for k, ed in self.algo_editors.items() if _fixed_choice(ed)}
+        return hidden
+
+    def _update_visibility(self) -> None:
+        """Hide what the algorithm ignores: ProtoNet's inner steps, the fine-tuning baseline's
+        training inner steps, a choice with only one option."""
+        hidden = self._hidden_keys()
+        for key in ("train.inner_steps", "eval.inner_steps"):
+            ed = self.editors[key]
+            ed.setVisible(key not in hidden)
+            if key in hidden:
+                ed.set_error(None)
+        self.shape_cells["inner_steps"].setVisible(
+            not {"train.inner_steps", "eval.inner_steps"} <= hidden
+        )
+        for key, ed in self.algo_editors.items():
+            self.algo_form.setRowVisible(ed, key not in hidden)
 
     # ---- algorithm parameters ----------------------------------------------------------
     def _algorithm_changed(self) -> None:
+        """Rebuild the algorithm's fields from its schema (values: the schema's defaults)."""
         name = self.editors["algorithm.name"].value()
         params = ALGORITHMS.get(name).Params
-        keep = {}
-        for key, ed in self.algo_editors.items():  # carry over what the user changed
-            if getattr(ed, "_default", None) != ed.value():
-                keep[key] = ed.value()
         while self.algo_form.rowCount():
             self.algo_form.removeRow(0)
         for key in self.algo_editors:
@@ -370,12 +515,11 @@ class RunForm(QWidget):
                 continue
             key = f"algorithm.{fname}"
             ed = editor_for(key, field)
-            ed._default = ed.value()
-            if key in keep and ed.isEnabled():
-                ed.set_value(keep[key])
             self.algo_editors[key] = ed
             self._add(key, ed)
             self.algo_form.addRow(label_for(fname), ed)
+        self._algo_shown = name
+        self._update_visibility()
 
     # ---- reading and writing -----------------------------------------------------------
     def seeds(self) -> list[int]:
@@ -448,8 +592,15 @@ class RunForm(QWidget):
             if preset is None and merged.get("preset"):
                 preset = next((p for p in self.presets if p.name == merged["preset"]), None)
             self._set_preset(preset)
+            try:  # what later switches measure "set on purpose" against
+                default_config(algo, dataset)
+                self._pair = (algo, dataset)
+            except ConfigError:
+                pass
+            self._update_visibility()
         finally:
             self._loading -= 1
+        self._show_notice("")
         self._edited()
 
     # ---- presets -----------------------------------------------------------------------
@@ -511,24 +662,44 @@ class RunForm(QWidget):
         self.validate()
         self.configChanged.emit()
 
+    def _check(self) -> tuple[RunConfig | None, ConfigError | None]:
+        """The form's config, or the first reason it cannot run, as a run would find it:
+        unreadable text, the schema, an inner loop the algorithm needs, the dataset's sizes."""
+        hidden = self._hidden_keys()
+        for key, ed in self.editors.items():
+            problem = getattr(ed, "value_error", None)
+            message = problem() if problem is not None and key not in hidden else None
+            if message:
+                return None, ConfigError(key, message)
+        try:
+            self.seeds()
+        except ValueError as exc:
+            return None, ConfigError("seed", str(exc))
+        try:
+            config = RunConfig.from_dict(self.to_dict())
+            algo = config.algorithm.name
+            if "train" in inner_step_phases(algo) and config.train.inner_steps == 0:
+                raise ConfigError(
+                    "train.inner_steps",
+                    f"{algo} adapts to every task in an inner loop: 0 inner steps would "
+                    "meta-train without one; use 1 or more (pretrain-finetune is the baseline "
+                    "without an inner loop)",
+                )
+            self.shape_check.check(config)
+        except ConfigError as exc:
+            return None, exc
+        return config, None
+
     def validate(self) -> RunConfig | None:
         for ed in self.editors.values():
             ed.set_error(None)
-        self.config, self.error = None, None
-        try:
-            self.seeds()
-            self.config = RunConfig.from_dict(self.to_dict())
-        except ValueError as exc:
-            self.error = ConfigError("seed", str(exc))
-        except ConfigError as exc:
-            self.error = exc
+        self.config, self.error = self._check()
         if self.error is not None:
             ed = self.editor_for_key(self.error.key)
             if ed is not None:
                 ed.set_error(self.error.message)
-            reason = (
-                f"{self.error.key}: {self.error.message}" if self.error.key else self.error.message
-            )
+            name = "seeds" if self.error.key == "seed" else self.error.key
+            reason = f"{name}: {self.error.message}" if name else self.error.message
             self.error_label.setText(reason)
             self.validityChanged.emit(False, reason)
             return None
@@ -555,6 +726,11 @@ class RunForm(QWidget):
     @property
     def valid(self) -> bool:
         return self.config is not None
+
+
+def _fixed_choice(editor: Any) -> bool:
+    """A combo box with a single option (fomaml's first_order: True): nothing to choose."""
+    return isinstance(editor, ChoiceEditor) and len(editor.choices) <= 1
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
