@@ -329,14 +329,18 @@ class CatalogListener(Listener):
             t.join(timeout=30)
 
     def _beat_loop(self) -> None:
+        failing = False
         while not self._hb_stop.wait(self.heartbeat_s):
             try:
                 self.catalog.renew(self.run_id, self.owner)
+                failing = False
             except LeaseLost as exc:
                 self._abort(str(exc))
                 return
             except Exception as exc:  # a missed beat is not fatal; the next one may work
-                log.warning("catalog heartbeat of run %s failed: %s", self.run_id, exc)
+                if not failing:  # once per streak, not every beat while the disk is full
+                    log.warning("catalog heartbeat of run %s failed: %s", self.run_id, exc)
+                failing = True
 
     def _abort(self, why: str) -> None:
         """Stop the run for good: this process may no longer write it."""

@@ -41,6 +41,13 @@ def storage_message(exc: OSError, folder: str | os.PathLike[str]) -> str:
     return f"storage error writing checkpoints ({exc.strerror}): {free}"
 
 
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 16 * 2**20
+    except OSError:
+        return False
+
+
 def write_temp(folder: str | Path, state: dict[str, Any]) -> tuple[Path, int, str]:
     """Write `state` to a new `.tmp-*.pt` file in `folder`, fsynced; returns (path, bytes,
     sha256). The file is removed again if writing fails."""
@@ -52,6 +59,14 @@ def write_temp(folder: str | Path, state: dict[str, Any]) -> tuple[Path, int, st
             torch.save({"format": FORMAT, **state}, f)
             f.flush()
             os.fsync(f.fileno())
+    except RuntimeError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        # torch's zip writer reports a short write as "unexpected pos N vs M", not as ENOSPC
+        if "unexpected pos" in str(exc) or "write" in str(exc).lower() or _nearly_full(folder):
+            raise OSError(
+                errno.ENOSPC, f"No space left on device ({str(exc).strip()[:80]})"
+            ) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -163,6 +163,7 @@ class Trainer:
         self._running.set()
         self._holds: dict[str, str] = {}  # who paused the run -> why ("user", "catalog", ...)
         self._hold_lock = threading.Lock()
+        self._announced = False  # a hold other than the user's said "paused"
         self.aborted: str | None = None
         self.step = 0
         self._storage_fault = ""
@@ -177,16 +178,31 @@ class Trainer:
     # ---- control (thread-safe) ---------------------------------------------------------
     def hold(self, key: str, reason: str) -> None:
         """Pause the run after the current step until `release(key)`; the run trains only
-        while nobody holds it (the user's pause and a full disk are separate holds)."""
+        while nobody holds it (the user's pause and a full disk are separate holds). A hold
+        other than the user's is announced at once (`on_status("paused", reason)`), from the
+        caller's thread: the training thread may be the one that waits for the storage."""
         with self._hold_lock:
+            new = self._holds.get(key) != reason
             self._holds[key] = reason
             self._running.clear()
+            announce = new and key != "user"
+            if announce:
+                self._announced = True
+        if announce:
+            self._emit_status("paused", reason)
 
     def release(self, key: str) -> None:
         with self._hold_lock:
-            self._holds.pop(key, None)
-            if not self._holds:
+            if self._holds.pop(key, None) is None:
+                return
+            done = not self._holds
+            if done:
                 self._running.set()
+            announce = done and self._announced
+            if announce:
+                self._announced = False
+        if announce:
+            self._emit_status("running", None)
 
     def pause(self) -> None:
         self.hold("user", "paused by the user")
@@ -314,16 +330,16 @@ class Trainer:
         return RunFinished("finished", self.step, None, test)
 
     def _wait_while_held(self) -> None:
-        """Wait, paused, until nobody holds the run; each new reason is announced."""
-        said = None
-        while not self._running.wait(0.05 if said is None else 0.2):
+        """Wait, paused, until nobody holds the run. The user's pause is announced here,
+        between steps (other holds announce themselves)."""
+        user = False
+        while not self._running.wait(0.05):
             with self._hold_lock:
-                why = "; ".join(v for k, v in self._holds.items() if k != "user")
-                held = bool(self._holds)
-            if held and why != said:  # the user's own pause needs no reason
-                self._emit_status("paused", why or None)
-                said = why
-        if said is not None:
+                mine = "user" in self._holds and not user
+            if mine:
+                self._emit_status("paused", None)
+                user = True
+        if user:
             self._emit_status("running", None)
 
     def _emit_status(self, status: str, reason: str | None) -> None:
