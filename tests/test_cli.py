@@ -410,3 +410,17 @@ def test_a_configuration_that_cannot_fit_is_refused_before_the_run_exists(
     assert len(err) == 1 and "train.meta_batch" in err[0] and "GiB at its peak" in err[0]
     assert not db.exists() or not sqlite3.connect(db).execute("SELECT * FROM runs").fetchall()
     assert main([*argv, "--set", "memory_check=false", "--set", "val_every=0"]) == 0
+
+
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml", "meta-lstm"])
+def test_maml_family_with_zero_training_inner_steps_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], algorithm: str
+) -> None:
+    """It would meta-train without an inner loop (the form refuses it too)."""
+    db = tmp_path / "z.db"
+    dataset = "sinusoid" if algorithm != "meta-lstm" else "glyphs"
+    argv = ["--db", str(db), "run", "--algorithm", algorithm, "--dataset", dataset]
+    assert main([*argv, "--set", "train.inner_steps=0", "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert "train.inner_steps: 0 is not allowed" in err and "without an inner loop" in err
+    assert not db.exists()

@@ -259,6 +259,13 @@ class RunConfig(StrictModel):
                 f"{self.algorithm.name} does not work on {kind} datasets like {self.dataset.name}; "
                 f"its datasets: {', '.join(ok)}",
             )
+        for phase in algo.inner_step_phases:
+            if getattr(self, phase).inner_steps < 1:
+                raise ConfigError(
+                    f"{phase}.inner_steps",
+                    f"0 is not allowed: {self.algorithm.name} adapts with inner steps "
+                    f"({'it would meta-train without an inner loop' if phase == 'train' else 'it would be tested without adapting'}); use 1 or more",
+                )
         if kind == "classification":
             for phase in ("train", "eval"):
                 ways = getattr(self, phase).ways

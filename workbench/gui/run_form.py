@@ -54,20 +54,10 @@ def demo_config(algorithm: str = "maml", dataset: str = "sinusoid") -> dict[str,
     return default_config(algorithm, dataset).to_dict()
 
 
-# Which phases run an inner loop (so read `<phase>.inner_steps`). An algorithm class may declare
-# it as `inner_step_phases`; these are the built-in ones that do not adapt in every phase.
-INNER_STEP_PHASES: dict[str, tuple[str, ...]] = {
-    "protonet": (),  # metric-based: no adaptation steps at all
-    "pretrain-finetune": ("eval",),  # trains without an inner loop, fine-tunes at test
-}
-
-
 def inner_step_phases(algorithm: str) -> tuple[str, ...]:
-    """Phases whose inner steps the algorithm uses: ("train", "eval") for the MAML family."""
-    declared = getattr(ALGORITHMS.get(algorithm), "inner_step_phases", None)
-    if declared is not None:
-        return tuple(declared)
-    return INNER_STEP_PHASES.get(algorithm, ("train", "eval"))
+    """Phases whose inner steps the algorithm uses (the class declares it; the MAML family:
+    ("train", "eval"))."""
+    return tuple(ALGORITHMS.get(algorithm).inner_step_phases)
 
 
 # fields that describe this run rather than the algorithm/dataset pair: never reset on a switch

@@ -37,6 +37,9 @@ class Algorithm(nn.Module, ABC):
     same_ways: ClassVar[bool] = (
         True  # the output layer fixes the ways: eval.ways must equal train.ways
     )
+    # phases whose `inner_steps` the algorithm adapts with: a MAML-family run with 0 training
+    # inner steps would meta-train without an inner loop, so config validation refuses it
+    inner_step_phases: ClassVar[tuple[str, ...]] = ("train", "eval")
 
     def __init__(self, params: AlgorithmParams, model: nn.Module, kind: TaskKind) -> None:
         super().__init__()

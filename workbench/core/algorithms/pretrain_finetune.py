@@ -30,6 +30,7 @@ class PretrainParams(AlgorithmParams):
 @ALGORITHMS.register("pretrain-finetune")
 class PretrainFinetune(MAML):
     Params = PretrainParams  # type: ignore[assignment]
+    inner_step_phases = ("eval",)  # trains without an inner loop, fine-tunes at test
 
     def train_inner_steps(self, shape: TaskShape) -> int:
         return 0

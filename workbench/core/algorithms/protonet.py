@@ -43,6 +43,7 @@ class ProtoNet(Algorithm):
     supports = frozenset({"classification"})
     uses_head = False
     same_ways = False
+    inner_step_phases = ()  # metric-based: no adaptation steps at all
 
     def logits(self, batch: EpisodeBatch, i: int) -> torch.Tensor:
         """Support and query go through the network in one pass (batch statistics span both)."""
