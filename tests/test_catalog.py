@@ -507,7 +507,7 @@ def test_two_processes_log_concurrently(db: Path) -> None:
         runs = [_new_run(cat), _new_run(cat)]
     start_at = time.time() + 1.5
     procs = [_helper("log", db, rid, 2000, start_at) for rid in runs]
-    outs = [p.communicate(timeout=60) for p in procs]
+    outs = [p.communicate(timeout=1800) for p in procs]
     for p, (out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
         assert "locked" not in err.lower() and "Traceback" not in err, err
@@ -526,7 +526,7 @@ def test_concurrent_read_modify_write_loses_no_update(db: Path) -> None:
     n = 150
     start_at = time.time() + 1.5
     procs = [_helper("increment", db, rid, n, start_at) for _ in range(2)]
-    outs = [p.communicate(timeout=60) for p in procs]
+    outs = [p.communicate(timeout=1800) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
     with Catalog.open(db) as cat:
@@ -547,7 +547,7 @@ def test_killed_process_becomes_interrupted(db: Path) -> None:
             assert len(cat.metrics(rid, "loss")[0]) > 0
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=10)
+        proc.communicate(timeout=1800)
     time.sleep(1.0)
     with Catalog.open(db, stale_s=0.5) as cat:
         assert cat.marked_interrupted == [rid]

@@ -40,7 +40,7 @@ def db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str, env: dict[str, str] | None = None, timeout: float = 1800
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "workbench", *args],
@@ -162,7 +162,7 @@ def test_sigterm_cancels_after_writing_a_checkpoint(db: Path) -> None:
     proc = _start(db)
     _wait_for_steps(db, 1, 5, proc)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 130, err
     with Catalog.open(db) as cat:
         run = cat.get_run(1)
@@ -175,7 +175,7 @@ def test_sigkill_is_marked_interrupted_and_resumes_the_same_run(db: Path) -> Non
     proc = _start(db)
     _wait_for_steps(db, 1, 60, proc)  # past the first periodic checkpoint at 50
     proc.kill()
-    proc.wait(timeout=30)
+    proc.wait(timeout=1800)
     time.sleep(1.5)
     with Catalog.open(db, stale_s=1.0) as cat:
         run = cat.get_run(1)
@@ -341,7 +341,7 @@ def test_a_closed_pipe_ends_quietly(db: Path) -> None:
     try:
         proc = subprocess.run(
             [sys.executable, "-m", "workbench", "runs"], stdout=write, stderr=subprocess.PIPE,
-            text=True, timeout=60, env={**os.environ, "WORKBENCH_DB": str(db)},
+            text=True, timeout=1800, env={**os.environ, "WORKBENCH_DB": str(db)},
         )  # fmt: skip
     finally:
         os.close(write)
@@ -375,7 +375,7 @@ def test_help_runs_export_and_argument_errors_import_neither_torch_nor_qt(
     )
     proc = subprocess.run(
         [sys.executable, "-c", probe, json.dumps(commands)], capture_output=True, text=True,
-        timeout=120, env={**os.environ, "WORKBENCH_DB": str(db)}, cwd=Path(__file__).parents[1],
+        timeout=1800, env={**os.environ, "WORKBENCH_DB": str(db)}, cwd=Path(__file__).parents[1],
     )  # fmt: skip
     report = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("[")]
     assert [r[0] for r in report] == commands, proc.stderr

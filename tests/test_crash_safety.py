@@ -141,7 +141,7 @@ def test_resume_from_another_process_is_refused_while_the_run_trains(tmp_path: P
         assert len(err) == 1 and f"run {rid} is running in process {proc.pid}" in err[0], err
     finally:
         proc.terminate()
-        proc.communicate(timeout=600)
+        proc.communicate(timeout=1800)
     with Catalog.open(db) as cat:
         r = cat.get_run(rid)
         assert r.status == "cancelled" and r.owner is None
@@ -394,7 +394,7 @@ def _read_only_mount(folder: Path, code: str) -> subprocess.CompletedProcess[str
     )
     return subprocess.run(
         ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-        capture_output=True, text=True, cwd=ROOT, timeout=600,
+        capture_output=True, text=True, cwd=ROOT, timeout=1800,
     )  # fmt: skip
 
 

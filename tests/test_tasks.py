@@ -166,23 +166,6 @@ def test_too_many_ways_or_images_is_a_config_error() -> None:
     assert err.value.key == "eval.queries" and "only 5" in err.value.message
 
 
-def test_sampling_speed() -> None:
-    """Meta-batches must not be the bottleneck: Omniglot-sized data, generous CI bound."""
-    images = torch.randint(0, 256, (32460, 1, 28, 28), dtype=torch.uint8)
-    index = [torch.arange(c * 20, c * 20 + 20) for c in range(1200) for _ in range(4)]
-    dist = ClassImages(images, index, rotation=[k for _ in range(1200) for k in range(4)])
-    g = torch.Generator().manual_seed(0)
-    for shape, batch in (
-        (TaskShape(ways=5, shots=1, queries=15), 32),
-        (TaskShape(ways=60, shots=5, queries=5), 1),
-    ):
-        dist.sample(shape, batch, g)
-        t = time.perf_counter()
-        for _ in range(10):
-            dist.sample(shape, batch, g)
-        assert (time.perf_counter() - t) / 10 < 0.25
-
-
 def assert_same_batch(a: EpisodeBatch, b: EpisodeBatch) -> None:
     for f in ("support_x", "support_y", "query_x", "query_y"):
         assert torch.equal(getattr(a, f), getattr(b, f)), f
@@ -293,9 +276,7 @@ def test_glyphs_deterministic_and_seeded() -> None:
 def test_glyphs_splits_and_not_trivial() -> None:
     spec = DATASETS.get("glyphs")()
     cfg = DatasetConfig(name="glyphs")
-    t = time.perf_counter()
     dists = {s: spec.build(cfg, s) for s in ("train", "val", "test")}
-    assert time.perf_counter() - t < 30
     assert [d.num_classes for d in dists.values()] == [800, 200, 200]
     test = dists["test"]
     b = test.sample(TaskShape(ways=5, shots=1, queries=15), 200, torch.Generator().manual_seed(0))
@@ -377,9 +358,7 @@ def test_omniglot_cache_reused(
         raise AssertionError("decoded again instead of using the cache")
 
     monkeypatch.setattr(omniglot, "decode", no_decode)
-    t = time.perf_counter()
-    spec.build(real_omniglot, "val")
-    assert time.perf_counter() - t < 3.0
+    spec.build(real_omniglot, "val")  # from the cache: decode() would fail the test
 
 
 def test_omniglot_tampered_sha256(tmp_path: Path) -> None:
