@@ -617,3 +617,29 @@ def test_a_failed_resume_is_logged_and_the_browser_shows_the_catalog_as_it_is(
     assert catalog.get_run(first).status == "failed"
     window.tabs.setCurrentWidget(b)
     assert _status_shown(window, first) == "failed"
+
+
+def test_a_run_that_pauses_itself_says_why_and_goes_on(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    """The catalog's writer holds the run (disk full): the log names the reason and folder,
+    Pause stays Pause (the user did not pause), and the run continues once it is released."""
+    fill(window, LONG)
+    (run_id,) = window.start()
+    wait_step(qtbot, window, 5)
+    trainer = window.queue.worker.trainer
+    trainer.hold("catalog", "disk full: 3 MB free in /data/runs")
+    qtbot.waitUntil(
+        lambda: any("disk full: 3 MB free in /data/runs" in e for e in window.log.errors()),
+        timeout=HANG_MS,
+    )
+    at = trainer.step
+    qtbot.wait(300)
+    assert trainer.step <= at + 1 and window.pause_button.text() == "Pause"
+    assert "disk full" in window.sb_state.toolTip()
+    trainer.release("catalog")
+    wait_step(qtbot, window, at + 5)
+    window.stop()
+    wait_idle(qtbot, window)
+    steps, _, _ = catalog.metrics(run_id, "loss")
+    assert list(steps) == list(range(1, catalog.get_run(run_id).step + 1))

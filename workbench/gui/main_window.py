@@ -260,6 +260,7 @@ class MainWindow(QMainWindow):
         s.evaluated.connect(self._evaluated)
         s.checkpoint.connect(self._checkpoint)
         s.status.connect(self._status)
+        s.notice.connect(self._notice)
         s.adaptation.connect(lambda run_id, data: self.adapt.show_data(data))
         self.adapt.on_visible = lambda shown: setattr(s, "adaptation_wanted", shown)
         s.adaptation_wanted = self.adapt.isVisible()
@@ -450,6 +451,15 @@ class MainWindow(QMainWindow):
         self.queue.paused = status == "paused"
         self._update_buttons()
         self.browser.poll()
+
+    def _notice(self, run_id: int, reason: str) -> None:
+        """The run paused itself (disk full, catalog busy): say why, in the log and the status
+        bar; it goes on by itself once the cause is gone, so Pause stays Pause."""
+        self.queue.paused = False
+        self.log.add("error", f"run #{run_id} paused: {reason}; it continues once this is fixed")
+        self.sb_state.setToolTip(reason)
+        self._set_text(self.sb_state, f"#{run_id} paused: {reason.split(':')[0]}")
+        self._update_buttons()
 
     def _job_finished(self, run_id: int, fin: RunFinished) -> None:
         self._run["state"] = fin.status
