@@ -114,6 +114,14 @@ def test_a_second_owner_is_refused_while_the_first_is_alive(tmp_path: Path) -> N
             first.close()
         second = CatalogListener(cat, rid)  # the first let go: a resume may proceed
         second.close()
+        # two resumes at once: the first queues the run under its lease before it trains, so
+        # the second is refused even though nothing has started yet
+        first_resume, _ = trainer_for(cat, small(), [], run_id=rid, resume=None)
+        assert cat.get_run(rid).status == "queued"
+        with pytest.raises(RunBusyError):
+            trainer_for(cat, small(), [], run_id=rid, resume=None)
+        for listener in first_resume.listeners:
+            listener.close()
 
 
 def test_resume_from_another_process_is_refused_while_the_run_trains(tmp_path: Path) -> None:
@@ -596,3 +604,27 @@ def test_a_really_full_disk_pauses_the_run_which_goes_on_once_there_is_room(
     assert "STATUS running None" in out
     assert f"RESULT finished 6 {list(range(1, 7))}" in out, out
     assert "LISTED True" in out
+
+
+def test_a_resume_that_fails_before_it_starts_keeps_the_runs_history(tmp_path: Path) -> None:
+    """A tampered checkpoint fails the resume: the run keeps its status, step and metrics and
+    only the reason is recorded (it was rewritten as failed at step 0)."""
+    with Catalog.open(tmp_path / "h.db") as cat:
+        trainer, rid = trainer_for(cat, small(), [])
+        assert trainer.run().status == "finished"
+        for listener in trainer.listeners:
+            listener.close()
+        cat.finish_run(rid, "interrupted", step=STEPS)  # as if it had died after its last step
+        latest = cat.checkpoint(rid, "latest")
+        with open(latest.path, "r+b") as f:
+            f.seek(200)
+            f.write(b"\x00\x01\x02\x03")
+        resumed, _ = trainer_for(cat, small(steps=2 * STEPS), [], run_id=rid, resume=latest)
+        result = resumed.run()
+        for listener in resumed.listeners:
+            listener.close()
+        assert result.status == "failed" and "sha256" in (result.error or "")
+        r = cat.get_run(rid)
+        assert (r.status, r.step) == ("interrupted", STEPS)
+        assert r.error.startswith("resume failed: ") and "sha256" in r.error
+        assert cat.metrics(rid, "loss")[0].tolist() == list(range(1, STEPS + 1))

@@ -168,15 +168,16 @@ def trainer_for(
 
     owner = owner or new_owner()
     catalog.check_checkpoint_folder()  # refused before a run exists, not paused after
+    prior = None
     if run_id is None:
         run_id = catalog.create_run_from_config(config, owner=owner)
         fault_point("run.created")
     else:
         target = resume_target(catalog, run_id, resume, config, owner)
-        if target == run_id:
-            catalog.claim(run_id, owner)
+        if target == run_id:  # queued under this lease at once: a second resume is refused
+            prior = catalog.claim(run_id, owner, queue=True)
         run_id = target
-    writer = CatalogListener(catalog, run_id, owner=owner)
+    writer = CatalogListener(catalog, run_id, owner=owner, prior_status=prior)
     ckpt_dir = catalog.checkpoint_dir(run_id, create=True)
     trainer = Trainer(
         config, [writer, *listeners], ckpt_dir,

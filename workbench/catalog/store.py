@@ -939,11 +939,12 @@ class Catalog:
             and not owner_dead(run.owner)
         )
 
-    def claim(self, run_id: int, owner: str, *, queue: bool = False) -> None:
+    def claim(self, run_id: int, owner: str, *, queue: bool = False) -> str:
         """Take the run for `owner`, atomically (BEGIN IMMEDIATE): refused with RunBusyError
         while another owner's lease is live (its heartbeat younger than the stale threshold),
         so two resumes of one run, here or on another machine, cannot both proceed. With
-        `queue` the run is set "queued" (it waits in its owner's queue)."""
+        `queue` the run is set "queued" (it waits in its owner's queue; a resume does this, so
+        its lease is live before it starts). Returns the status the run had."""
         now = time.time()
         with self._write() as s:
             run = self._run_or_raise(s, run_id)
@@ -953,11 +954,13 @@ class Catalog:
                     f"run {run_id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
                     f"{age:.0f} s ago); stop it there first"
                 )
+            prior = run.status
             run.owner = owner
             run.heartbeat_at = now
             if queue:
                 run.status = "queued"
                 run.ended_at = None
+            return prior
 
     def ensure_free(self, run_id: int) -> None:
         """RunBusyError if a live process owns the run: a resume checks this before it reads a

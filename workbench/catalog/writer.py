@@ -97,6 +97,7 @@ class CatalogListener(Listener):
         run_id: int,
         *,
         owner: str | None = None,
+        prior_status: str | None = None,
         flush_s: float = 0.5,
         max_batch: int = 2000,
         max_buffer: int = 500_000,
@@ -119,7 +120,9 @@ class CatalogListener(Listener):
             raise
         self.run_id = run_id
         self.owner = owner
-        self.prior_status = prior.status
+        # the status before this attempt was claimed: a resume that fails before it starts
+        # gives it back (the run keeps its history)
+        self.prior_status = prior_status or prior.status
         self.flush_s = flush_s
         self.max_batch = max_batch
         self.max_buffer = max_buffer

@@ -86,13 +86,13 @@ class RunQueue(QObject):
         cfg = RunConfig.from_json(rec.config_json)
         try:
             target = resume_target(self.catalog, run_id, checkpoint, cfg, self.owner)
-            if target == run_id:
-                self.catalog.claim(run_id, self.owner, queue=True)  # refused if owned elsewhere
-                self._prior_status[run_id] = rec.status
+            if target == run_id:  # refused if owned elsewhere
+                self._prior_status[run_id] = self.catalog.claim(run_id, self.owner, queue=True)
         except CatalogError as exc:
             self.log.emit("error", f"cannot resume run #{run_id}: {exc}")
             return
-        self.pending.append(Job(target, cfg, checkpoint, owner=self.owner))
+        prior = self._prior_status.get(run_id) if target == run_id else None
+        self.pending.append(Job(target, cfg, checkpoint, owner=self.owner, prior_status=prior))
         child = f" as child run #{target}" if target != run_id else ""
         self.log.emit(
             "info",

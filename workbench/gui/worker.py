@@ -47,6 +47,7 @@ class Job:
     config: RunConfig
     checkpoint: CheckpointRecord | None = None
     owner: str | None = None  # the queue's lease on the run, handed to the training thread
+    prior_status: str | None = None  # a resumed run's status before it was queued
 
     @property
     def label(self) -> str:
@@ -235,7 +236,9 @@ class TrainingWorker(QObject):
         run_id = self.job.run_id
         finished: RunFinished
         try:
-            writer = CatalogListener(self.catalog, run_id, owner=self.job.owner)
+            writer = CatalogListener(
+                self.catalog, run_id, owner=self.job.owner, prior_status=self.job.prior_status
+            )
             self.trainer.listeners = [writer, self.bridge]
             self.trainer.checkpoints = writer
             finished = self.trainer.run()
