@@ -643,3 +643,25 @@ def test_a_run_that_pauses_itself_says_why_and_goes_on(
     wait_idle(qtbot, window)
     steps, _, _ = catalog.metrics(run_id, "loss")
     assert list(steps) == list(range(1, catalog.get_run(run_id).step + 1))
+
+
+def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    import socket
+
+    cfg = RunConfig.from_dict({**window.form.to_dict(), "steps": 30, "val_every": 10,
+                               "val_episodes": 5, "test_on_finish": False})  # fmt: skip
+    dead = f"{socket.gethostname()}:999999999:gone"  # its owner process no longer exists
+    run_id = catalog.create_run_from_config(cfg, status="queued", owner=dead)
+    window.tabs.setCurrentIndex(1)
+    window.browser.reload_catalog()  # F5: the dead owner's run becomes interrupted
+    assert catalog.get_run(run_id).status == "interrupted"
+    assert "no checkpoint" in catalog.get_run(run_id).error
+    window.browser.select_ids([run_id])
+    window.browser.resume_selected()
+    qtbot.waitUntil(lambda: window.queue.running or not window.queue.pending, timeout=HANG_MS)
+    wait_idle(qtbot, window)
+    r = catalog.get_run(run_id)
+    assert (r.status, r.step) == ("finished", 30), r.error
+    assert list(catalog.metrics(run_id, "loss")[0]) == list(range(1, 31))

@@ -738,10 +738,10 @@ class ExperimentsBrowser(QWidget):
             self.log.emit("error", f"run #{r.id} is {r.status}")
             return
         ck = self.chosen_checkpoint(r.id, "latest")
-        if ck is None:
+        if ck is None and r.status not in ("interrupted", "failed", "cancelled"):
             self.log.emit("error", f"run #{r.id} has no checkpoint to resume from")
             return
-        self.resumeRequested.emit(r.id, ck)
+        self.resumeRequested.emit(r.id, ck)  # None: killed before its first checkpoint, from 0
 
     def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
         r = self._one()

@@ -74,7 +74,7 @@ class RunQueue(QObject):
         self._maybe_start()
         return ids
 
-    def resume(self, run_id: int, checkpoint: CheckpointRecord) -> None:
+    def resume(self, run_id: int, checkpoint: CheckpointRecord | None) -> None:
         """Queue run `run_id` to continue from `checkpoint`: the same run (a new attempt) from
         its latest checkpoint, a new child run from an older one (as `workbench resume` does)."""
         if any(j.run_id == run_id for j in self.pending) or (
@@ -96,7 +96,9 @@ class RunQueue(QObject):
         child = f" as child run #{target}" if target != run_id else ""
         self.log.emit(
             "info",
-            f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint{child}",
+            f"queued resume of run #{run_id} from its step {checkpoint.step} checkpoint{child}"
+            if checkpoint is not None
+            else f"queued run #{run_id} again from step 0 (it has no checkpoint)",
         )
         self.changed.emit()
         self._maybe_start()
