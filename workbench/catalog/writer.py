@@ -258,8 +258,12 @@ class CatalogListener(Listener):
         metrics: dict[str, float],
     ) -> int:
         """Record a pending checkpoint, after everything queued before it (the metrics up to
-        its step) is committed. Blocks the training thread while the catalog cannot write."""
+        its step) is committed, so no resume from it can find a gap before its step. Blocks
+        the training thread while the catalog cannot write."""
         self.flush()
+        while self._backlog and self.stopped is None:
+            time.sleep(0.05)
+            self.flush()
         return self._retrying(
             f"checkpoint {path}",
             lambda: self.catalog.prepare_checkpoint(
