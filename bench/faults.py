@@ -385,12 +385,15 @@ def main() -> int:
     if KILLED_AT:
         print(f"    random kills landed at steps {sorted(KILLED_AT)}")
     run("second resume of a training run", [trial_concurrent_resume] * args.rounds)
+    from bench.full_disk_run import check as really_full_disk
+
     run(
-        "storage faults (ckpt ENOSPC, catalog full, catalog busy)",
+        "storage faults (ckpt ENOSPC, catalog full, catalog busy, a really full tmpfs x 3)",
         [
             trial_checkpoint_disk_full,
             lambda d: trial_catalog_error(d, 13),
             lambda d: trial_catalog_error(d, 5),
+            *[really_full_disk] * (1 if args.tiny else 3),
         ],
     )
     cases = _file_cases()

@@ -543,67 +543,20 @@ def test_the_app_queue_refuses_a_configuration_that_cannot_fit(
         queue.shutdown()
 
 
-FULL_DISK_RUN = """
-import os, sys
-from pathlib import Path
-from workbench.api import trainer_for
-from workbench.catalog import Catalog
-from workbench.core.config import RunConfig, default_config
-from workbench.core.events import Listener
-
-folder = Path(sys.argv[1])
-d = default_config("fomaml", "glyphs").to_dict()
-d.update(steps=6, ckpt_every=1, keep_last=1, val_every=0, test_on_finish=False, seed=1, threads=1)
-d["train"]["meta_batch"] = 2
-cat = Catalog.open(folder / "c.db")
-ballast = folder / "ballast"
-st = os.statvfs(folder)
-ballast.write_bytes(b"0" * (st.f_bavail * st.f_frsize - 300_000))  # 300 kB left: no checkpoint fits
-
-
-class FreeSpaceWhenPaused(Listener):
-    def on_status(self, status, reason=None):
-        print("STATUS", status, reason, flush=True)
-        if reason:
-            ballast.unlink(missing_ok=True)  # the user makes room
-
-
-trainer, rid = trainer_for(cat, RunConfig.from_dict(d), [FreeSpaceWhenPaused()])
-result = trainer.run()
-for listener in trainer.listeners:
-    getattr(listener, "close", lambda: None)()
-print("RESULT", result.status, result.step, cat.metrics(rid, "loss")[0].tolist())
-print("LISTED", all(os.path.getsize(c.path) == c.bytes for c in cat.checkpoints(rid)))
-"""
-
-
 def test_a_really_full_disk_pauses_the_run_which_goes_on_once_there_is_room(
     tmp_path: Path,
 ) -> None:
     """On a small tmpfs (a private mount) filled up to 300 kB: torch's short write (which it
     reports as "unexpected pos", not ENOSPC) pauses the run with "disk full" and the folder;
     once the user frees space it finishes with every point and complete checkpoints."""
-    import shlex
+    from bench.full_disk_run import check, full_disk_run
 
     if subprocess.run(["unshare", "-m", "true"], capture_output=True).returncode != 0:
         pytest.skip("no mount namespaces here for a small tmpfs")
     folder = tmp_path / "small"
     folder.mkdir()
-    script = tmp_path / "full.py"
-    script.write_text(FULL_DISK_RUN)
-    f = shlex.quote(str(folder))
-    proc = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
-         f"mount -t tmpfs -o size=8m tmpfs {f} && exec {shlex.quote(sys.executable)} "
-         f"{shlex.quote(str(script))} {f}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=1800,
-    )  # fmt: skip
-    out = proc.stdout
-    assert proc.returncode == 0, out + proc.stderr[-3000:]
-    assert f"STATUS paused disk full: 0 MB free in {folder}" in out, out
-    assert "STATUS running None" in out
-    assert f"RESULT finished 6 {list(range(1, 7))}" in out, out
-    assert "LISTED True" in out
+    assert full_disk_run is not None
+    assert check(folder) is None
 
 
 def test_a_resume_that_fails_before_it_starts_keeps_the_runs_history(tmp_path: Path) -> None:
