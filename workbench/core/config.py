@@ -185,7 +185,15 @@ class RunConfig(StrictModel):
         "fp32",
         description="bf16 autocast for the forward passes (CPU with avx512_bf16, CUDA): pays"
         " on large episodes (ProtoNet 60-way about 1.8x); MAML on 5-image episodes runs"
-        " slower, as its batched fp32 passes step aside (bench/RESULTS.md)",
+        " slower, as its batched fp32 passes step aside (bench/RESULTS.md). fp16 is not"
+        " offered: it needs a gradient scaler, and a scaler covers only the outer loss, not"
+        " MAML's inner-loop gradients, which would underflow unscaled",
+    )
+    deterministic: bool = Field(
+        True,
+        description="CUDA: deterministic algorithms (torch.use_deterministic_algorithms,"
+        " CUBLAS_WORKSPACE_CONFIG), so a resumed run continues bit-for-bit; costs cuDNN's"
+        " autotuning and some slower kernels. CPU kernels are deterministic either way",
     )
     seed: Seed = Field(
         0, description="Seeds weights, task sampling and the validation/test episodes"

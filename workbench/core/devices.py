@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
+import re
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -77,3 +80,51 @@ def device_memory(device: torch.device) -> dict[str, float]:
     if device.type == "mps":
         return {"device_mem_mb": torch.mps.current_allocated_memory() / 2**20}
     return {}
+
+
+_TRIED = re.compile(r"Tried to allocate ([0-9.]+ [KMGT]?i?B)")
+
+
+def memory_info(device: torch.device | None) -> tuple[int, int] | None:
+    """(free, total) bytes of a CUDA device, None elsewhere or where the driver cannot say."""
+    if device is None or device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    try:
+        free, total = torch.cuda.mem_get_info(device)
+    except RuntimeError:
+        return None
+    return int(free), int(total)
+
+
+def out_of_memory_message(error: str, device: torch.device | None, config: Any) -> str:
+    """One line for a run that ran out of device memory: what the step asked for, what the
+    device had free, and the settings that lower the peak (the run fails; the app lives on)."""
+    where = str(device) if device is not None else "the device"
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            where += f" ({torch.cuda.get_device_name(device)})"
+    found = _TRIED.search(error)
+    asked = f"tried to allocate {found.group(1)}" if found else "an allocation failed"
+    info = memory_info(device)
+    have = (
+        f"; {info[0] / 2**30:.2f} GiB free of {info[1] / 2**30:.2f} GiB" if info is not None else ""
+    )
+    hints = [f"a smaller train.meta_batch (now {config.train.meta_batch})"]
+    algo = config.algorithm
+    if getattr(algo, "first_order", True) is False:  # second-order MAML keeps the inner graph
+        hints.insert(0, "first order (algorithm.name=fomaml: no second-order graph)")
+    if config.precision != "bf16":
+        hints.append("precision=bf16")
+    return f"out of memory on {where}: {asked}{have}; try " + ", or ".join(hints)
+
+
+def device_memory_text(device: torch.device) -> str:
+    """The status bar's device memory: " · cuda:0 812 MiB (peak 1430)" (in use by tensors, and
+    the run's peak); empty where the backend reports nothing (CPU)."""
+    m = device_memory(device)
+    if "device_mem_mb" not in m:
+        return ""
+    text = f" · {device} {m['device_mem_mb']:.0f} MiB"
+    if "device_peak_mb" in m:
+        text += f" (peak {m['device_peak_mb']:.0f})"
+    return text

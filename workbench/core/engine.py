@@ -2,8 +2,9 @@
 
 It knows nothing of Qt or SQL. Listeners hear about steps, evaluations, checkpoints and the
 end of the run; pause, resume and cancel are flags checked between steps, so each takes effect
-within one step. A checkpoint holds everything needed to continue bit-for-bit on CPU: model,
-optimiser, meta-learner, step, RNG states and the config.
+within one step. A checkpoint holds everything needed to continue bit-for-bit on CPU, and on
+CUDA with `deterministic` (the default): model, optimiser, meta-learner, step, RNG states (CUDA's
+too) and the config. Which fast paths run on the device is `device_policy`'s decision.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from workbench.core.checkpoint import (
     write_temp,
 )
 from workbench.core.config import RunConfig
-from workbench.core.devices import device_name, resolve_device
+from workbench.core.device_policy import deterministic_algorithms, pin_enabled, policy_for
+from workbench.core.devices import device_name, out_of_memory_message, resolve_device
 from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import CheckpointError, ConfigError, DataError
 from workbench.core.evaluate import Score, evaluate
@@ -102,9 +104,13 @@ def build_algorithm(
         if algo_cls.uses_head
         else 0
     )
-    model = build_model(config.model, input_shape, out_dim, config.task_kind)
+    # channels-last where the config asks AND the device's policy has it (off on CUDA until
+    # measured there); the layout never changes the numbers, only the kernels that compute them
+    channels_last = config.model.channels_last and policy_for(device).channels_last
+    model_cfg = config.model.model_copy(update={"channels_last": channels_last})
+    model = build_model(model_cfg, input_shape, out_dim, config.task_kind)
     algo = algo_cls(config.algorithm, model, config.task_kind).to(device)  # type: ignore[arg-type]
-    if config.model.channels_last and len(input_shape) == 3:
+    if channels_last and len(input_shape) == 3:
         algo.to(memory_format=torch.channels_last)  # 4-d conv weights only; vectors are unaffected
     return algo
 
@@ -174,6 +180,7 @@ class Trainer:
         self.checkpoints = checkpoints
         self.algo: Algorithm | None = None
         self.device: torch.device | None = None
+        self._scope = contextlib.ExitStack()
 
     # ---- control (thread-safe) ---------------------------------------------------------
     def hold(self, key: str, reason: str) -> None:
@@ -236,17 +243,30 @@ class Trainer:
         threads = torch.get_num_threads()
         for listener in self.listeners:
             getattr(listener, "attach", lambda _c: None)(self)
+        oom = False
         try:
-            finished = self._run()
+            # settings the run makes for its device (deterministic algorithms) end with it
+            with contextlib.ExitStack() as self._scope:
+                finished = self._run()
         except (ConfigError, DataError, CheckpointError, NonFiniteLoss) as exc:
             finished = RunFinished("failed", self.step, str(exc))
+        except torch.OutOfMemoryError as exc:  # the device's memory, not a bug: say what to change
+            oom = True
+            finished = RunFinished(
+                "failed", self.step, out_of_memory_message(str(exc), self.device, self.config)
+            )
         except (
             Exception
         ) as exc:  # an unexpected error still ends the run as failed, with its reason
             tb = traceback.format_exc(limit=-3)
-            finished = RunFinished("failed", self.step, f"{type(exc).__name__}: {exc}\n{tb}")
+            hint = ""
+            if "does not have a deterministic implementation" in str(exc):
+                hint = "\nset deterministic=false to train with CUDA's non-deterministic kernels"
+            finished = RunFinished("failed", self.step, f"{type(exc).__name__}: {exc}{hint}\n{tb}")
         finally:
             torch.set_num_threads(threads)
+        if oom:  # the failed step's tensors are gone with its frames: give their cache back
+            release_device_memory(self.device)
         if self.aborted is not None:
             finished = RunFinished("failed", self.step, self.aborted)
         self._emit("on_finish", finished)
@@ -262,12 +282,20 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        reuse_freed_memory()  # large activations stop being page-faulted in every step
         self.device = device = resolve_device(cfg.device)
+        policy = policy_for(device)
+        if device.type == "cuda":  # the status bar's peak is this run's
+            torch.cuda.reset_peak_memory_stats(device)
+        if policy.keep_heap:
+            reuse_freed_memory()  # large activations stop being page-faulted in every step
+        # CUDA: exact resume needs deterministic kernels (`deterministic_algorithms`: their cost)
+        self._scope.enter_context(
+            deterministic_algorithms(policy.deterministic and cfg.deterministic)
+        )
         torch.manual_seed(cfg.seed)
         dists = self.datasets or load_datasets(cfg, ("train", "val", "test"))
         self.algo = algo = build_algorithm(cfg, dists["train"].input_shape, device)
-        if not cfg.threads and device.type == "cpu" and algo.small_tasks(cfg.train):
+        if not cfg.threads and policy.small_tasks_one_thread and algo.small_tasks(cfg.train):
             # every op touches one tiny task: a second intra-op thread only adds its hand-over
             # (sinusoid MAML: 420 steps/s on one thread, 300-350 on two)
             torch.set_num_threads(1)
@@ -275,8 +303,13 @@ class Trainer:
         params = [p for p in algo.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
         # the next meta-batch is drawn on a background thread while a step trains
+        # pinned on the drawing thread (CUDA), so the step's one copy to the device is asynchronous
         tasks = EpisodeStream(
-            train, cfg.train, cfg.train.meta_batch, torch.Generator().manual_seed(cfg.seed)
+            train,
+            cfg.train,
+            cfg.train.meta_batch,
+            torch.Generator().manual_seed(cfg.seed),
+            pin=pin_enabled(device),
         )
         if self.resume_from is not None:
             self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, tasks)
@@ -303,7 +336,7 @@ class Trainer:
             lr = self._lr()
             for group in opt.param_groups:
                 group["lr"] = lr
-            batch = tasks.next().to(device)
+            batch = tasks.next().to(device)  # the meta-batch's one transfer (non-blocking)
             opt.zero_grad(set_to_none=True)
             algo.train()
             with self._autocast():
@@ -522,6 +555,16 @@ class Trainer:
         )
         for old in removed:
             self._emit("on_checkpoint_removed", CheckpointRemoved(old))
+
+
+def release_device_memory(device: torch.device | None) -> None:
+    """Hand CUDA's cached blocks back after an out-of-memory failure, so the app (which lives
+    on) and the next run start from an empty cache."""
+    import gc
+
+    gc.collect()
+    if device is not None and device.type == "cuda" and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 STORAGE_RETRY_S = 5.0

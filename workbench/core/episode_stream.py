@@ -39,10 +39,13 @@ class EpisodeStream:
         size: int,
         generator: torch.Generator,
         ahead: bool | None = None,
+        pin: bool = False,
     ) -> None:
         """ahead: draw on the background thread (True), inline (False), or decide by the time
-        of the first draws (None)."""
+        of the first draws (None). pin: page-lock each batch where it is drawn (CUDA: the copy
+        to the device is then asynchronous, and the pinning is off the training thread)."""
         self.dist, self.shape, self.size, self.generator = dist, shape, size, generator
+        self.pin = pin
         # the batch being drawn ahead, with the generator state from before it
         self._pending: tuple[Future[EpisodeBatch], torch.Tensor] | None = None
         self.ahead = ahead
@@ -53,7 +56,7 @@ class EpisodeStream:
         where drawing takes long enough to be worth a thread's hand-over."""
         if self._pending is None:
             t0 = time.perf_counter()
-            batch = self.dist.sample(self.shape, self.size, self.generator)
+            batch = self._sample()
             if self.ahead is None:  # decided once, on the first draws (episodes are the same)
                 self._timed.append(time.perf_counter() - t0)
                 if len(self._timed) == TIMED_DRAWS:
@@ -91,4 +94,8 @@ class EpisodeStream:
         # let the training thread get into the step first: a draw begun at once takes the GIL
         # from it and holds it, in short spells between torch ops, until the draw is done
         time.sleep(LET_THE_STEP_START_S)
-        return self.dist.sample(self.shape, self.size, self.generator)
+        return self._sample()
+
+    def _sample(self) -> EpisodeBatch:
+        batch = self.dist.sample(self.shape, self.size, self.generator)
+        return batch.pin_memory() if self.pin else batch

@@ -23,6 +23,8 @@ from typing import TypeVar
 
 import torch
 
+from workbench.core.device_policy import policy_for
+
 T = TypeVar("T")
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -30,8 +32,9 @@ _POOLS_LOCK = threading.Lock()
 
 def task_workers(device: torch.device, n_tasks: int) -> int:
     """How many threads share a meta-batch: the caller's torch thread count on CPU (at most one
-    per task); 1 on accelerators, whose kernels run asynchronously anyway."""
-    if device.type != "cpu":
+    per task); 1 where the device policy has no task threads (accelerators, whose kernels run
+    asynchronously on one stream anyway)."""
+    if not policy_for(device).task_threads:
         return 1
     return max(1, min(torch.get_num_threads(), n_tasks))
 

@@ -414,7 +414,7 @@ class MainWindow(QMainWindow):
         on = (
             f"{ev.device}, {threads} thread{'s' if threads != 1 else ''}"
             if ev.device == "cpu" and threads
-            else ev.device
+            else f"{ev.device} ({ev.device_name})"  # the GPU by name: NVIDIA H200, ...
         )
         self._run.update(
             step=ev.start_step,
@@ -505,13 +505,9 @@ class MainWindow(QMainWindow):
             try:
                 import torch
 
-                from workbench.core.devices import device_memory
+                from workbench.core.devices import device_memory_text
 
-                m = device_memory(torch.device(dev))
-                if "device_mem_mb" in m:
-                    mem += f" · {dev} {m['device_mem_mb']:.0f} MiB"
-                    if "device_peak_mb" in m:
-                        mem += f" (peak {m['device_peak_mb']:.0f})"
+                mem += device_memory_text(torch.device(dev))
             except Exception:
                 pass
         self._set_text(self.sb_memory, mem)

@@ -61,7 +61,9 @@ def inner_step_phases(algorithm: str) -> tuple[str, ...]:
 
 
 # fields that describe this run rather than the algorithm/dataset pair: never reset on a switch
-OWN_FIELDS = {"algorithm.name", "dataset.name", "name", "seed", "tags", "precision", "threads"}
+OWN_FIELDS = {
+    "algorithm.name", "dataset.name", "name", "seed", "tags", "precision", "deterministic", "threads",
+}  # fmt: skip
 # fields whose meaning depends on the task kind (a 5-way shape means nothing for regression)
 KIND_FIELDS = ("train.", "eval.", "algorithm.inner_lr", "algorithm.eval_inner_lr")
 _MISSING = object()
@@ -356,6 +358,13 @@ class RunForm(QWidget):
         form.addRow(
             "Precision",
             self._add("precision", editor_for("precision", RunConfig.model_fields["precision"])),
+        )
+        form.addRow(
+            "Deterministic",
+            self._add(
+                "deterministic",
+                editor_for("deterministic", RunConfig.model_fields["deterministic"]),
+            ),
         )
         form.addRow(
             "CPU threads",

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.device_policy import DevicePolicy, policy_for
 from workbench.core.models import stateless
 from workbench.core.task_threads import map_units, task_workers, units_of
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
@@ -65,6 +66,10 @@ class Algorithm(nn.Module, ABC):
         (for example "mse_after_1" for an adaptation-curve protocol).
         """
 
+    def policy(self, batch: EpisodeBatch) -> DevicePolicy:
+        """The fast paths on the batch's device (`device_policy`)."""
+        return policy_for(batch.query_x.device)
+
     def workers(self, batch: EpisodeBatch) -> int:
         """Threads sharing the batch's tasks (`task_threads`); one where `call` must swap the
         module's own parameters (a model without a functional forward), and one for tasks too
@@ -104,6 +109,23 @@ def loss_and_score(
         return loss, (out.argmax(-1) == y).float().mean()
     loss = nn.functional.mse_loss(out, y)
     return loss, loss.detach()
+
+
+def step_values(**sums: torch.Tensor | float) -> dict[str, float]:
+    """A step's metrics as Python floats, read from the device in ONE transfer: on CUDA each
+    `float(t)` waits for the stream, and a step that read its loss per task waited once per task.
+    This is the step's single synchronisation (logging and the non-finite check need the values)."""
+    tensors = [v for v in sums.values() if isinstance(v, torch.Tensor)]
+    device = tensors[0].device if tensors else torch.device("cpu")
+    column = torch.stack(
+        [
+            v.detach().reshape(()).double()
+            if isinstance(v, torch.Tensor)
+            else torch.tensor(float(v), dtype=torch.float64, device=device)
+            for v in sums.values()
+        ]
+    )
+    return dict(zip(sums, column.tolist(), strict=True))
 
 
 def score_name(kind: str) -> str:

@@ -18,7 +18,7 @@ from pydantic import Field
 from torch.autograd.function import once_differentiable
 
 from workbench.core.algorithms import ALGORITHMS
-from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
+from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name, step_values
 from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
@@ -27,6 +27,7 @@ from workbench.core.task_threads import map_units, sum_in_order, units_of
 from workbench.core.tasks.base import EpisodeBatch
 
 Params = dict[str, torch.Tensor]
+Sum = torch.Tensor | float  # a metric's sum over tasks, kept on the device until the step ends
 REGRESSION_CURVE = (0, 1, 5, 10)  # MSE reported after these many steps (MAML paper, Fig. 2)
 
 
@@ -42,6 +43,11 @@ def accumulate(theta: Params, grads: Iterable[torch.Tensor | None]) -> None:
             p.grad = g if p.grad is None else p.grad.add_(g)
 
 
+def _sum(values: list[torch.Tensor]) -> Sum:
+    """Sum of per-task scalars in float64 (the order Python's float sum took), on their device."""
+    return torch.stack(values).double().sum() if values else 0.0
+
+
 def add_into(total: list[torch.Tensor], grads: Iterable[torch.Tensor | None]) -> None:
     """Add a unit's gradients (None: a parameter the loss does not reach) into its sums."""
     for acc, g in zip(total, grads, strict=True):
@@ -49,11 +55,12 @@ def add_into(total: list[torch.Tensor], grads: Iterable[torch.Tensor | None]) ->
             acc.add_(g)
 
 
-def task_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    """Summed per-task mean cross-entropy and accuracy of logits (tasks, n, classes)."""
+def task_sums(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed per-task mean cross-entropy and accuracy of logits (tasks, n, classes), as float64
+    tensors on the logits' device: read once per step (`step_values`), not once per group."""
     loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
     correct = (logits.argmax(-1) == y).to(logits.dtype)
-    return float(loss.sum()) / y.shape[1], float(correct.sum()) / y.shape[1]
+    return loss.sum().double() / y.shape[1], correct.sum().double() / y.shape[1]
 
 
 class _Adapted(torch.autograd.Function):
@@ -142,11 +149,11 @@ class MAML(Algorithm):
             accumulate(theta, sum_in_order([grads for grads, _, _ in parts if grads is not None]))
             loss_sum = sum(loss for _, loss, _ in parts)
             score_sum = sum(score for _, _, score in parts)
-        return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+        return step_values(**{"loss": loss_sum / n, score_name(self.kind): score_sum / n})
 
     def task_unit(
         self, batch: EpisodeBatch, shape: TaskShape, theta: Params, tasks: range, apart: bool
-    ) -> tuple[list[torch.Tensor] | None, float, float]:
+    ) -> tuple[list[torch.Tensor] | None, Sum, Sum]:
         """Meta-gradient of `tasks` (each task's query loss / meta-batch size): summed and
         returned when `apart` (a thread's unit), else accumulated into theta's .grad (one
         thread: no extra sums); and their summed query loss and score."""
@@ -154,6 +161,7 @@ class MAML(Algorithm):
         steps = self.train_inner_steps(shape)
         n, lr = len(batch), self.params.inner_lr
         rows = slice(tasks.start, tasks.stop)
+        policy = self.policy(batch)
         group = self.batched(batch, shape) if second_order else 0
         if group:
             return self.second_order_groups(batch, theta, tasks, group, apart)
@@ -171,7 +179,8 @@ class MAML(Algorithm):
                 accumulate(theta, grads.values())
                 return None, loss_sum, score_sum
         total = [torch.zeros_like(p) for p in theta.values()] if apart else None
-        loss_sum = score_sum = 0.0
+        losses: list[torch.Tensor] = []
+        scores: list[torch.Tensor] = []
         for j, i in enumerate(tasks):
             if stacked is not None:  # first order: the inner steps came batched, the query not
                 adapted = {k: p[j].detach().requires_grad_() for k, p in stacked.items()}
@@ -179,7 +188,8 @@ class MAML(Algorithm):
             else:
                 # the inner loop's graph is differentiated twice: conv/BN second derivatives in
                 # closed form there; the query pass is differentiated once (native layers)
-                with closed_form_double_backward(second_order):
+                closed_form = second_order and policy.closed_form_double_backward
+                with closed_form_double_backward(closed_form):
                     adapted = self.adapt(
                         theta, batch.support_x[i], batch.support_y[i], steps, lr, second_order
                     )
@@ -195,16 +205,16 @@ class MAML(Algorithm):
                     accumulate(theta, grads)
                 else:
                     add_into(total, grads)
-            loss_sum += float(loss.detach())
-            score_sum += float(score)
-        return total, loss_sum, score_sum
+            losses.append(loss.detach())
+            scores.append(score.detach())
+        return total, _sum(losses), _sum(scores)
 
     def batched(self, batch: EpisodeBatch, shape: TaskShape) -> int:
         """Tasks per batched pass of the model for this batch (0: none): second order has
         them for one inner step and small query sets (`second_order_tasks`), first order for
         any number of steps."""
         group = getattr(self.model, "task_group", None)
-        if group is None or self.kind != "classification":
+        if group is None or self.kind != "classification" or not self.policy(batch).batched_tasks:
             return 0
         if self.params.first_order:
             return group(batch.support_x)
@@ -216,13 +226,14 @@ class MAML(Algorithm):
 
     def second_order_groups(
         self, batch: EpisodeBatch, theta: Params, tasks: range, group: int, apart: bool
-    ) -> tuple[list[torch.Tensor] | None, float, float]:
+    ) -> tuple[list[torch.Tensor] | None, Sum, Sum]:
         """`task_unit` for second order with one inner step, through the model's batched
         passes: per `group` tasks, the support gradients as a differentiable function of
         theta, the adapted weights, the query logits, and one backward."""
         n, lr = len(batch), self.params.inner_lr
         total = [torch.zeros_like(p) for p in theta.values()] if apart else None
-        loss_sum = score_sum = 0.0
+        loss_sum: Sum = 0.0
+        score_sum: Sum = 0.0
         for start in range(tasks.start, tasks.stop, group):
             rows = slice(start, min(start + group, tasks.stop))
             grads = self.model.support_gradients(
@@ -251,7 +262,12 @@ class MAML(Algorithm):
         at the shared theta, the later ones at each task's own weights); None where the model
         has no batched passes for this batch."""
         fn = getattr(self.model, "task_gradients", None)
-        if fn is None or self.kind != "classification" or steps < 1:
+        if (
+            fn is None
+            or self.kind != "classification"
+            or steps < 1
+            or not self.policy(batch).batched_tasks
+        ):
             return None
         x, y = batch.support_x[tasks], batch.support_y[tasks]
         lr = self.params.inner_lr
@@ -286,16 +302,17 @@ class MAML(Algorithm):
             {shape.inner_steps, *(REGRESSION_CURVE if self.kind == "regression" else ())}
         )
 
-        def scores(i: int) -> dict[int, float]:
+        def scores(i: int) -> dict[int, torch.Tensor]:
             out = {}
             for s, params in self.trace(batch, i, record):
                 with torch.no_grad():
                     pred = call(self.model, params, batch.query_x[i])
-                    out[s] = float(loss_and_score(self.kind, pred, batch.query_y[i])[1])
+                    # a tensor: evaluate() reads a draw's scores in one transfer, not per task
+                    out[s] = loss_and_score(self.kind, pred, batch.query_y[i])[1].float()
             return out
 
         per_task = self.per_task(batch, scores)
-        per_step = {s: torch.tensor([task[s] for task in per_task]) for s in record}
+        per_step = {s: torch.stack([task[s] for task in per_task]) for s in record}
         result = {score_name(self.kind): per_step[shape.inner_steps]}
         if self.kind == "regression":
             result.update({f"mse_after_{s}": per_step[s] for s in REGRESSION_CURVE})

@@ -26,7 +26,7 @@ from pydantic import Field
 from torch import nn
 
 from workbench.core.algorithms import ALGORITHMS
-from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
+from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name, step_values
 from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import call
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
@@ -155,14 +155,15 @@ class MetaLSTM(Algorithm):
 
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
-        loss_sum = score_sum = 0.0
+        losses, scores = [], []
         for k in range(n):
             theta = self.run_episode(batch.support_x[k], batch.support_y[k], shape.inner_steps)
             loss, score = self.learner_loss(theta, batch.query_x[k], batch.query_y[k])
             (loss / n).backward()
-            loss_sum += float(loss.detach())
-            score_sum += float(score)
-        return {"loss": loss_sum / n, score_name(self.kind): score_sum / n}
+            losses.append(loss.detach())
+            scores.append(score.detach())
+        loss_sum, score_sum = torch.stack(losses).double().sum(), torch.stack(scores).double().sum()
+        return step_values(**{"loss": loss_sum / n, score_name(self.kind): score_sum / n})
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from workbench.core.algorithms import ALGORITHMS
-from workbench.core.algorithms.base import Algorithm
+from workbench.core.algorithms.base import Algorithm, step_values
 from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.tasks.base import EpisodeBatch
 
@@ -53,14 +53,16 @@ class ProtoNet(Algorithm):
 
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
-        loss_sum = acc_sum = 0.0
+        losses, accs = [], []
         for i in range(n):
             logits = self.logits(batch, i)
             loss = nn.functional.cross_entropy(logits, batch.query_y[i])
             (loss / n).backward()
-            loss_sum += float(loss.detach())
-            acc_sum += float((logits.argmax(1) == batch.query_y[i]).float().mean())
-        return {"loss": loss_sum / n, "accuracy": acc_sum / n}
+            losses.append(loss.detach())
+            accs.append((logits.argmax(1) == batch.query_y[i]).float().mean())
+        # one read of the device per step (`step_values`), not two per task
+        loss_sum, acc_sum = torch.stack(losses).double().sum(), torch.stack(accs).double().sum()
+        return step_values(loss=loss_sum / n, accuracy=acc_sum / n)
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:

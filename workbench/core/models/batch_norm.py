@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from workbench.core.device_policy import policy_for
 from workbench.core.models import double_backward
 from workbench.core.models.layout import memory_format
 
@@ -64,6 +65,8 @@ def _needs_centred_sums(x: torch.Tensor) -> bool:
     (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). At MAML's 5-image episodes (980) the
     native kernel is both accurate (3e-5; NCHW 2e-3) and 10% faster a step."""
     if x.dtype not in (torch.float32, torch.float64):  # bf16 (autocast): the native kernels
+        return False
+    if not policy_for(x.device).centred_bn_sums:  # CUDA's kernels: Welford, accurate as they are
         return False
     return memory_format(x) == torch.channels_last and x.numel() // x.shape[1] > CENTRED_ABOVE
 

@@ -36,14 +36,19 @@ class EpisodeBatch:
         return int(self.support_x.shape[0])
 
     def to(self, device: torch.device | str) -> EpisodeBatch:
-        return EpisodeBatch(
-            self.support_x.to(device, non_blocking=True),
-            self.support_y.to(device, non_blocking=True),
-            self.query_x.to(device, non_blocking=True),
-            self.query_y.to(device, non_blocking=True),
-            self.ways,
-            self.info,
-        )
+        """The batch on `device` in one transfer: on CUDA from page-locked memory (pinned here
+        unless `pin_memory()` did it on the drawing thread), copies queued without blocking."""
+        from workbench.core.device_policy import to_device
+
+        tensors = to_device([self.support_x, self.support_y, self.query_x, self.query_y],
+                            torch.device(device))  # fmt: skip
+        return EpisodeBatch(*tensors, self.ways, self.info)
+
+    def pin_memory(self) -> EpisodeBatch:
+        """The batch in page-locked host memory (needs a CUDA runtime: `pin_enabled` asks)."""
+        return EpisodeBatch(self.support_x.pin_memory(), self.support_y.pin_memory(),
+                            self.query_x.pin_memory(), self.query_y.pin_memory(), self.ways,
+                            self.info)  # fmt: skip
 
     def task(self, i: int) -> EpisodeBatch:
         """Task i as a batch of one."""
