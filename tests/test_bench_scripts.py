@@ -51,6 +51,23 @@ def run_tiny(script: str, timeout: int = HANG_GUARD_S) -> str:
         ),
         ("plot_redraw.py", ["redraw of a 10,000-point curve, full view", "zoomed", "paint"]),
         (
+            "device_check.py --device cpu",
+            [
+                "finite-difference MAML meta-gradient check",
+                "over random directions (ok)",
+                "resume equivalence",
+                "final weights identical",
+                "| | ours |",
+                "ours bf16",
+                "higher",
+                "learn2learn",
+                "| | plain |",
+                "short MAML Omniglot 5w1s training",
+                "| bf16 |",
+                "device check: all checks passed",
+            ],
+        ),
+        (
             "profile_step.py --write",
             ["| maml-5w1s-q1-so |", "| maml-5w1s-q1-fo |", "| protonet-60w5s |", "convolution"],
         ),
