@@ -608,15 +608,21 @@ def test_a_failed_resume_is_logged_and_the_browser_shows_the_catalog_as_it_is(
     window.resume_run(gone, ck)
     assert any(f"cannot resume run #{gone}" in m for m in window.log.errors())
     assert gone not in b.model.row_of
-    # a tampered checkpoint: the resumed attempt fails and the browser shows it failed
+    # a tampered checkpoint: the resume fails before it starts; the run keeps its status,
+    # step and history, the reason is recorded, and the browser shows the catalog as it is
+    before = catalog.get_run(first)
     latest = catalog.checkpoint(first, "latest")
     Path(latest.path).write_bytes(b"not a checkpoint")
     b.select_ids([first])
     b.resume_selected()
     wait_idle(qtbot, window)
-    assert catalog.get_run(first).status == "failed"
+    after = catalog.get_run(first)
+    assert (after.status, after.step) == (before.status, before.step) == ("finished", 20)
+    assert after.error.startswith("resume failed: ") and "sha256" in after.error
+    assert len(catalog.metrics(first, "loss")[0]) == 20
+    assert any(f"run #{first} failed" in m for m in window.log.errors())
     window.tabs.setCurrentWidget(b)
-    assert _status_shown(window, first) == "failed"
+    assert _status_shown(window, first) == "finished"
 
 
 def test_a_run_that_pauses_itself_says_why_and_goes_on(
