@@ -254,6 +254,8 @@ def trial_catalog_error(folder: Path, code: int) -> str | None:
         cat.add_metrics = real  # type: ignore[method-assign]
         if not holds or holds[-1] != "released":
             return f"holds {holds}"
+        if code == 13 and not (holds[0].startswith("disk full: ") and str(folder) in holds[0]):
+            return f"the pause does not say 'disk full' and the folder: {holds[0]!r}"
         if cat.metrics(rid, "loss")[0].tolist() != list(range(1, 301)):
             return "points lost"
     return None
