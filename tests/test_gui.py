@@ -671,3 +671,18 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(
     r = catalog.get_run(run_id)
     assert (r.status, r.step) == ("finished", 30), r.error
     assert list(catalog.metrics(run_id, "loss")[0]) == list(range(1, 31))
+
+
+def test_the_browser_shows_a_dead_owners_run_interrupted_without_a_reload(
+    qtbot, window: MainWindow, catalog: Catalog
+) -> None:
+    """A process that dies changes nothing in the file, so polling for changes cannot see it;
+    the shown browser checks for dead owners once per heartbeat."""
+    import socket
+
+    rid = catalog.create_run("{}", status="queued", owner=f"{socket.gethostname()}:999999999:x")
+    catalog.set_status(rid, "running")
+    window.tabs.setCurrentWidget(window.browser)
+    window.browser.reload()
+    qtbot.waitUntil(lambda: _status_shown(window, rid) == "interrupted", timeout=HANG_MS)
+    assert "no checkpoint" in catalog.get_run(rid).error

@@ -50,7 +50,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.catalog import Catalog, CheckpointRecord, RunRecord, UnknownRunError
+from workbench.catalog import HEARTBEAT_S, Catalog, CheckpointRecord, RunRecord, UnknownRunError
 from workbench.core.events import STATUSES
 from workbench.gui.browser_model import (
     COL,
@@ -363,6 +363,16 @@ class ExperimentsBrowser(QWidget):
         """The timer's poll: nothing while the browser is hidden (its tab not current during a
         run), since every millisecond on the GUI thread is taken from training; showing it polls."""
         if self.isVisible():
+            now = time.monotonic()
+            if now - getattr(self, "_stale_checked", 0.0) >= HEARTBEAT_S:
+                # a dead process changes nothing in the file, so the data version cannot show it:
+                # look for runs whose owner stopped once per heartbeat (a read, no write lock)
+                self._stale_checked = now
+                try:
+                    if self.catalog.mark_stale_interrupted():
+                        self._version = None  # force the refresh below
+                except Exception:
+                    pass  # busy: the next check may work
             self.poll()
 
     def refresh(self) -> None:
