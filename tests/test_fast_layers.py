@@ -60,6 +60,29 @@ def test_batch_norm_double_backward_is_autograds(layout: torch.memory_format) ->
         torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-12)
 
 
+def test_small_channels_last_fp32_batch_norm_takes_float64_accurate_statistics() -> None:
+    """A 5-image support set's first batch norm (980 elements a channel, channels-last, fp32)
+    takes the exact-statistics path (issue 12), and its output and second derivatives agree
+    with float64 autograd to fp32 rounding."""
+    torch.manual_seed(0)
+    x64 = torch.randn(5, 8, 14, 14, dtype=torch.float64) * 3 + 5  # a large mean: cancellation
+    w64, b64 = torch.rand(8, dtype=torch.float64) + 0.5, torch.randn(8, dtype=torch.float64)
+    x = x64.float().contiguous(memory_format=torch.channels_last)
+    assert bn_module._needs_exact_stats(x)
+    y = batch_norm(x, w64.float(), b64.float())
+    assert memory_format(y) == torch.channels_last
+    expected = F.batch_norm(x.double(), None, None, w64, b64, training=True)
+    torch.testing.assert_close(y.double(), expected, rtol=0, atol=2e-6)
+    inputs = [t.detach().requires_grad_() for t in (x, w64.float(), b64.float())]
+    ours = second_derivatives(batch_norm, tuple(inputs))
+    ref_in = [t.detach().double().requires_grad_() for t in inputs]
+    ref = second_derivatives(
+        lambda x, w, b: F.batch_norm(x, None, None, w, b, training=True), tuple(ref_in)
+    )
+    for a, e in zip(ours, ref, strict=True):
+        torch.testing.assert_close(a.double(), e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+
+
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("input_grad", [True, False])
 def test_conv_double_backward_is_autograds(layout: torch.memory_format, input_grad: bool) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import statistics
 
-import pytest
 import torch
 
 from bench import fp32_error, speed
@@ -20,11 +19,6 @@ SEEDS = range(5)
 CASE = next(c for c in speed.CASES if c.key == "maml-5w1s-q15-so")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 12: channels-last batch norm on 5-image support sets accumulates its "
-    "statistics and backward sums in fp32 (the NCHW kernels: float64); unfixed",
-)
 def test_second_order_fp32_error_within_2x_of_plain() -> None:
     """5-way 1-shot, 15 queries, Conv-4 64, meta-batch 8: ours <= 2x plain at median and worst."""
     threads = torch.get_num_threads()

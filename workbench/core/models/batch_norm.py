@@ -5,8 +5,8 @@ differentiated twice. PyTorch's generic double backward of batch norm
 (`batchnorm_double_backward`) runs about forty full-size elementwise ops per layer; on
 MAML's tiny episodes (5 images per task) those ops are dispatch-bound and made batch norm
 about 40% of a second-order step on CPU. Here the backward calls the native kernel, the
-forward too except for channels-last inputs with many elements per channel (whose native
-statistics are inaccurate in fp32: `_needs_centred_sums`), and the double backward is the
+forward too except for channels-last fp32 inputs (whose native statistics are inaccurate in
+fp32: `_needs_centred_sums`, `_needs_exact_stats`), and the double backward is the
 closed form below: three per-channel reductions and
 a handful of elementwise passes. Same mathematics (tested against autograd's own double
 backward and finite differences), no running statistics (the MAML paper's setting).
@@ -53,6 +53,24 @@ def _backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: tor
 
 
 CENTRED_ABOVE = 2048  # elements per channel
+EXACT_STATS_ABOVE = 100  # elements per channel
+
+
+def _needs_exact_stats(x: torch.Tensor) -> bool:
+    """A small channels-last fp32 input on CPU (MAML's 5-image support sets: 980 and 245
+    elements a channel in Conv-4's first two layers). The native channels-last kernel takes
+    its statistics in fp32 (the NCHW one: float64), and second-order MAML amplifies the
+    difference by orders of magnitude on some batches (issue 12: a meta-gradient 150x further
+    from float64 than the plain NCHW path's). Centred sums accumulated in float64 match the
+    NCHW kernel's accuracy at +55 us a call (the NCHW kernel on a copy: +170 us, 4% of a
+    20-way step); the backward, given these statistics, stays native (same errors measured).
+    Below 100 elements the fp32 sums are short enough."""
+    return (
+        x.dtype == torch.float32
+        and policy_for(x.device).centred_bn_sums
+        and memory_format(x) == torch.channels_last
+        and EXACT_STATS_ABOVE < x.numel() // x.shape[1] <= CENTRED_ABOVE
+    )
 
 
 def _needs_centred_sums(x: torch.Tensor) -> bool:
@@ -62,8 +80,9 @@ def _needs_centred_sums(x: torch.Tensor) -> bool:
     Measured on fp32 meta-gradients against fp64 (max error / largest entry; NCHW kernels in
     brackets): ProtoNet 60-way (470k per channel)
     8e-2 -> 9e-3 with the centred sums used here (9e-3); 20-way 5-step MAML (3920) 2e-1 -> 5e-2
-    (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). At MAML's 5-image episodes (980) the
-    native kernel is both accurate (3e-5; NCHW 2e-3) and 10% faster a step."""
+    (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). Smaller inputs: `_needs_exact_stats`
+    (at 5-image episodes the fp32 statistics, though close, were what second-order MAML
+    amplified: issue 12)."""
     if x.dtype not in (torch.float32, torch.float64):  # bf16 (autocast): the native kernels
         return False
     if not policy_for(x.device).centred_bn_sums:  # CUDA's kernels: Welford, accurate as they are
@@ -84,6 +103,14 @@ class _BatchNorm(torch.autograd.Function):
             invstd = torch.rsqrt(xc.mul_(xc).sum(dims) / n + eps)  # centred sum of squares
             scale = weight * invstd  # y = x * scale + (bias - mean * scale): one pass
             y = torch.addcmul(_channel(bias - mean * scale, nd), x, _channel(scale, nd), out=xc)
+        elif _needs_exact_stats(x):
+            nd, dims = x.dim(), _dims(x.dim())
+            n = x.numel() // x.shape[1]
+            mean = (x.sum(dims, dtype=torch.float64) / n).to(x.dtype)
+            xc = x - _channel(mean, nd)
+            var = (xc * xc).sum(dims, dtype=torch.float64) / n  # centred, float64 sums
+            invstd = (var + eps).rsqrt_().to(x.dtype)
+            y = xc.mul_(_channel(weight * invstd, nd)).add_(_channel(bias, nd))
         else:
             y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
         ctx.save_for_backward(x, weight, mean, invstd)
