@@ -261,7 +261,7 @@ def trial_catalog_error(folder: Path, code: int) -> str | None:
     return None
 
 
-def _file_cases() -> dict[str, Callable[[Path], None]]:
+def file_cases() -> dict[str, Callable[[Path], None]]:
     def other(p: Path) -> None:
         with contextlib.closing(sqlite3.connect(p)) as c:
             c.execute("CREATE TABLE notes (body TEXT)")
@@ -398,7 +398,7 @@ def main() -> int:
             *[really_full_disk] * (1 if args.tiny else 3),
         ],
     )
-    cases = _file_cases()
+    cases = file_cases()
     names = list(cases)[:2] if args.tiny else list(cases)
     run(
         "unusable catalog files x 3 commands",

@@ -239,58 +239,14 @@ def test_catalog_deleted_during_a_run_stops_it(tmp_path: Path) -> None:
 
 
 # ---- the catalog file itself ------------------------------------------------------------
-def _other_apps_db(path: Path) -> None:
-    with sqlite3.connect(path) as c:
-        c.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)")
-        c.execute("INSERT INTO notes (body) VALUES ('mine')")
-    c.close()
+def _file_cases() -> dict[str, object]:
+    """bench/faults.py's unusable catalog files; "parent is a file" has its own test below."""
+    from bench.faults import file_cases
+
+    return {k: v for k, v in file_cases().items() if k != "parent is a file"}
 
 
-def _newer_catalog(path: Path) -> None:
-    Catalog.open(path).close()
-    with sqlite3.connect(path) as c:
-        c.execute("PRAGMA user_version = 99")
-    c.close()
-
-
-def _bogus_revision(path: Path) -> None:
-    Catalog.open(path).close()
-    with sqlite3.connect(path) as c:
-        c.execute("UPDATE alembic_version SET version_num = 'zz99'")
-        c.execute("PRAGMA application_id = 0")
-    c.close()
-
-
-def _missing_column(path: Path) -> None:
-    Catalog.open(path).close()
-    with sqlite3.connect(path) as c:
-        c.execute("ALTER TABLE runs DROP COLUMN preset")
-    c.close()
-
-
-def _corrupted(path: Path) -> None:
-    with Catalog.open(path) as cat:
-        for i in range(300):
-            cat.create_run("{}", name="x" * 200 + str(i))
-    with sqlite3.connect(path) as c:
-        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    c.close()
-    data = bytearray(path.read_bytes())
-    for page in range(2, len(data) // 4096):
-        data[page * 4096 + 8 : page * 4096 + 200] = os.urandom(192)
-    path.write_bytes(bytes(data))
-
-
-CASES = {
-    "a folder": lambda p: p.mkdir(),
-    "random bytes": lambda p: p.write_bytes(os.urandom(5000)),
-    "text": lambda p: p.write_text("hello\n"),
-    "another application's SQLite file": _other_apps_db,
-    "a newer workbench's catalog": _newer_catalog,
-    "an unknown schema revision": _bogus_revision,
-    "a missing column": _missing_column,
-    "corrupted pages": _corrupted,
-}
+CASES = _file_cases()
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -298,7 +254,7 @@ def test_a_file_that_is_not_a_usable_catalog_is_one_line_and_untouched(
     tmp_path: Path, case: str
 ) -> None:
     path = tmp_path / "c.db"
-    CASES[case](path)
+    CASES[case](path)  # type: ignore[operator]
     before = path.read_bytes() if path.is_file() else None
     with pytest.raises(CatalogError) as err:
         with Catalog.open(path) as cat:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 
@@ -18,6 +19,15 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
             os.close(fd)
     except OSError:
         pass
+
+
+def free_space(folder: str | os.PathLike[str]) -> str:
+    """ "N MB free in FOLDER" (or just the folder if it cannot be measured): what a user who
+    sees "disk full" needs to know first."""
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free in {folder}"
+    except OSError:
+        return str(folder)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:

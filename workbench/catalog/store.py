@@ -685,9 +685,14 @@ class Catalog:
             raise UnknownRunError(run_id)
         return run
 
+    @property
+    def checkpoint_root(self) -> Path:
+        """`<db path>.checkpoints/`: one folder per run below it."""
+        return self.path.with_name(self.path.name + ".checkpoints")
+
     def checkpoint_dir(self, run_id: int, *, create: bool = False) -> Path:
         """Folder for run `run_id`'s checkpoints: `<db path>.checkpoints/<run_id>/`."""
-        d = self.path.with_name(self.path.name + ".checkpoints") / str(int(run_id))
+        d = self.checkpoint_root / str(int(run_id))
         if create:
             try:
                 d.mkdir(parents=True, exist_ok=True)
@@ -700,7 +705,7 @@ class Catalog:
     def check_checkpoint_folder(self) -> None:
         """CatalogError unless checkpoints can be written beside the catalog: a run that could
         never checkpoint is refused before it exists (one line), not paused after it starts."""
-        root = self.path.with_name(self.path.name + ".checkpoints")
+        root = self.checkpoint_root
         if self.readonly:
             raise CatalogError(
                 f"catalog {self.path} is read-only: this needs a catalog you can write"
@@ -948,12 +953,8 @@ class Catalog:
         now = time.time()
         with self._write() as s:
             run = self._run_or_raise(s, run_id)
-            if run.owner not in (None, owner) and self._lease_live(run, now):
-                age = now - (run.heartbeat_at or now)
-                raise RunBusyError(
-                    f"run {run_id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
-                    f"{age:.0f} s ago); stop it there first"
-                )
+            if run.owner != owner:
+                self._refuse_if_owned(run, now)
             prior = run.status
             run.owner = owner
             run.heartbeat_at = now
@@ -967,13 +968,16 @@ class Catalog:
         checkpoint the owner may be about to retire (`claim` then takes it atomically)."""
         now = time.time()
         with self._read() as s:
-            run = self._run_or_raise(s, run_id)
-            if self._lease_live(run, now):
-                age = now - (run.heartbeat_at or now)
-                raise RunBusyError(
-                    f"run {run_id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
-                    f"{age:.0f} s ago); stop it there first"
-                )
+            self._refuse_if_owned(self._run_or_raise(s, run_id), now)
+
+    def _refuse_if_owned(self, run: Run, now: float) -> None:
+        """RunBusyError naming the live process that owns `run`, if one does."""
+        if self._lease_live(run, now):
+            age = now - (run.heartbeat_at or now)
+            raise RunBusyError(
+                f"run {run.id} is {run.status} in {describe_owner(run.owner)} (heartbeat "
+                f"{age:.0f} s ago); stop it there first"
+            )
 
     def renew(self, run_id: int, owner: str) -> None:
         """Refresh `owner`'s lease (the heartbeat); LeaseLost if the run is no longer its own."""

@@ -23,7 +23,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import shutil
 import threading
 import time
 from collections import deque
@@ -54,6 +53,7 @@ from workbench.core.events import (
     StepMetrics,
 )
 from workbench.core.faults import fault_point
+from workbench.files import free_space
 
 log = logging.getLogger(__name__)
 
@@ -65,19 +65,14 @@ RETRY_S = 2.0
 
 
 def storage_reason(exc: BaseException, folder: os.PathLike[str] | str) -> str:
-    """One line naming what is wrong with the storage and where, e.g. "disk full: 3 MB free in
-    /data"."""
-    try:
-        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free in {folder}"
-    except OSError:
-        free = str(folder)
+    """One line naming what is wrong with the catalog's storage and where, from SQLite's result
+    code, e.g. "disk full: 3 MB free in /data"."""
     code = sqlite_error_code(exc)
-    errno = getattr(exc, "errno", None)
-    if code == 13 or errno in (28, 122):  # SQLITE_FULL, ENOSPC, EDQUOT
-        return f"disk full: {free}"
-    if code == 8 or errno in (30, 13, 1):  # READONLY, EROFS, EACCES, EPERM
+    if code == 13:  # SQLITE_FULL
+        return f"disk full: {free_space(folder)}"
+    if code == 8:  # SQLITE_READONLY
         return f"storage is read-only or not writable: {folder}"
-    return f"storage error ({getattr(exc, 'orig', exc)}): {free}"
+    return f"storage error ({getattr(exc, 'orig', exc)}): {free_space(folder)}"
 
 
 class CatalogListener(Listener):
@@ -434,15 +429,7 @@ class CatalogListener(Listener):
                 return
             for i, job in enumerate(jobs):
                 try:
-                    if isinstance(job, list):
-                        self.catalog.add_metrics(
-                            self.run_id, job, attempt=self.attempt, owner=self.owner
-                        )
-                        self.points_written += len(job)
-                        fault_point("metrics.committed")
-                    else:
-                        job[1]()
-                    self.last_commit_at = time.time()
+                    self._write_job(job)
                 except OperationalError as exc:
                     code = sqlite_error_code(exc)
                     if code in STORAGE_CODES:
@@ -475,6 +462,17 @@ class CatalogListener(Listener):
                     self._fail(f"catalog could not record {what} of run {self.run_id}: {exc!r}")
             self._release()
 
+    def _write_job(self, job: list[MetricPoint] | _Op) -> None:
+        """One queued job in its own transaction: a batch of points (with this run's lease) or
+        an operation."""
+        if isinstance(job, list):
+            self.catalog.add_metrics(self.run_id, job, attempt=self.attempt, owner=self.owner)
+            self.points_written += len(job)
+            fault_point("metrics.committed")
+        else:
+            job[1]()
+        self.last_commit_at = time.time()
+
     def _last_tries(self, jobs: list[list[MetricPoint] | _Op]) -> list[list[MetricPoint] | _Op]:
         """At close: retry the waiting jobs for up to 30 s before giving up on them."""
         deadline = time.monotonic() + 30.0
@@ -482,13 +480,7 @@ class CatalogListener(Listener):
             time.sleep(0.2)
             job = jobs[0]
             try:
-                if isinstance(job, list):
-                    self.catalog.add_metrics(
-                        self.run_id, job, attempt=self.attempt, owner=self.owner
-                    )
-                    self.points_written += len(job)
-                else:
-                    job[1]()
+                self._write_job(job)
                 jobs = jobs[1:]
             except OperationalError:
                 continue

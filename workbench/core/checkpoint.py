@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import torch
 
 from workbench.core.errors import CheckpointError
-from workbench.files import fsync_dir, sha256_file
+from workbench.files import free_space, fsync_dir, sha256_file
 
 FORMAT = "workbench-checkpoint-1"
 
@@ -30,10 +30,7 @@ STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.E
 
 def storage_message(exc: OSError, folder: str | os.PathLike[str]) -> str:
     """One line naming the fault and the folder, e.g. "disk full: 3 MB free in /data/ckpt"."""
-    try:
-        free = f"{shutil.disk_usage(folder).free / 2**20:.0f} MB free in {folder}"
-    except OSError:
-        free = str(folder)
+    free = free_space(folder)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return f"disk full: {free}"
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
