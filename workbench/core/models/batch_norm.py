@@ -4,9 +4,9 @@ Second-order MAML differentiates through the inner-loop gradient, so every batch
 differentiated twice. PyTorch's generic double backward of batch norm
 (`batchnorm_double_backward`) runs about forty full-size elementwise ops per layer; on
 MAML's tiny episodes (5 images per task) those ops are dispatch-bound and made batch norm
-about 40% of a second-order step on CPU. Here the backward calls the native kernel, the
-forward too except for channels-last fp32 inputs (whose native statistics are inaccurate in
-fp32: `_needs_centred_sums`, `_needs_exact_stats`), and the double backward is the
+about 40% of a second-order step on CPU. Here the backward calls the native kernel (NCHW), the
+forward too except for channels-last fp32 inputs (whose native per-channel sums are
+inaccurate in fp32: `_channels_last_sums`), and the double backward is the
 closed form below: three per-channel reductions and
 a handful of elementwise passes. Same mathematics (tested against autograd's own double
 backward and finite differences), no running statistics (the MAML paper's setting).
@@ -45,31 +45,43 @@ def _dims(ndim: int) -> list[int]:
 
 
 def _backward(gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor, invstd: torch.Tensor,
-              eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """(gx, gweight, gbias) by the native kernel, from the forward's (accurate) statistics."""
-    return torch.ops.aten.native_batch_norm_backward(
-        gy, x, weight, None, None, mean, invstd, True, eps, [True, True, True]
-    )
+              eps: float, xh: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(gx, gweight, gbias) from the forward's (accurate) statistics. The native channels-last
+    CPU kernel accumulates gbias = sum gy and gweight = sum gy*xh row by row in one fp32 value
+    per channel: 10-20x the NCHW kernel's error on those sums (measured on MAML's activations:
+    2e-6 against 1e-7 of the largest entry at 980-14700 elements a channel), which
+    second-order MAML amplified into a meta-gradient up to 100x further from float64 than the
+    NCHW path's (issue 12). Given xh (the forward's, kept where the backward is
+    differentiated: second-order MAML's inner loop), those inputs (`_channels_last_sums`) take
+    torch's cascaded sums and gx in closed form, gamma*r*(gy - mean gy - xh*mean(gy*xh)): as
+    fast as the native kernel there. Without xh (a query pass, first order) the native kernel
+    stays: recomputing xh and the separate passes cost 4-14% of a step (measured)."""
+    if xh is None or not _channels_last_sums(x):
+        return torch.ops.aten.native_batch_norm_backward(
+            gy, x, weight, None, None, mean, invstd, True, eps, [True, True, True]
+        )
+    nd, dims = x.dim(), _dims(x.dim())
+    n = x.numel() // x.shape[1]
+    gb = gy.sum(dims)
+    gw = (gy * xh).sum(dims)
+    grw = weight * invstd
+    gx = torch.addcmul(_channel(-grw * gb / n, nd), gy, _channel(grw, nd))
+    return gx.addcmul_(xh, _channel(-grw * gw / n, nd)), gw, gb
 
 
 CENTRED_ABOVE = 2048  # elements per channel
-EXACT_STATS_ABOVE = 100  # elements per channel
 
 
-def _needs_exact_stats(x: torch.Tensor) -> bool:
-    """A small channels-last fp32 input on CPU (MAML's 5-image support sets: 980 and 245
-    elements a channel in Conv-4's first two layers). The native channels-last kernel takes
-    its statistics in fp32 (the NCHW one: float64), and second-order MAML amplifies the
-    difference by orders of magnitude on some batches (issue 12: a meta-gradient 150x further
-    from float64 than the plain NCHW path's). Centred sums accumulated in float64 match the
-    NCHW kernel's accuracy at +55 us a call (the NCHW kernel on a copy: +170 us, 4% of a
-    20-way step); the backward, given these statistics, stays native (same errors measured).
-    Below 100 elements the fp32 sums are short enough."""
+def _channels_last_sums(x: torch.Tensor) -> bool:
+    """A channels-last fp32 input on CPU: the native kernels' per-channel fp32 sums
+    (statistics, and the backward's gbias and gweight) are replaced by accurate ones
+    (`_BatchNorm.forward`, `_backward`). Even at 20-80 elements a channel (Conv-4's last
+    layers on a 5-image support set) the native ones moved second-order meta-gradients
+    5-15x further from float64 on some batches (issue 12)."""
     return (
         x.dtype == torch.float32
         and policy_for(x.device).centred_bn_sums
         and memory_format(x) == torch.channels_last
-        and EXACT_STATS_ABOVE < x.numel() // x.shape[1] <= CENTRED_ABOVE
     )
 
 
@@ -80,9 +92,9 @@ def _needs_centred_sums(x: torch.Tensor) -> bool:
     Measured on fp32 meta-gradients against fp64 (max error / largest entry; NCHW kernels in
     brackets): ProtoNet 60-way (470k per channel)
     8e-2 -> 9e-3 with the centred sums used here (9e-3); 20-way 5-step MAML (3920) 2e-1 -> 5e-2
-    (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). Smaller inputs: `_needs_exact_stats`
+    (2e-2); 15-query MAML (14700) 3e-3 -> 3e-4 (5e-5). Smaller inputs: `_statistics`
     (at 5-image episodes the fp32 statistics, though close, were what second-order MAML
-    amplified: issue 12)."""
+    amplified: issue 12); the backward's sums: `_backward`."""
     if x.dtype not in (torch.float32, torch.float64):  # bf16 (autocast): the native kernels
         return False
     if not policy_for(x.device).centred_bn_sums:  # CUDA's kernels: Welford, accurate as they are
@@ -95,7 +107,10 @@ class _BatchNorm(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
     ) -> torch.Tensor:
-        if _needs_centred_sums(x):
+        xh = None
+        if _needs_centred_sums(x) and not double_backward.enabled(x):
+            # the query pass and first order: one pass less than with xh kept (the backward
+            # takes the native kernel's sums there: `_backward`)
             nd, dims = x.dim(), _dims(x.dim())
             n = x.numel() // x.shape[1]
             mean = x.sum(dims) / n
@@ -103,29 +118,38 @@ class _BatchNorm(torch.autograd.Function):
             invstd = torch.rsqrt(xc.mul_(xc).sum(dims) / n + eps)  # centred sum of squares
             scale = weight * invstd  # y = x * scale + (bias - mean * scale): one pass
             y = torch.addcmul(_channel(bias - mean * scale, nd), x, _channel(scale, nd), out=xc)
-        elif _needs_exact_stats(x):
-            nd, dims = x.dim(), _dims(x.dim())
-            n = x.numel() // x.shape[1]
-            mean = (x.sum(dims, dtype=torch.float64) / n).to(x.dtype)
-            xc = x - _channel(mean, nd)
-            var = (xc * xc).sum(dims, dtype=torch.float64) / n  # centred, float64 sums
-            invstd = (var + eps).rsqrt_().to(x.dtype)
-            y = xc.mul_(_channel(weight * invstd, nd)).add_(_channel(bias, nd))
+        elif _needs_centred_sums(x) or _channels_last_sums(x):
+            mean, invstd, xh = _statistics(x, eps)
+            y = torch.addcmul(_channel(bias, x.dim()), xh, _channel(weight, x.dim()))
         else:
             y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, eps)
-        ctx.save_for_backward(x, weight, mean, invstd)
+        ctx.save_for_backward(x, weight, mean, invstd, xh)
         ctx.eps = eps
         return y
 
     @staticmethod
     def backward(ctx: Any, gy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, invstd, xh = ctx.saved_tensors
         gy = gy.contiguous(memory_format=memory_format(x))
         if torch.is_grad_enabled():  # create_graph: the backward itself is differentiated
-            gx, gw, gb = _BatchNormBackward.apply(gy, x, weight, mean, invstd, ctx.eps)
+            gx, gw, gb = _BatchNormBackward.apply(gy, x, weight, mean, invstd, ctx.eps, xh)
         else:
-            gx, gw, gb = _backward(gy, x, weight, mean, invstd, ctx.eps)
+            gx, gw, gb = _backward(gy, x, weight, mean, invstd, ctx.eps, xh)
         return gx, gw, gb, None
+
+
+def _statistics(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(mean, invstd, xh = (x - mean) * invstd) of a channels-last input from centred sums:
+    torch's cascaded fp32 sums above CENTRED_ABOVE elements a channel, float64 ones below
+    (where they cost little and match the NCHW kernel's accuracy)."""
+    nd, dims = x.dim(), _dims(x.dim())
+    n = x.numel() // x.shape[1]
+    acc = x.dtype if n > CENTRED_ABOVE else torch.float64
+    mean = (x.sum(dims, dtype=acc) / n).to(x.dtype)
+    xc = x - _channel(mean, nd)
+    var = (xc * xc).sum(dims, dtype=acc) / n
+    invstd = (var + eps).rsqrt_().to(x.dtype)
+    return mean, invstd, xc.mul_(_channel(invstd, nd))
 
 
 class _BatchNormBackward(torch.autograd.Function):
@@ -133,9 +157,10 @@ class _BatchNormBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, gy: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, mean: torch.Tensor,
-                invstd: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        gx, gw, gb = _backward(gy, x, weight, mean, invstd, eps)
-        xh = (x - _channel(mean, x.dim())) * _channel(invstd, x.dim())
+                invstd: torch.Tensor, eps: float, xh: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        if xh is None:
+            xh = (x - _channel(mean, x.dim())) * _channel(invstd, x.dim())
+        gx, gw, gb = _backward(gy, x, weight, mean, invstd, eps, xh)
         ctx.save_for_backward(gy, xh, weight, invstd, gw, gb)
         return gx, gw, gb
 
@@ -157,7 +182,7 @@ class _BatchNormBackward(torch.autograd.Function):
             torch.zeros_like(weight) if ggb is None else ggb,
             ctx.needs_input_grad[:3], lambda t: t.mean(dims), lambda v: _channel(v, nd),
         )  # fmt: skip
-        return d_gy, d_x, d_w, None, None, None
+        return d_gy, d_x, d_w, None, None, None, None
 
 
 def second_derivatives(
