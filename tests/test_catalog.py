@@ -86,7 +86,7 @@ def test_migrations_create_schema_and_reopen_is_noop(
             "evaluations",
             "alembic_version",
         } <= names
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        assert MigrationContext.configure(conn).get_current_revision() == store_module.HEAD_REVISION
         assert conn.exec_driver_sql("PRAGMA application_id").scalar() == store_module.APPLICATION_ID
         # the hand-written migration and the ORM models describe the same schema
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

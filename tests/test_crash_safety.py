@@ -18,7 +18,7 @@ import pytest
 
 from workbench.api import trainer_for
 from workbench.catalog import Catalog, CatalogListener
-from workbench.catalog.errors import CatalogError, RunBusyError
+from workbench.catalog.errors import CatalogError, NotRunningError, RunBusyError
 from workbench.core.config import RunConfig, default_config
 from workbench.core.events import RunStarted, StepMetrics
 from workbench.core.faults import POINTS
@@ -276,9 +276,11 @@ def test_parent_path_that_is_a_file(tmp_path: Path) -> None:
         Catalog.open(tmp_path / "f" / "c.db")
 
 
-def test_previous_release_catalog_is_upgraded(tmp_path: Path) -> None:
-    """A catalog made by the previous release (revision 0001, no application id) opens,
-    upgrades to the new schema and keeps its runs and checkpoints usable."""
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+def test_previous_release_catalog_is_upgraded(tmp_path: Path, revision: str) -> None:
+    """A catalog made by an earlier release (revision 0001, no application id; 0002, before
+    control requests) opens, upgrades to the new schema and keeps its runs and checkpoints
+    usable, and its runs take control requests' columns empty."""
     from alembic import command
 
     from workbench.catalog.store import _alembic_config
@@ -293,7 +295,12 @@ def test_previous_release_catalog_is_upgraded(tmp_path: Path) -> None:
     with engine.begin() as conn:
         cfg = _alembic_config()
         cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "0001")
+        command.upgrade(cfg, revision)
+        if revision == "0002":  # that release stamped its files
+            from workbench.catalog.store import APPLICATION_ID
+
+            conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
+            conn.exec_driver_sql("PRAGMA user_version = 2")
         conn.exec_driver_sql(
             "INSERT INTO runs (id, name, status, algorithm, dataset, device, config_json, "
             "created_at, notes, attempt, step) VALUES (1, 'old', 'finished', 'maml', "
@@ -307,6 +314,9 @@ def test_previous_release_catalog_is_upgraded(tmp_path: Path) -> None:
     with Catalog.open(path) as cat:
         assert cat.migrated and cat.get_run(1).name == "old"
         assert [c.step for c in cat.checkpoints(1)] == [10]  # old rows are complete: ready
+        assert cat.get_run(1).request is None
+        with pytest.raises(NotRunningError, match="run 1 is not running"):
+            cat.request(1, "stop")
 
 
 def _read_only_mount(folder: Path, code: str) -> subprocess.CompletedProcess[str] | None:

@@ -31,8 +31,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     damaged), imported only when a command ran: `workbench.catalog` loads SQLAlchemy and
     Alembic, which `--help` and argument errors do not need."""
     from workbench.catalog.errors import CatalogError
+    from workbench.launcher import LaunchError
 
-    return (*USER_ERRORS, CatalogError)
+    return (*USER_ERRORS, CatalogError, LaunchError)
 
 
 def one_line(text: str) -> str:
@@ -172,6 +173,11 @@ def parser() -> Parser:
     )
     r.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.add_argument(
+        "--detach",
+        action="store_true",
+        help="train in its own process: print the run id and the log path, and return",
+    )
     r.add_argument("--db", dest="db_sub", type=db_arg)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on test episodes")
@@ -200,7 +206,21 @@ def parser() -> Parser:
     )
     s.add_argument("--steps", type=int_in(1, INT64_MAX), help="new total step budget")
     s.add_argument("--quiet", action="store_true")
+    s.add_argument("--detach", action="store_true", help="continue it in its own process")
     s.add_argument("--db", dest="db_sub", type=db_arg)
+
+    for name, what in (
+        ("pause", "pause a live run after its current step (any process)"),
+        ("stop", "stop a live run: stop checkpoint, then cancelled, as Ctrl-C"),
+    ):
+        c = sub.add_parser(name, help=what)
+        c.add_argument("run_id", type=RUN_ID)
+        c.add_argument("--db", dest="db_sub", type=db_arg)
+
+    lg = sub.add_parser("logs", help="print the output of a run started with --detach")
+    lg.add_argument("run_id", type=RUN_ID)
+    lg.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
+    lg.add_argument("--db", dest="db_sub", type=db_arg)
 
     ls = sub.add_parser("runs", help="list runs as a table")
     ls.add_argument("--status", type=name_arg)
@@ -389,16 +409,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    if args.detach:
+        from workbench import launcher
+
+        return _detached(launcher.spawn_config(config, _db(args)))
     resolve_device(config.device)
     datasets = load_datasets(
         config, ("train", "val", "test")
     )  # fails before the catalog is touched
     catalog = open_catalog(_db(args))
     trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], datasets=datasets)
+    _report(catalog, run_id, args.config)
     print(
         f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.path}"
     )
     return _train(catalog, trainer, run_id)
+
+
+def _report(catalog: Any, run_id: int, config_file: str | None = None) -> None:
+    """In a process `--detach` launched: tell the launcher the run exists (else nothing)."""
+    from workbench.launcher import report_run
+
+    report_run(catalog, run_id, config_file)
+
+
+def _detached(pending: Any) -> int:
+    """Wait for a detached run's process to create its run; say where it trains."""
+    done = pending.wait()
+    print(f"run {done.run_id}: training in process {done.pid}; log {done.log_path}")
+    print(f"follow it with: workbench logs {done.run_id} --follow")
+    return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -408,7 +448,16 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
     catalog = open_catalog(_db(args))
     _known_run(catalog, args.run_id)
+    if catalog.get_run(args.run_id).status == "paused" and _live(catalog, args.run_id):
+        catalog.request(args.run_id, "resume")  # a paused live run: its owner continues it
+        print(f"run {args.run_id}: resume requested (its process continues it)")
+        return 0
     catalog.ensure_free(args.run_id)  # owned by a live process: one line, before anything
+    if args.detach:
+        from workbench import launcher
+
+        catalog.close()
+        return _detached(launcher.spawn_resume(args.run_id, _db(args), args.checkpoint, args.steps))
     if args.checkpoint == "latest" and catalog.checkpoint(args.run_id, "latest") is None:
         return _restart(catalog, args)  # killed before its first checkpoint: from step 0
     rec = resolve_checkpoint(catalog, args.run_id, args.checkpoint)
@@ -431,6 +480,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     trainer, run_id = trainer_for(
         catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec
     )
+    _report(catalog, run_id)
     print(
         f"run {run_id}: resuming from step {rec.step} ({rec.kind} checkpoint){' as a child of run ' + str(args.run_id) if run_id != args.run_id else ''}"
     )
@@ -450,6 +500,7 @@ def _restart(catalog: Any, args: argparse.Namespace) -> int:
     if args.steps is not None:
         config = RunConfig.from_dict({**config.to_dict(), "steps": args.steps})
     trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id)
+    _report(catalog, run_id)
     print(f"run {run_id}: it has no checkpoint; starting it again from step 0")
     return _train(catalog, trainer, run_id)
 
@@ -472,6 +523,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
         f"run {args.run_id} ({args.checkpoint}): test {score.metric} {score.mean:.4f} ± {score.ci95:.4f} over {score.episodes} episodes{extra}"
     )
     return 0
+
+
+def _live(catalog: Any, run_id: int) -> bool:
+    return any(r.id == run_id for r in catalog.live_runs())
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """`pause` / `stop`: a request through the catalog, taken by the run's owner between
+    steps (whichever process or machine trains it)."""
+    catalog = _open_catalog(args)
+    _known_run(catalog, args.run_id)
+    catalog.request(args.run_id, args.command)
+    print(f"run {args.run_id}: {args.command} requested (taken after the current step)")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    """Print a detached run's log; with --follow keep printing until the run is no longer
+    live (finished, failed, cancelled, interrupted)."""
+    catalog = _open_catalog(args)
+    _known_run(catalog, args.run_id)
+    path = catalog.log_path(args.run_id)
+    if not path.exists():
+        raise ConfigError(
+            "RUN_ID", f"run {args.run_id} has no log ({path}): it was not started with --detach"
+        )
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while True:
+            text = f.read()
+            if text:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            if not args.follow:
+                return 0
+            if not _live(catalog, args.run_id):
+                sys.stdout.write(f.read())
+                record = catalog.get_run(args.run_id)
+                print(f"run {args.run_id}: {record.status} at step {record.step}")
+                return 0
+            time.sleep(0.5)
 
 
 def _known_run(catalog: Any, run_id: int) -> None:
@@ -586,6 +677,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     None: cmd_gui, "gui": cmd_gui, "run": cmd_run, "resume": cmd_resume, "eval": cmd_eval,
     "runs": cmd_runs, "export": cmd_export, "presets": cmd_presets,
+    "pause": cmd_control, "stop": cmd_control, "logs": cmd_logs,
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Run catalog: SQLite (SQLAlchemy ORM + Alembic) store of runs, metrics, checkpoints and
 evaluations, and the Trainer listener that fills it. Never imports Qt or torch."""
 
+from workbench.catalog.errors import CatalogError, LeaseLost, NotRunningError, RunBusyError
 from workbench.catalog.store import (
     HEARTBEAT_S,
     HEARTBEAT_STALE_S,
@@ -18,7 +19,11 @@ __all__ = [
     "HEARTBEAT_S",
     "HEARTBEAT_STALE_S",
     "Catalog",
+    "CatalogError",
     "CatalogListener",
+    "LeaseLost",
+    "NotRunningError",
+    "RunBusyError",
     "CheckpointRecord",
     "EvaluationRecord",
     "MetricSummary",

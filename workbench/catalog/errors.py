@@ -16,3 +16,8 @@ class RunBusyError(CatalogError):
 class LeaseLost(CatalogError):
     """This process no longer owns the run (marked interrupted, or taken over): it must stop
     writing."""
+
+
+class NotRunningError(CatalogError):
+    """A control request (pause, resume, stop) to a run that no live process owns: there is
+    nobody to take it."""

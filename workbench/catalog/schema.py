@@ -65,6 +65,9 @@ class Run(Base):
     step: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     preset: Mapped[str | None] = mapped_column(String, nullable=True)
     owner: Mapped[str | None] = mapped_column(String, nullable=True)  # lease holder's token
+    request: Mapped[str | None] = mapped_column(String, nullable=True)  # pause|resume|stop asked
+    request_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    log_path: Mapped[str | None] = mapped_column(Text, nullable=True)  # a detached run's output
 
     @validates("status")
     def _validate_status(self, _key: str, value: str) -> str:

@@ -64,7 +64,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from workbench.catalog.errors import CatalogError, LeaseLost, RunBusyError
+from workbench.catalog.errors import CatalogError, LeaseLost, NotRunningError, RunBusyError
 from workbench.catalog.schema import (
     CHECKPOINT_KINDS,
     LIVE_STATUSES,
@@ -93,13 +93,15 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 APPLICATION_ID = 0x4D4C5742
 """`PRAGMA application_id` of a workbench catalog ("MLWB"): tells our files from other SQLite files."""
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
-REVISION_VERSIONS = {"0001": 1, "0002": 2}
+REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3}
 """Alembic revision -> schema version, for every revision this release knows."""
 HEAD_REVISION = max(REVISION_VERSIONS, key=REVISION_VERSIONS.__getitem__)
 """The newest revision (a test checks it is the migration scripts' single head)."""
 OWNED_STATUSES: tuple[str, ...] = ("queued", "running", "paused")
+REQUESTS: tuple[str, ...] = ("pause", "resume", "stop")
+"""What another process can ask of a run's owner (`Catalog.request`)."""
 """Statuses whose run has an owner process (the lease holder) while its heartbeat is fresh."""
 
 MetricPoint = tuple[int, str, float | None, float]
@@ -166,6 +168,9 @@ class RunRecord:
     preset: str | None
     parent_id: int | None
     owner: str | None  # the lease holder's token while queued or live
+    request: str | None  # a control request its owner has not taken yet (pause|resume|stop)
+    request_at: float | None
+    log_path: str | None  # where a run started in its own process writes its output
     tags: list[str] = field(default_factory=list)
     summary: dict[str, MetricSummary] = field(default_factory=dict)
 
@@ -956,6 +961,8 @@ class Catalog:
             if run.owner != owner:
                 self._refuse_if_owned(run, now)
             prior = run.status
+            if run.owner != owner or prior not in OWNED_STATUSES:
+                run.request = run.request_at = None  # asked of an attempt that is over
             run.owner = owner
             run.heartbeat_at = now
             if queue:
@@ -997,6 +1004,86 @@ class Catalog:
             values["status"] = check_status(status)
         with self._write() as s:
             s.execute(update(Run).where(Run.id == run_id, Run.owner == owner).values(**values))
+
+    # ---- control requests (runs in other processes) ----
+    def request(self, run_id: int, action: str) -> None:
+        """Ask the run's owner to pause, resume or stop it between steps (`CatalogListener`
+        takes the request within a second). NotRunningError when no live process owns the
+        run: nobody would ever take the request."""
+        if action not in REQUESTS:
+            raise ValueError(f"unknown request {action!r}: one of {', '.join(REQUESTS)}")
+        now = time.time()
+        with self._write() as s:
+            run = self._run_or_raise(s, run_id)
+            if not self._lease_live(run, now):
+                why = "its process is gone" if run.status in OWNED_STATUSES else run.status
+                raise NotRunningError(f"run {run_id} is not running ({why})")
+            run.request, run.request_at = action, now
+
+    def pending_request(self, run_id: int) -> str | None:
+        """The request waiting for the run's owner (a read: cheap enough to poll)."""
+        with self._read() as s:
+            return s.scalar(select(Run.request).where(Run.id == run_id))
+
+    def take_request(self, run_id: int, owner: str) -> str | None:
+        """The waiting request, cleared in the same transaction (so it is honoured once);
+        LeaseLost if `owner` no longer holds the run."""
+        with self._write() as s:
+            self._owned(s, run_id, owner)
+            run = self._run_or_raise(s, run_id)
+            action, run.request, run.request_at = run.request, None, None
+            return action
+
+    def set_log_path(self, run_id: int, path: str | os.PathLike[str]) -> None:
+        self._update_run(run_id, log_path=str(path))
+
+    def log_path(self, run_id: int) -> Path:
+        """Where the run's process writes its output: the recorded file of a detached run,
+        else `run.log` in its checkpoint folder (which then need not exist)."""
+        with self._read() as s:
+            recorded = self._run_or_raise(s, run_id).log_path
+        return Path(recorded) if recorded else self.checkpoint_dir(run_id) / "run.log"
+
+    def live_runs(self) -> list[RunRecord]:
+        """Queued, running and paused runs whose owner is alive (a fresh heartbeat from a
+        process that exists), oldest first: what the app follows."""
+        now = time.time()
+        with self._read() as s:
+            ids = [
+                r.id
+                for r in s.scalars(
+                    select(Run).where(Run.status.in_(OWNED_STATUSES)).order_by(Run.id)
+                )
+                if self._lease_live(r, now)
+            ]
+        return [self.get_run(i) for i in ids]
+
+    def running_here(self, besides: int | None = None) -> int:
+        """How many runs other than `besides` processes of this host are training now (live
+        leases, status running): the runs that share this machine's cores."""
+        host = socket.gethostname()
+        now = time.time()
+        with self._read() as s:
+            runs = s.scalars(select(Run).where(Run.status == "running", Run.id != (besides or 0)))
+            return sum(
+                1
+                for r in runs
+                if (r.owner or "").partition(":")[0] == host and self._lease_live(r, now)
+            )
+
+    def points_after(
+        self, run_id: int, after_id: int = 0
+    ) -> list[tuple[int, int, str, float | None, float]]:
+        """(point id, step, name, value, wall_time) of the run's current points with an id
+        above `after_id`, by id: a follower in another process reads only what is new."""
+        m = Metric.__table__
+        q = (
+            select(m.c.id, m.c.step, m.c.name, m.c.value, m.c.wall_time)
+            .where(m.c.run_id == run_id, m.c.id > after_id, m.c.superseded.is_(False))
+            .order_by(m.c.id)
+        )
+        with self._read() as s:
+            return [tuple(r) for r in _fetch_raw(s.connection(), q)]  # type: ignore[misc]
 
     def _owned(self, s: Session, run_id: int, owner: str | None) -> None:
         """Inside a write transaction: raise LeaseLost unless `owner` holds the run (None: the

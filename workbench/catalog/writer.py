@@ -41,6 +41,7 @@ from workbench.catalog.store import (
     retry_busy,
     sqlite_error_code,
 )
+from workbench.core.cores import thread_share
 from workbench.core.events import (
     STATUSES,
     CheckpointRemoved,
@@ -61,6 +62,7 @@ _Op = tuple[str, Callable[[], Any]]  # (description, call)
 BUSY_CODES = (5, 6)  # SQLITE_BUSY, SQLITE_LOCKED: another process holds the lock
 STORAGE_CODES = (8, 10, 13, 14)  # READONLY, IOERR, FULL, CANTOPEN: the file cannot grow
 RETRY_S = 2.0
+REQUEST_POLL_S = 0.5  # how soon a pause/resume/stop asked through the catalog is taken
 """How often a run paused by the catalog's storage tries again."""
 
 
@@ -331,10 +333,20 @@ class CatalogListener(Listener):
             t.join(timeout=30)
 
     def _beat_loop(self) -> None:
+        """Every REQUEST_POLL_S: take a control request another process left for this run
+        (pause, resume, stop: `Catalog.request`); every heartbeat_s: renew the lease and set
+        the run's share of this machine's cores (`thread_share`)."""
         failing = False
-        while not self._hb_stop.wait(self.heartbeat_s):
+        next_beat = time.monotonic()
+        while not self._hb_stop.wait(min(REQUEST_POLL_S, self.heartbeat_s)):
             try:
-                self.catalog.renew(self.run_id, self.owner)
+                self._take_request()
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + self.heartbeat_s
+                    self.catalog.renew(self.run_id, self.owner)
+                    share = getattr(self.control, "share_threads", None)
+                    if share is not None:
+                        share(thread_share(self.catalog.running_here(besides=self.run_id) + 1))
                 failing = False
             except LeaseLost as exc:
                 self._abort(str(exc))
@@ -343,6 +355,20 @@ class CatalogListener(Listener):
                 if not failing:  # once per streak, not every beat while the disk is full
                     log.warning("catalog heartbeat of run %s failed: %s", self.run_id, exc)
                 failing = True
+
+    def _take_request(self) -> None:
+        """Honour a pause, resume or stop asked through the catalog, once, between steps:
+        stop is the Trainer's cancel (a stop checkpoint, then cancelled), as Ctrl-C."""
+        if self.control is None or self.catalog.pending_request(self.run_id) is None:
+            return
+        action = self.catalog.take_request(self.run_id, self.owner)
+        log.info("run %s: %s requested through the catalog", self.run_id, action)
+        if action == "pause":
+            self.control.pause()
+        elif action == "resume":
+            self.control.resume()
+        elif action == "stop":
+            self.control.cancel()
 
     def _abort(self, why: str) -> None:
         """Stop the run for good: this process may no longer write it."""

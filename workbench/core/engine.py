@@ -181,6 +181,8 @@ class Trainer:
         self.algo: Algorithm | None = None
         self.device: torch.device | None = None
         self._scope = contextlib.ExitStack()
+        self._share: int | None = None  # threads the machine's other runs leave this one
+        self._threads_fixed = bool(config.threads)  # set by the config (or one: small tasks)
 
     # ---- control (thread-safe) ---------------------------------------------------------
     def hold(self, key: str, reason: str) -> None:
@@ -226,6 +228,12 @@ class Trainer:
         run's records can no longer be written: lease lost, catalog gone)."""
         self.aborted = reason
         self.cancel()
+
+    def share_threads(self, threads: int) -> None:
+        """This run's share of the machine's cores (`core.cores.thread_share`, from the
+        catalog's count of runs training here); taken between steps, unless the config
+        fixes the thread count."""
+        self._share = threads
 
     @property
     def paused(self) -> bool:
@@ -299,6 +307,7 @@ class Trainer:
             # every op touches one tiny task: a second intra-op thread only adds its hand-over
             # (sinusoid MAML: 420 steps/s on one thread, 300-350 on two)
             torch.set_num_threads(1)
+            self._threads_fixed = True
         train = dists["train"]
         params = [p for p in algo.parameters() if p.requires_grad]
         opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
@@ -333,6 +342,9 @@ class Trainer:
                 t_last = time.perf_counter()
             if self._cancel.is_set():
                 return self._stop(opt, tasks)
+            share, self._share = self._share, None
+            if share is not None and not self._threads_fixed and device.type == "cpu":
+                torch.set_num_threads(share)
             lr = self._lr()
             for group in opt.param_groups:
                 group["lr"] = lr
