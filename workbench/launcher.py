@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from workbench.core.faults import fault_point
+
 REPORT_FD = "WORKBENCH_REPORT_FD"
 """The child writes "<run id>\\t<log path>\\n" to this inherited descriptor once its run exists."""
 LAUNCH_LOG = "WORKBENCH_LAUNCH_LOG"
@@ -100,6 +102,7 @@ class Pending:
         run_id, _, log = line.partition("\t")
         if run_id.isdigit():
             self._result = Launched(int(run_id), self.proc.pid, Path(log))
+            fault_point("launch.reported")
             return self._result
         self.proc.wait()
         self._error = _failure(self._log, self.proc.returncode)
@@ -152,7 +155,9 @@ def spawn(args: Sequence[str], db: str | os.PathLike[str] | None = None) -> Pend
         raise
     finally:
         os.close(write_end)
-    return Pending(proc, read_end, log)
+    pending = Pending(proc, read_end, log)
+    fault_point("launch.spawned")
+    return pending
 
 
 def spawn_config(

@@ -329,7 +329,17 @@ def owner_dead(owner: str | None) -> bool:
         return True
     except OSError:  # exists, owned by another user
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A process that ended and that its parent has not reaped yet (Linux): dead to us. A
+    launcher that outlives its detached run holds it so for a moment after a kill."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def describe_owner(owner: str | None) -> str:

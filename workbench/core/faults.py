@@ -22,6 +22,10 @@ POINTS: tuple[str, ...] = (
     "metrics.committed",  # a batch of metric points committed
     "run.finishing",  # the final checkpoint is written, the final status not yet
 )
+LAUNCH_POINTS: tuple[str, ...] = (
+    "launch.spawned",  # the launcher started the run's process and has not heard from it
+    "launch.reported",  # the launcher read the run id, before it returned it
+)
 _passes: dict[str, int] = {}
 
 
