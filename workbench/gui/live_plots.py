@@ -1,32 +1,41 @@
 """Live training curves (pyqtgraph): meta-train loss, query score, validation with a 95% CI
-band, learning rate and steps/s.
+band, learning rate and steps/s, for every live run at once (one colour per run).
+
+A list beside the plots holds the live runs (in the app's thread or in their own processes)
+and the ended ones kept for comparison; the checked ones are overlaid, one curve per run, and
+the selected one is what Pause/Stop and the cursor read-out act on.
 
 Events are only queued by the slots; a QTimer redraws at most `FPS` times a second and at most
-`PAINT_DUTY` of the wall time (update + paint, measured), and only curves that changed. The
-GUI thread shares the GIL with training, so every millisecond drawn here is a millisecond the
-trainer waits: a hidden view only buffers, and while following the data the axis ranges grow
-in steps (x by 25%, y with hysteresis) so that most frames repaint the curves and leave the
-axes' cached pictures alone. Curves are created once and fed with `setData` on growing numpy
-buffers, clipped to view and peak-downsampled, so drawing cost does not grow with the run's
-length (and the adaptive budget absorbs what does).
+`paint_duty` of the wall time (update + paint, measured), and only curves that changed. The
+GUI thread shares the GIL with training in the app's thread, so every millisecond drawn here
+is a millisecond that trainer waits: a hidden view only buffers, and while following the data
+the axis ranges grow in steps (x by 25%, y with hysteresis) so that most frames repaint the
+curves and leave the axes' cached pictures alone. Each run's curves are created once and fed
+with `setData` on growing numpy buffers, clipped to view and peak-downsampled, so drawing cost
+does not grow with the run's length (and the adaptive budget absorbs what does).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QHBoxLayout,
     QLabel,
+    QListWidget,
+    QListWidgetItem,
     QPushButton,
     QSlider,
+    QSplitter,
     QVBoxLayout,
     QWidget,
 )
@@ -39,6 +48,9 @@ FPS = 30
 # A sinusoid run (2.4 ms steps, the most GIL-bound): 2% gave -2.0/-4.6% steps/s against
 # headless at 1.3-1.6 redraws/s, 1.5% gave -1.8/-2.4% at 1.1-1.2 redraws/s (alternated runs)
 PAINT_DUTY = 0.015
+# with no run training in the app's own thread the GUI takes the GIL from nobody: runs in their
+# own processes only share the cores, so the curves may redraw more often (faster to screen)
+DETACHED_PAINT_DUTY = 0.05
 MAX_WAIT_S = 2.0  # however slow a frame, redraw at least this often while data arrives
 HIDDEN_INGEST_S = 0.5  # hidden: move queued points into the buffers this often, draw nothing
 X_GROWTH = (
@@ -48,6 +60,22 @@ Y_SLACK = (
     0.1  # following: a new y range gets this share of the data span as extra room on each side
 )
 Y_SHRINK = 0.5  # ... and is refitted when the data use less than this share of it
+MAX_ENDED = 6  # ended runs kept in the list (the oldest go when a new run comes)
+CURVE_KEYS = ("loss", "score", "lr", "speed")
+# one colour per run (matplotlib's tab10): the first run keeps the single-run look's blue
+PALETTE = (
+    "#1f77b4",
+    "#d62728",
+    "#2ca02c",
+    "#ff7f0e",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#17becf",
+    "#bcbd22",
+    "#7f7f7f",
+)
+# kept for callers of the single-run colours (screenshots, benches)
 COLORS = {
     "loss": "#1f77b4",
     "score": "#d62728",
@@ -65,9 +93,16 @@ def _pen(color: str, width: float = 1.6, alpha: int = 255) -> Any:
     return pg.mkPen(c, width=width)
 
 
-def _budget_wait(cost: float) -> float:
-    """Seconds until the next redraw so that redraws costing `cost` take PAINT_DUTY of the time."""
-    return min(MAX_WAIT_S, max(1.0 / FPS, cost / PAINT_DUTY - cost))
+def _budget_wait(cost: float, duty: float = PAINT_DUTY) -> float:
+    """Seconds until the next redraw so that redraws costing `cost` take `duty` of the time."""
+    return min(MAX_WAIT_S, max(1.0 / FPS, cost / duty - cost))
+
+
+def swatch(color: str, size: int = 12) -> QIcon:
+    """A filled square of the run's colour for the run list."""
+    pix = QPixmap(size, size)
+    pix.fill(QColor(color))
+    return QIcon(pix)
 
 
 class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
@@ -78,6 +113,7 @@ class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
         self.last_paint_s = 0.0
         self.paint_done = 0.0
         self.paint_total_s = 0.0  # all paints so far: one redraw can cause several
+        self.on_paint: Any = None  # called after each paint (latency bookkeeping)
 
     def paintEvent(self, ev: Any) -> None:
         t0 = time.perf_counter()
@@ -85,35 +121,155 @@ class _TimedLayoutWidget(pg.GraphicsLayoutWidget):
         self.paint_done = time.perf_counter()
         self.last_paint_s = self.paint_done - t0
         self.paint_total_s += self.last_paint_s
+        if self.on_paint is not None:
+            self.on_paint()
+
+
+class Trace:
+    """One run's buffers and the plot items fed from them (created once, removed with the run)."""
+
+    def __init__(
+        self, run_id: int, color: str, plots: dict[str, pg.PlotItem], alpha: float
+    ) -> None:
+        self.run_id = run_id
+        self.color = color
+        self.metric = "mse"
+        self.origin = 0.0
+        self.visible = True
+        self.ended = False
+        self.series: dict[str, Series] = {}
+        self.val_step: list[float] = []
+        self.val_wall: list[float] = []
+        self.val_mean: list[float] = []
+        self.val_ci: list[float] = []
+        self.pending_steps: list[StepMetrics] = []
+        self.pending_evals: list[EvalResult] = []
+        self.dirty = True  # everything must be fed again
+        self.dirty_steps = False
+        self.val_drawn = -1  # validations drawn (the val items are re-fed only when this changes)
+        self.raw_on: dict[str, bool] = {}
+        self.curves: dict[str, Any] = {}
+        self.raw: dict[str, Any] = {}
+        for key in CURVE_KEYS:
+            p = plots[key]
+            self.raw[key] = p.plot(pen=_pen(color, 1, 45))
+            # width 1: Qt's raster engine draws 1-px cosmetic lines on a fast path; any wider pen
+            # goes through the stroker, 10-25x slower (24.7 -> 2.6 ms a frame at 2k points, 92 -> 3.7
+            # at 100k; bench/plot_redraw.py), and every painted millisecond is taken from training
+            self.curves[key] = p.plot(pen=_pen(color, 1))
+            for c in (self.raw[key], self.curves[key]):
+                c.setClipToView(True)
+                c.setDownsampling(auto=True, method="peak")
+            self.series[key] = Series()
+            self.series[key].set_alpha(alpha)
+        val = plots["val"]
+        self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
+        self.val_lo = pg.PlotDataItem(pen=pg.mkPen(None))
+        band = pg.mkColor(color)
+        band.setAlpha(50)
+        self.val_band = pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(band))
+        val.addItem(self.val_band)
+        self.val_curve = val.plot(
+            pen=_pen(color, 2), symbol="o", symbolSize=6, symbolBrush=color, symbolPen=None
+        )
+        self._owners = {**{k: plots[k] for k in CURVE_KEYS}}
+        self._val_plot = val
+
+    def items(self) -> list[Any]:
+        return [
+            *self.raw.values(),
+            *self.curves.values(),
+            self.val_band,
+            self.val_curve,
+            self.val_hi,
+            self.val_lo,
+        ]
+
+    def set_visible(self, on: bool) -> None:
+        self.visible = on
+        for item in self.items():
+            item.setVisible(on)
+        self.dirty = True
+
+    def remove(self) -> None:
+        """Take the run's items out of the plots (only when the run leaves the list)."""
+        for key in CURVE_KEYS:
+            for item in (self.raw[key], self.curves[key]):
+                self._owners[key].removeItem(item)
+        for item in (self.val_band, self.val_curve, self.val_hi, self.val_lo):
+            self._val_plot.removeItem(item)
+
+    def clear(self) -> None:
+        self.pending_steps.clear()
+        self.pending_evals.clear()
+        for s in self.series.values():
+            s.clear()
+        self.val_step, self.val_wall, self.val_mean, self.val_ci = [], [], [], []
+        self.origin = 0.0
+        self.dirty = True
+        self.val_drawn = -1
+
+    def newest_wall(self) -> float:
+        s = self.series["loss"]
+        return float(s.wall[s.n - 1]) if len(s) else 0.0
+
+    def ingest(self) -> tuple[bool, bool]:
+        """Move queued events into the buffers; (new steps?, new validations?)."""
+        steps, self.pending_steps = self.pending_steps, []
+        evals, self.pending_evals = self.pending_evals, []
+        if steps:
+            if not self.origin:
+                self.origin = steps[0].wall_time
+            if "accuracy" in steps[0].values:
+                self.metric = "accuracy"
+            st = [float(e.step) for e in steps]
+            wt = [e.wall_time for e in steps]
+            for key, name in (
+                ("loss", "loss"),
+                ("score", self.metric),
+                ("lr", "meta_lr"),
+                ("speed", "steps_per_s"),
+            ):
+                self.series[key].extend(
+                    st, wt, [float(e.values.get(name, math.nan)) for e in steps]
+                )
+        loss = self.series["loss"]
+        for e in evals:
+            self.val_step.append(float(e.step))
+            self.val_wall.append(loss.wall[loss.n - 1] if len(loss) else 0.0)
+            self.val_mean.append(e.mean)
+            self.val_ci.append(e.ci95 if math.isfinite(e.ci95) else 0.0)
+        if steps:
+            self.dirty_steps = True
+        return bool(steps), bool(evals)
 
 
 class LivePlots(QWidget):
     """The centre of the window while training."""
 
     redrawn = Signal()  # after each redraw that changed something (tests wait on it)
+    selectionChanged = Signal(int)  # the selected run's id (-1: none)
+    checkedChanged = Signal(int, bool)  # run id, overlaid or not
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.x_mode = "step"
         self.alpha = 0.9
         self.score_metric = "mse"
-        self.origin = 0.0
         self.reference: float | None = None
-        self._pending_steps: list[StepMetrics] = []
-        self._pending_evals: list[EvalResult] = []
-        self.series: dict[str, Series] = {}
-        self.val_step: list[float] = []
-        self.val_wall: list[float] = []
-        self.val_mean: list[float] = []
-        self.val_ci: list[float] = []
+        self.paint_duty = PAINT_DUTY
+        self.traces: dict[int, Trace] = {}
+        self.current: int | None = None  # the selected run
         self.redraws = 0
         self._update_s = 0.0
         self._redraw_done = 0.0
         self._paint_mark = 0.0  # view.paint_total_s at the last redraw
         self._dirty = False
-        self._dirty_steps = False
         self._log = False
-        self._raw_on: dict[str, bool] = {}
+        # latency bookkeeping: (run id, newest point's wall time) fed and not painted yet, and
+        # (run id, that wall time, time.time() of the paint that showed it) once painted
+        self._unpainted: list[tuple[int, float]] = []
+        self.shown_log: deque[tuple[int, float, float]] = deque(maxlen=10_000)
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(2, 2, 2, 2)
@@ -155,11 +311,34 @@ class LivePlots(QWidget):
         bar.addWidget(self.cursor_label)
         lay.addLayout(bar)
 
+        # the run list: checked runs are overlaid, the selected one is what the controls act on
+        side = QWidget()
+        side_lay = QVBoxLayout(side)
+        side_lay.setContentsMargins(0, 0, 0, 0)
+        side_lay.addWidget(QLabel("<b>Runs</b>"))
+        self.run_list = QListWidget()
+        self.run_list.setToolTip(
+            "Live runs (in the app or in their own processes) and recently ended ones: "
+            "checked runs are plotted, one colour each; Pause and Stop act on the selected one"
+        )
+        self.run_list.currentItemChanged.connect(self._current_item_changed)
+        self.run_list.itemChanged.connect(self._item_changed)
+        side_lay.addWidget(self.run_list, 1)
+        self.clear_ended_button = QPushButton("Clear ended")
+        self.clear_ended_button.setToolTip("Remove the runs that ended from the list and plots")
+        self.clear_ended_button.clicked.connect(lambda _=False: self.clear_ended())
+        side_lay.addWidget(self.clear_ended_button)
+
         self.view = _TimedLayoutWidget()
-        lay.addWidget(self.view, 1)
+        self.view.on_paint = self._painted
+        self.split = QSplitter(Qt.Orientation.Horizontal)
+        self.split.addWidget(side)
+        self.split.addWidget(self.view)
+        self.split.setStretchFactor(0, 0)
+        self.split.setStretchFactor(1, 1)
+        self.split.setSizes([210, 800])
+        lay.addWidget(self.split, 1)
         self.plots: dict[str, pg.PlotItem] = {}
-        self.curves: dict[str, Any] = {}
-        self.raw: dict[str, Any] = {}
         self._add_plot("loss", "Meta-train loss", 0, 0)
         self._add_plot("score", "Query MSE (after adaptation)", 0, 1)
         self._add_plot("val", "Validation MSE ± 95% CI", 1, 0, colspan=2)
@@ -178,20 +357,6 @@ class LivePlots(QWidget):
         first.vb.sigXRangeChanged.connect(lambda _vb, r: self.plots["val"].setXRange(*r, padding=0))
         # lr: fitted from 0 in redraw: a constant LR is a flat line
 
-        val = self.plots["val"]
-        self.val_hi = pg.PlotDataItem(pen=pg.mkPen(None))
-        self.val_lo = pg.PlotDataItem(pen=pg.mkPen(None))
-        band = pg.mkColor(COLORS["val"])
-        band.setAlpha(60)
-        self.val_band = pg.FillBetweenItem(self.val_lo, self.val_hi, brush=pg.mkBrush(band))
-        val.addItem(self.val_band)
-        self.val_curve = val.plot(
-            pen=_pen(COLORS["val"], 2),
-            symbol="o",
-            symbolSize=6,
-            symbolBrush=COLORS["val"],
-            symbolPen=None,
-        )
         self.ref_line = pg.InfiniteLine(
             angle=0,
             movable=False,
@@ -200,7 +365,7 @@ class LivePlots(QWidget):
             labelOpts={"position": 0.05, "color": "#555", "anchors": [(0, 1), (0, 1)]},
         )
         self.ref_line.hide()
-        val.addItem(self.ref_line, ignoreBounds=True)
+        self.plots["val"].addItem(self.ref_line, ignoreBounds=True)
 
         self.cross: dict[str, pg.InfiniteLine] = {}
         for key, p in self.plots.items():
@@ -212,7 +377,6 @@ class LivePlots(QWidget):
             self.view.scene().sigMouseMoved, rateLimit=30, slot=self._mouse_moved
         )
 
-        self._val_drawn = -1  # validations drawn (the val items are re-fed only when this changes)
         self._lr_top: float | None = None
         self.timer = QTimer(self)
         self.timer.setInterval(int(1000 / FPS))
@@ -228,33 +392,167 @@ class LivePlots(QWidget):
         for side in ("left", "bottom"):  # the axes have no units: without this, every range
             p.getAxis(side).enableAutoSIPrefix(False)  # change re-renders their labels' HTML
         self.plots[key] = p
-        if key != "val":
-            self.raw[key] = p.plot(pen=_pen(COLORS[key], 1, 45))
-            # width 1: Qt's raster engine draws 1-px cosmetic lines on a fast path; any wider pen
-            # goes through the stroker, 10-25x slower (24.7 -> 2.6 ms a frame at 2k points, 92 -> 3.7
-            # at 100k; bench/plot_redraw.py), and every painted millisecond is taken from training
-            self.curves[key] = p.plot(pen=_pen(COLORS[key], 1))
-            for c in (self.raw[key], self.curves[key]):
-                c.setClipToView(True)
-                c.setDownsampling(auto=True, method="peak")
-            self.series[key] = Series()
-            self.series[key].set_alpha(self.alpha)
+
+    # ---- runs ------------------------------------------------------------------------
+    def _trace(self, run_id: int | None = None) -> Trace:
+        """The run's trace; without an id the selected one (made as run 0 if there is none),
+        which is what a single-run caller feeds."""
+        if run_id is None:
+            run_id = self.current if self.current is not None else 0
+        t = self.traces.get(run_id)
+        return t if t is not None else self.add_run(run_id)
+
+    def _item(self, run_id: int) -> QListWidgetItem | None:
+        for i in range(self.run_list.count()):
+            item = self.run_list.item(i)
+            if item.data(Qt.ItemDataRole.UserRole) == run_id:
+                return item
+        return None
+
+    def add_run(
+        self, run_id: int, metric: str | None = None, label: str = "", select: bool = False
+    ) -> Trace:
+        """Add a run to the list and the plots (checked), or return it if it is there. Ended
+        runs are unchecked when a new one comes (one run at a time looks as it always did), and
+        only the newest MAX_ENDED of them stay."""
+        t = self.traces.get(run_id)
+        if t is None:
+            ended = [r for r, tr in self.traces.items() if tr.ended]
+            for r in ended[: max(0, len(ended) - MAX_ENDED + 1)]:
+                self.remove_run(r)
+            for r in ended:
+                if r in self.traces:
+                    self.set_checked(r, False)
+            used = {tr.color for tr in self.traces.values()}
+            color = next(
+                (c for c in PALETTE if c not in used), PALETTE[len(self.traces) % len(PALETTE)]
+            )
+            t = Trace(run_id, color, self.plots, self.alpha)
+            self.traces[run_id] = t
+            item = QListWidgetItem(swatch(color), label or f"#{run_id}")
+            item.setData(Qt.ItemDataRole.UserRole, run_id)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked)
+            self.run_list.blockSignals(True)
+            self.run_list.addItem(item)
+            self.run_list.blockSignals(False)
+            self._dirty = True
+        if metric is not None:
+            t.metric = metric
+        if label:
+            self.set_run_text(run_id, label)
+        if select or self.current is None or self.current not in self.traces:
+            self.select(run_id)
+        return t
+
+    def remove_run(self, run_id: int) -> None:
+        t = self.traces.pop(run_id, None)
+        if t is None:
+            return
+        t.remove()
+        item = self._item(run_id)
+        if item is not None:
+            self.run_list.takeItem(self.run_list.row(item))
+        if self.current == run_id:
+            self.current = None
+            nxt = next(reversed(self.traces), None) if self.traces else None
+            if nxt is not None:
+                self.select(nxt)
+            else:
+                self.selectionChanged.emit(-1)
+        self._dirty = True
+
+    def clear_ended(self) -> None:
+        for run_id in [r for r, t in self.traces.items() if t.ended]:
+            self.remove_run(run_id)
+        self.redraw(force=True)
+
+    def set_run_text(self, run_id: int, text: str, tooltip: str = "") -> None:
+        item = self._item(run_id)
+        if item is not None and item.text() != text:
+            item.setText(text)
+        if item is not None and tooltip and item.toolTip() != tooltip:
+            item.setToolTip(tooltip)
+
+    def set_ended(self, run_id: int, ended: bool = True) -> None:
+        t = self.traces.get(run_id)
+        if t is not None:
+            t.ended = ended
+
+    def select(self, run_id: int) -> None:
+        item = self._item(run_id)
+        if item is None:
+            return
+        if self.run_list.currentItem() is not item:
+            self.run_list.setCurrentItem(item)  # -> _current_item_changed
+        elif self.current != run_id:
+            self._current_item_changed(item, None)
+
+    def set_checked(self, run_id: int, on: bool) -> None:
+        item = self._item(run_id)
+        if item is not None:
+            item.setCheckState(Qt.CheckState.Checked if on else Qt.CheckState.Unchecked)
+
+    def checked(self) -> list[int]:
+        return [r for r, t in self.traces.items() if t.visible]
+
+    def _current_item_changed(self, item: QListWidgetItem | None, _prev: Any) -> None:
+        run_id = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        self.current = run_id
+        t = self.traces.get(run_id) if run_id is not None else None
+        if t is not None:
+            self.set_metric(t.metric)
+        self.selectionChanged.emit(-1 if run_id is None else int(run_id))
+
+    def _item_changed(self, item: QListWidgetItem) -> None:
+        run_id = item.data(Qt.ItemDataRole.UserRole)
+        t = self.traces.get(run_id)
+        on = item.checkState() == Qt.CheckState.Checked
+        if t is not None and t.visible != on:
+            t.set_visible(on)
+            self.redraw(force=True)
+            self.checkedChanged.emit(int(run_id), on)
+
+    # ---- single-run views (the selected run): what the cursor, tests and callers read -----
+    @property
+    def series(self) -> dict[str, Series]:
+        return self._trace().series
+
+    @property
+    def curves(self) -> dict[str, Any]:
+        return self._trace().curves
+
+    @property
+    def val_curve(self) -> Any:
+        return self._trace().val_curve
+
+    @property
+    def origin(self) -> float:
+        return self._trace().origin
+
+    @property
+    def val_step(self) -> list[float]:
+        return self._trace().val_step
 
     # ---- feeding ---------------------------------------------------------------------
     def reset(
-        self, metric: str = "mse", reference: float | None = None, origin: float | None = None
+        self,
+        metric: str = "mse",
+        reference: float | None = None,
+        origin: float | None = None,
+        run_id: int | None = None,
     ) -> None:
-        """Clear for a new run; `metric` is "accuracy" or "mse"."""
-        self._pending_steps.clear()
-        self._pending_evals.clear()
-        for s in self.series.values():
-            s.clear()
-        self.val_step, self.val_wall, self.val_mean, self.val_ci = [], [], [], []
-        self.origin = origin or 0.0
+        """Clear a run's curves for a new start (`metric` is "accuracy" or "mse") and select it."""
+        t = self._trace(run_id)
+        t.clear()
+        t.ended = False
+        t.origin = origin or 0.0
+        t.metric = metric
+        if not t.visible:
+            self.set_checked(t.run_id, True)
+        self.select(t.run_id)
         self.set_metric(metric)
         self.set_reference(reference)
-        self._dirty = True
-        self._val_drawn = -1
         self._lr_top = None
         self.follow()
 
@@ -273,37 +571,41 @@ class LivePlots(QWidget):
             self.ref_line.setValue(value)
             self.ref_line.label.setFormat(f"published {value:.4g}")
 
-    def add_steps(self, steps: list[StepMetrics]) -> None:
-        self._pending_steps.extend(steps)
+    def add_steps(self, steps: list[StepMetrics], run_id: int | None = None) -> None:
+        self._trace(run_id).pending_steps.extend(steps)
 
-    def add_eval(self, result: EvalResult) -> None:
+    def add_eval(self, result: EvalResult, run_id: int | None = None) -> None:
         if result.split == "val":
-            self._pending_evals.append(result)
+            self._trace(run_id).pending_evals.append(result)
 
-    def preload(self, history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> None:
-        """Earlier points of a resumed run: {metric name: (steps, values, wall_times)}."""
-        names = {
-            "loss": "loss",
-            "score": self.score_metric,
-            "lr": "meta_lr",
-            "speed": "steps_per_s",
-        }
+    def preload(
+        self,
+        history: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+        run_id: int | None = None,
+    ) -> None:
+        """Earlier points of a run: {metric name: (steps, values, wall_times)}."""
+        t = self._trace(run_id)
+        if "accuracy" in history or "val_accuracy" in history:
+            t.metric = "accuracy"
+        names = {"loss": "loss", "score": t.metric, "lr": "meta_lr", "speed": "steps_per_s"}
         for key, name in names.items():
             if name in history:
                 st, v, w = history[name]
-                self.series[key].extend(st.tolist(), w.tolist(), v.tolist())
-        vkey = f"val_{self.score_metric}"
+                t.series[key].extend(st.tolist(), w.tolist(), v.tolist())
+        vkey = f"val_{t.metric}"
         if vkey in history:
             st, v, w = history[vkey]
             ci = history.get(f"{vkey}_ci95", (st, np.zeros_like(v), w))[1]
-            self.val_step += st.tolist()
-            self.val_wall += w.tolist()
-            self.val_mean += v.tolist()
-            self.val_ci += ci.tolist()
-        if self.origin == 0.0:
-            walls = [s.wall[0] for s in self.series.values() if len(s)]
-            self.origin = min(walls) if walls else 0.0
-        self._dirty = True
+            t.val_step += st.tolist()
+            t.val_wall += w.tolist()
+            t.val_mean += v.tolist()
+            t.val_ci += np.nan_to_num(ci).tolist()
+        if t.origin == 0.0:
+            walls = [s.wall[0] for s in t.series.values() if len(s)]
+            t.origin = min(walls) if walls else 0.0
+        t.dirty = True
+        if t.run_id == self.current:
+            self.set_metric(t.metric)
 
     # ---- drawing ---------------------------------------------------------------------
     def _shown(self) -> bool:
@@ -319,7 +621,8 @@ class LivePlots(QWidget):
         v = self.view
         # the cost of the last redraw: its update plus EVERY paint since (a redraw is often
         # painted in two or three passes, range and axis changes coming after the data)
-        wait = _budget_wait(v.paint_total_s - self._paint_mark + self._update_s)
+        duty = self.paint_duty
+        wait = _budget_wait(v.paint_total_s - self._paint_mark + self._update_s, duty)
         since = time.perf_counter() - max(v.paint_done, self._redraw_done)
         if since < wait:
             self.timer.setInterval(max(1, int((wait - since) * 1000)))
@@ -331,7 +634,7 @@ class LivePlots(QWidget):
         if drew:  # its paints come later, in the event loop: the next tick counts them
             self._paint_mark = painted_before
             self._update_s = self._redraw_done - t0
-            wait = _budget_wait(self._update_s)
+            wait = _budget_wait(self._update_s, duty)
         else:  # nothing arrived: look again soon, it costs next to nothing
             wait = 1.0 / FPS
         self.timer.setInterval(max(1, int(wait * 1000)))
@@ -340,81 +643,78 @@ class LivePlots(QWidget):
         super().showEvent(ev)
         self.timer.setInterval(1)  # what arrived while hidden is drawn right away
 
+    def _painted(self) -> None:
+        if self._unpainted:
+            now = time.time()
+            for run_id, wall in self._unpainted:
+                self.shown_log.append((run_id, wall, now))
+            self._unpainted.clear()
+
     def _ingest(self) -> tuple[bool, bool]:
-        """Move queued events into the buffers; (new steps?, new validations?)."""
-        steps, self._pending_steps = self._pending_steps, []
-        evals, self._pending_evals = self._pending_evals, []
-        if steps:
-            if not self.origin:
-                self.origin = steps[0].wall_time
-            score_key = "accuracy" if "accuracy" in steps[0].values else "mse"
-            if score_key != self.score_metric:
-                self.set_metric(score_key)
-            st = [float(e.step) for e in steps]
-            wt = [e.wall_time for e in steps]
-            for key, name in (
-                ("loss", "loss"),
-                ("score", score_key),
-                ("lr", "meta_lr"),
-                ("speed", "steps_per_s"),
-            ):
-                self.series[key].extend(
-                    st, wt, [float(e.values.get(name, math.nan)) for e in steps]
-                )
-        loss = self.series["loss"]
-        for e in evals:
-            self.val_step.append(float(e.step))
-            self.val_wall.append(loss.wall[loss.n - 1] if len(loss) else 0.0)
-            self.val_mean.append(e.mean)
-            self.val_ci.append(e.ci95 if math.isfinite(e.ci95) else 0.0)
-        if steps or evals:
-            self._dirty_steps = self._dirty_steps or bool(steps)
-        return bool(steps), bool(evals)
+        """Move every run's queued events into its buffers; (new steps?, new validations?)."""
+        any_steps = any_evals = False
+        for t in self.traces.values():
+            s, e = t.ingest()
+            any_steps, any_evals = any_steps or s, any_evals or e
+        return any_steps, any_evals
+
+    def _shown_traces(self) -> list[Trace]:
+        return [t for t in self.traces.values() if t.visible]
 
     def redraw(self, force: bool = False) -> bool:
         """Feed what changed to the plot items; True if anything was redrawn. `force` redraws
         everything and fits the ranges tightly (new run, view option changed, run ended)."""
-        new_steps, new_evals = self._ingest()
-        dirty = force or self._dirty
-        new_steps = new_steps or self._dirty_steps
-        self._dirty = self._dirty_steps = False
-        new_evals = new_evals or len(self.val_step) != self._val_drawn
-        if not (dirty or new_steps or new_evals):
+        self._ingest()
+        dirty_all = force or self._dirty
+        self._dirty = False
+        changed = dirty_all
+        smoothing = self.alpha > 0
+        for t in self.traces.values():
+            dirty = dirty_all or t.dirty
+            new_steps = dirty or t.dirty_steps
+            new_evals = dirty or len(t.val_step) != t.val_drawn
+            t.dirty = t.dirty_steps = False
+            if not t.visible:
+                continue
+            if new_steps:
+                changed = True
+                for key, curve in t.curves.items():
+                    s = t.series[key]
+                    x = s.x(self.x_mode, t.origin)
+                    ok = s.finite  # pyqtgraph may skip its per-point finite check
+                    raw = key != "lr" and smoothing  # lr is a schedule, not noise: drawn raw only
+                    curve.setData(x, s.y(raw), skipFiniteCheck=ok)
+                    if raw:
+                        t.raw[key].setData(x, s.y(False), skipFiniteCheck=ok)
+                        t.raw_on[key] = True
+                    elif t.raw_on.get(key, True):
+                        t.raw[key].setData([], [])
+                        t.raw_on[key] = False
+                if len(t.series["loss"]):
+                    self._unpainted.append((t.run_id, t.newest_wall()))
+            if new_evals:
+                changed = True
+                if t.val_step:
+                    vx = np.asarray(
+                        t.val_step if self.x_mode == "step" else np.asarray(t.val_wall) - t.origin
+                    )
+                    m = np.asarray(t.val_mean)
+                    ci = np.asarray(t.val_ci)
+                    t.val_curve.setData(vx, m)
+                    t.val_hi.setData(vx, m + ci)
+                    t.val_lo.setData(vx, m - ci)
+                else:
+                    for c in (t.val_curve, t.val_hi, t.val_lo):
+                        c.setData([], [])
+                t.val_drawn = len(t.val_step)
+        if not changed:
             return False
-        if dirty or new_steps:
-            smoothing = self.alpha > 0
-            for key, curve in self.curves.items():
-                s = self.series[key]
-                x = s.x(self.x_mode, self.origin)
-                ok = s.finite  # pyqtgraph may skip its per-point finite check
-                raw = key != "lr" and smoothing  # lr is a schedule, not noise: drawn raw only
-                curve.setData(x, s.y(raw), skipFiniteCheck=ok)
-                if raw:
-                    self.raw[key].setData(x, s.y(False), skipFiniteCheck=ok)
-                    self._raw_on[key] = True
-                elif self._raw_on.get(key, True):
-                    self.raw[key].setData([], [])
-                    self._raw_on[key] = False
-        if dirty or new_evals:
-            if self.val_step:
-                vx = np.asarray(
-                    self.val_step
-                    if self.x_mode == "step"
-                    else np.asarray(self.val_wall) - self.origin
-                )
-                m = np.asarray(self.val_mean)
-                ci = np.asarray(self.val_ci)
-                self.val_curve.setData(vx, m)
-                self.val_hi.setData(vx, m + ci)
-                self.val_lo.setData(vx, m - ci)
-            else:
-                for c in (self.val_curve, self.val_hi, self.val_lo):
-                    c.setData([], [])
-            self._val_drawn = len(self.val_step)
-        lr = self.series["lr"]
-        if len(lr):
-            top = lr.vmax if math.isfinite(lr.vmax) else 1.0
-            if dirty or top != self._lr_top:
+        shown = self._shown_traces()
+        tops = [t.series["lr"].vmax for t in shown if len(t.series["lr"])]
+        tops = [v for v in tops if math.isfinite(v)]
+        if tops or any(len(t.series["lr"]) for t in shown):
+            top = max(tops) if tops else 1.0
+            if dirty_all or top != self._lr_top:
                 self._lr_top = top
                 self.plots["lr"].setYRange(0.0, top * 1.15 if top > 0 else 1.0, padding=0)
         if self.follow_x:
@@ -447,21 +747,30 @@ class LivePlots(QWidget):
                 if key != "lr":
                     p.enableAutoRange(y=True)
 
+    def _x_bounds(self) -> tuple[float, float] | None:
+        """The x span of every overlaid run (wall time: each from its own start)."""
+        lo, hi = math.inf, -math.inf
+        for t in self._shown_traces():
+            s = t.series["loss"]
+            if len(s):
+                n = s.n - 1
+                a, b = (
+                    (s.step[0], s.step[n])
+                    if self.x_mode == "step"
+                    else (s.wall[0] - t.origin, s.wall[n] - t.origin)
+                )
+                lo, hi = min(lo, float(a)), max(hi, float(b))
+            if t.val_step and self.x_mode == "step":
+                lo, hi = min(lo, t.val_step[0]), max(hi, t.val_step[-1])
+        return (lo, hi) if math.isfinite(lo) and math.isfinite(hi) else None
+
     def _fit_x(self, tight: bool = False) -> None:
         """Follow the data; unless `tight`, leave X_GROWTH of room at the end so that the x range
         (and with it every axis picture) changes only now and then."""
-        s = self.series["loss"]
-        if not len(s):
+        b = self._x_bounds()
+        if b is None:
             return
-        n = s.n - 1
-        lo, hi = (
-            (s.step[0], s.step[n])
-            if self.x_mode == "step"
-            else (s.wall[0] - self.origin, s.wall[n] - self.origin)
-        )
-        lo, hi = float(lo), float(hi)
-        if self.val_step and self.x_mode == "step":
-            lo, hi = min(lo, self.val_step[0]), max(hi, self.val_step[-1])
+        lo, hi = b
         if hi <= lo:
             hi = lo + 1.0
         span = hi - lo
@@ -478,18 +787,20 @@ class LivePlots(QWidget):
 
     def _y_bounds(self, key: str) -> tuple[float, float] | None:
         log = self._log
-        if key == "val":
-            if not self.val_step:
-                return None
-            m, ci = np.asarray(self.val_mean, np.float64), np.asarray(self.val_ci, np.float64)
-            v = np.concatenate([m - ci, m + ci])
-            v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
-            if not len(v):
-                return None
-            lo, hi = float(v.min()), float(v.max())
-        else:
-            s = self.series[key]
-            lo, hi = (s.vmin_pos if log else s.vmin), s.vmax
+        lo, hi = math.inf, -math.inf
+        for t in self._shown_traces():
+            if key == "val":
+                if not t.val_step:
+                    continue
+                m = np.asarray(t.val_mean, np.float64)
+                ci = np.asarray(t.val_ci, np.float64)
+                v = np.concatenate([m - ci, m + ci])
+                v = v[np.isfinite(v) & (v > 0)] if log else v[np.isfinite(v)]
+                if len(v):
+                    lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+            else:
+                s = t.series[key]
+                lo, hi = min(lo, s.vmin_pos if log else s.vmin), max(hi, s.vmax)
         if not (math.isfinite(lo) and math.isfinite(hi)):
             return None
         return (math.log10(lo), math.log10(hi)) if log else (lo, hi)
@@ -520,8 +831,9 @@ class LivePlots(QWidget):
     def set_smoothing(self, alpha: float) -> None:
         self.alpha = max(0.0, min(0.99, float(alpha)))
         self.smooth_label.setText(f"{self.alpha:.2f}")
-        for s in self.series.values():
-            s.set_alpha(self.alpha)
+        for t in self.traces.values():
+            for s in t.series.values():
+                s.set_alpha(self.alpha)
         self.redraw(force=True)
 
     def set_log(self, on: bool) -> None:
@@ -543,37 +855,42 @@ class LivePlots(QWidget):
         self.cursor_label.setText("")
 
     def show_cursor(self, x: float) -> str:
-        """Move the crosshair to x and describe the values there."""
+        """Move the crosshair to x and describe the selected run's values there."""
         for line in self.cross.values():
             line.setValue(x)
             line.show()
-        parts = []
-        loss = self.series["loss"]
+        if self.current is None or self.current not in self.traces:
+            self.cursor_label.setText("")
+            return ""
+        t = self.traces[self.current]
+        parts = [f"#{t.run_id}"] if len(self.traces) > 1 else []
+        loss = t.series["loss"]
         if len(loss):
-            xs = loss.x(self.x_mode, self.origin)
+            xs = loss.x(self.x_mode, t.origin)
             i = int(np.clip(np.searchsorted(xs, x), 0, loss.n - 1))
             parts.append(f"step {int(loss.step[i])}")
             for key, label in (
                 ("loss", "loss"),
-                ("score", self.score_metric),
+                ("score", t.metric),
                 ("lr", "lr"),
                 ("speed", "steps/s"),
             ):
-                s = self.series[key]
+                s = t.series[key]
                 if i < s.n:
                     parts.append(f"{label} {s.value[i]:.4g}")
-        if self.val_step:
+        if t.val_step:
             vx = np.asarray(
-                self.val_step if self.x_mode == "step" else np.asarray(self.val_wall) - self.origin
+                t.val_step if self.x_mode == "step" else np.asarray(t.val_wall) - t.origin
             )
             j = int(np.argmin(np.abs(vx - x)))
-            parts.append(
-                f"val {self.val_mean[j]:.4g} ± {self.val_ci[j]:.2g} @ {int(self.val_step[j])}"
-            )
+            parts.append(f"val {t.val_mean[j]:.4g} ± {t.val_ci[j]:.2g} @ {int(t.val_step[j])}")
         text = "  ".join(parts)
         self.cursor_label.setText(text)
         return text
 
-    def point_count(self, key: str = "loss") -> int:
-        """Points received by a curve ("val": validations)."""
-        return len(self.val_step) if key == "val" else self.series[key].n
+    def point_count(self, key: str = "loss", run_id: int | None = None) -> int:
+        """Points received by a curve of a run (default: the selected one; "val": validations)."""
+        t = self.traces.get(self.current if run_id is None else run_id)
+        if t is None:
+            return 0
+        return len(t.val_step) if key == "val" else t.series[key].n

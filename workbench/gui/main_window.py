@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
-from PySide6.QtCore import QByteArray, Qt, QTimer
+from PySide6.QtCore import QByteArray, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -26,17 +26,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from workbench.catalog import Catalog
+from workbench.catalog import Catalog, RunRecord
+from workbench.catalog.errors import CatalogError
 from workbench.core.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
 from workbench.gui import settings as qs
 from workbench.gui.adaptation_view import AdaptationView
 from workbench.gui.browser import ExperimentsBrowser
 from workbench.gui.browser_model import fmt_value
-from workbench.gui.live_plots import LivePlots
+from workbench.gui.follower import RunFollower, owner_pid
+from workbench.gui.live_plots import DETACHED_PAINT_DUTY, PAINT_DUTY, LivePlots
 from workbench.gui.log_pane import LogPane
 from workbench.gui.presets import reference_value
 from workbench.gui.run_form import RunForm
-from workbench.gui.run_queue import RunQueue
+from workbench.gui.run_queue import RunQueue, memory_refusal, seed_configs
 from workbench.gui.worker import Job
 
 
@@ -58,6 +60,19 @@ def versions() -> dict[str, str]:
     }
 
 
+# a run in one of these states can still be paused or stopped ("starting": its thread or
+# process is getting ready; "stopping": asked to stop, not stopped yet)
+LIVE_STATES = ("queued", "starting", "running", "paused", "stopping")
+SETTING_DETACHED = "run/detached_default"
+
+
+def keep_training_note(n: int) -> str:
+    """What closing the app does to runs in their own processes: nothing."""
+    if n == 1:
+        return "1 run keeps training in its own process; reopen the app to follow it"
+    return f"{n} runs keep training in their own processes; reopen the app to follow them"
+
+
 def fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds < 0 or seconds > 1e7:
         return "–"
@@ -68,6 +83,8 @@ def fmt_eta(seconds: float) -> str:
 
 
 class MainWindow(QMainWindow):
+    detachedLaunched = Signal(int)  # run id of a run started in its own process
+
     def __init__(
         self, catalog: Catalog, parent: QWidget | None = None, restore: bool = True
     ) -> None:
@@ -76,7 +93,11 @@ class MainWindow(QMainWindow):
         self.confirm: Callable[[str, str], bool] = self._ask
         self.setWindowTitle(f"Meta-Learning Workbench — {catalog.path.name}")
         self._process = psutil.Process(os.getpid())
-        self._run: dict[str, Any] = {}
+        # the runs in the live view: id -> {id, name, state, step, total, rate, device,
+        # detached (trains in another process), pid, reference}
+        self.runs: dict[int, dict[str, Any]] = {}
+        self._launches: list[tuple[Any, str]] = []  # (launcher.Pending, run name) in flight
+        self._launched: set[int] = set()  # runs this window started in their own processes
         self._closed = False
 
         self.queue = RunQueue(catalog, self)
@@ -85,6 +106,9 @@ class MainWindow(QMainWindow):
         self.live = LivePlots()
         self.adapt = AdaptationView()
         self.browser = ExperimentsBrowser(catalog)
+        self.follower = RunFollower(catalog, self)
+        self.launch_timer = QTimer(self, interval=200)  # launches in flight, without blocking
+        self.launch_timer.timeout.connect(self._poll_launches)
 
         self._build_setup_dock()
         self._build_center()
@@ -116,6 +140,7 @@ class MainWindow(QMainWindow):
         if restore:
             self.restore_settings()
         self._update_buttons()
+        self.follower.start()  # runs still training in their own processes show up at once
 
     # ---- construction ------------------------------------------------------------------
     def _build_setup_dock(self) -> None:
@@ -127,13 +152,22 @@ class MainWindow(QMainWindow):
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Start the run (Ctrl+Return); while one trains, queue it")
         self.start_button.setStyleSheet("QPushButton { font-weight: bold; padding: 5px 14px; }")
+        self.detached_button = QPushButton("Run in its own process")
+        self.detached_button.setToolTip(
+            "Start the run as a separate process: it keeps training when the app closes, and "
+            "several train at once (one process per seed)"
+        )
         self.pause_button = QPushButton("Pause")
-        self.pause_button.setToolTip("Pause / resume the running run (Ctrl+P)")
+        self.pause_button.setToolTip("Pause / resume the selected live run (Ctrl+P)")
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip(
-            "Stop the running run after the current step, with a checkpoint (Ctrl+. or Esc)"
+            "Stop the selected live run after the current step, with a checkpoint (Ctrl+. or Esc)"
         )
-        for b in (self.start_button, self.pause_button, self.stop_button):
+        top = QHBoxLayout()
+        top.addWidget(self.start_button)
+        top.addWidget(self.detached_button)
+        lay.addLayout(top)
+        for b in (self.pause_button, self.stop_button):
             buttons.addWidget(b)
         lay.addLayout(buttons)
         self.reason_label = QLabel(wordWrap=True)
@@ -190,6 +224,9 @@ class MainWindow(QMainWindow):
             w.setMinimumWidth(70)
             sb.addWidget(w)
         self.sb_state.setMinimumWidth(130)  # "#123 interrupted" must not be cut off
+        self.sb_count = QLabel("")
+        self.sb_count.setToolTip("Live runs: in the app's thread and in their own processes")
+        sb.addPermanentWidget(self.sb_count)
         sb.addPermanentWidget(self.sb_memory)
 
     def _action(
@@ -226,8 +263,24 @@ class MainWindow(QMainWindow):
         self.stop_action = self._action(
             r, "S&top", self.stop, [QKeySequence("Ctrl+."), QKeySequence(Qt.Key.Key_Escape)]
         )
+        self._action(
+            r,
+            "Run in its own &process",
+            self.start_detached,
+            QKeySequence("Ctrl+Shift+Return"),
+            "Start the configured run as a separate process that outlives the app",
+        )
         r.addSeparator()
         self._action(r, "Clear &queue", self.clear_queue)
+        r.addSeparator()
+        self.detached_default_action = QAction(
+            "Start runs in their own process by default", self, checkable=True
+        )
+        self.detached_default_action.setStatusTip(
+            "Start launches a separate process (the other button then runs in the app)"
+        )
+        self.detached_default_action.toggled.connect(lambda _on: self._update_buttons())
+        r.addAction(self.detached_default_action)
         v = mb.addMenu("&View")
         v.addAction(self.setup_dock.toggleViewAction())
         v.addAction(self.log_dock.toggleViewAction())
@@ -244,6 +297,7 @@ class MainWindow(QMainWindow):
         self.form.presetChanged.connect(self._preset_changed)
         self.form.notice.connect(lambda text: self.log.add("info", text))
         self.start_button.clicked.connect(lambda _=False: self.start())
+        self.detached_button.clicked.connect(lambda _=False: self.start_other())
         self.pause_button.clicked.connect(lambda _=False: self.toggle_pause())
         self.stop_button.clicked.connect(lambda _=False: self.stop())
         self.up_button.clicked.connect(lambda _=False: self._move_queued(-1))
@@ -267,39 +321,248 @@ class MainWindow(QMainWindow):
         self.browser.log.connect(self.log.add)
         self.browser.resumeRequested.connect(self.resume_run)
         self.browser.cloneRequested.connect(self.clone_config)
+        f = self.follower
+        f.steps.connect(self._steps)
+        f.evaluated.connect(self._evaluated)
+        f.status.connect(self._detached_status)
+        f.ended.connect(self._detached_ended)
+        f.restarted.connect(self._detached_restarted)
+        f.discovered.connect(lambda rec: self.follow_run(rec.id, rec))
+        f.error.connect(lambda text: self.log.add("error", text))
+        self.live.selectionChanged.connect(self._selection_changed)
 
     # ---- run control -------------------------------------------------------------------
+    @property
+    def detached_default(self) -> bool:
+        return self.detached_default_action.isChecked()
+
     def start(self) -> list[int]:
-        """Start (or queue) the configured run, one per seed; returns the new run ids."""
+        """Start the configured run, one per seed, the default way: in the app (queued while
+        one trains; returns the new run ids) or in their own processes (ids come later,
+        through `detachedLaunched`; returns [])."""
+        if self.detached_default:
+            self.start_detached()
+            return []
+        return self.start_in_app()
+
+    def start_other(self) -> None:
+        """The button beside Start: the way Start does not take."""
+        if self.detached_default:
+            self.start_in_app()
+        else:
+            self.start_detached()
+
+    def _validated(self) -> tuple[Any, list[int]] | None:
+        """The form's config and seeds, validated as for any start, or None (said in the log)."""
         cfg = self.form.validate()
         if cfg is None:
             self.log.add(
                 "error", f"cannot start: {self.reason_label.text() or self.form.error_label.text()}"
             )
-            return []
-        seeds = self.form.seeds()
-        ids = self.queue.submit(cfg, seeds)
+            return None
         qs.save_json("form/last_config", self.form.to_dict())
         if cfg.dataset.data_dir:
             qs.remember_data_dir(cfg.dataset.data_dir)
+        return cfg, self.form.seeds()
+
+    def start_in_app(self) -> list[int]:
+        """Queue the configured run (one per seed) on the app's training thread."""
+        got = self._validated()
+        if got is None:
+            return []
+        ids = self.queue.submit(*got)
         self.browser.reload()
         return ids
 
-    def toggle_pause(self) -> None:
-        if not self.queue.running:
+    def start_detached(self) -> int:
+        """Launch the configured run, one process per seed, and follow them once they made
+        their runs. Never waits: the children take seconds to start (torch, the dataset), so
+        the launches are polled by a timer. Returns how many launches began."""
+        got = self._validated()
+        if got is None:
+            return 0
+        cfg, seeds = got
+        refused = memory_refusal(cfg)
+        if refused:
+            self.log.add("error", f"not started: {refused}")
+            return 0
+        try:
+            from workbench.launcher import spawn_config
+        except ImportError as exc:  # a build without the launcher
+            self.log.add("error", f"cannot start runs in their own processes: {exc}")
+            return 0
+        begun = 0
+        for c in seed_configs(cfg, seeds):
+            try:
+                pending = spawn_config(c, self.catalog.path)
+            except Exception as exc:  # LaunchError: no run was created
+                self.log.add("error", f"{c.name}: not started in its own process: {exc}")
+                continue
+            self._launches.append((pending, c.name or ""))
+            begun += 1
+        if begun:
+            self.log.add(
+                "info",
+                f"starting {begun} run{'s' if begun > 1 else ''} in {'their' if begun > 1 else 'its'} own "
+                f"process{'es' if begun > 1 else ''}…",
+            )
+            self.launch_timer.start()
+        self._update_buttons()
+        return begun
+
+    def _poll_launches(self) -> None:
+        """Timer slot: the launches that made their run (followed from now on) or failed."""
+        for entry in list(self._launches):
+            pending, name = entry
+            try:
+                done = pending.poll()
+            except Exception as exc:  # LaunchError: the child failed before creating its run
+                self._launches.remove(entry)
+                self.log.add("error", f"{name}: not started in its own process: {exc}")
+                self.statusBar().showMessage(f"{name} did not start: {exc}", 10_000)
+                continue
+            if done is None:
+                continue
+            self._launches.remove(entry)
+            self._launched.add(done.run_id)
+            self.log.add(
+                "info",
+                f"run #{done.run_id} trains in its own process (pid {done.pid}); "
+                f"its output: {done.log_path}",
+            )
+            self.follow_run(done.run_id, select=True)
+            self.detachedLaunched.emit(done.run_id)
+        if not self._launches:
+            self.launch_timer.stop()
+        self._update_buttons()
+        self.browser.poll()
+
+    def follow_run(self, run_id: int, rec: RunRecord | None = None, select: bool = False) -> None:
+        """Show a run of another process in the live view; its history so far is read with
+        the follower's next poll."""
+        if run_id in self.runs and self.runs[run_id].get("state") in LIVE_STATES:
+            if select:
+                self.live.select(run_id)
             return
-        if self.queue.paused:
-            self.queue.resume_current()
-            self.log.add("info", "resuming")
-        else:
-            self.queue.pause()
-            self.log.add("info", "pausing after the current step")
+        try:
+            rec = rec or self.catalog.get_run(run_id)
+        except Exception as exc:
+            self.log.add("error", f"cannot follow run #{run_id}: {exc}")
+            return
+        metric, reference = "mse", None
+        try:
+            from workbench.core.config import RunConfig
+
+            cfg = RunConfig.from_json(rec.config_json)
+            metric = "accuracy" if cfg.task_kind == "classification" else "mse"
+            preset = next((p for p in self.form.presets if p.name == cfg.preset), None)
+            reference = reference_value(preset, metric)
+        except Exception:
+            pass  # an old or foreign config: plotted all the same
+        self.runs[run_id] = {
+            "id": run_id,
+            "name": rec.name,
+            "step": rec.step,
+            "total": rec.total_steps or 0,
+            "rate": 0.0,
+            "device": rec.device,
+            "device_text": rec.device_name or rec.device,
+            "state": rec.status,
+            "detached": True,
+            "pid": owner_pid(rec.owner),
+            "metric": metric,
+            "reference": reference,
+        }
+        trace = self.live.traces.get(run_id)
+        if trace is not None:  # shown before (ended, now resumed elsewhere): read it again
+            trace.clear()
+            trace.ended = False
+            self.live.set_checked(run_id, True)
+        self.live.add_run(run_id, metric, self._run_label(run_id), select=select)
+        if self.follower.follow(run_id) and run_id not in self._launched:
+            self.log.add(
+                "info",
+                f"following run #{run_id} ({rec.name}, {rec.status} at step {rec.step}): it "
+                f"trains in its own process (pid {self.runs[run_id]['pid']})",
+            )
+        self._update_buttons()
+
+    def _target(self) -> int | None:
+        """The run Pause/Resume/Stop act on: the selected one while it is live, else the run
+        training in the app's thread."""
+        sel = self.live.current
+        r = self.runs.get(sel) if sel is not None else None
+        if r is not None and r.get("state") in LIVE_STATES:
+            return sel
+        if self.queue.current is not None:
+            return self.queue.current.run_id
+        return None
+
+    def _in_app(self, run_id: int | None) -> bool:
+        return (
+            run_id is not None
+            and self.queue.current is not None
+            and self.queue.current.run_id == run_id
+        )
+
+    def _paused(self, run_id: int | None) -> bool:
+        if run_id is None:
+            return False
+        if self._in_app(run_id):
+            return self.queue.paused
+        r = self.runs.get(run_id, {})
+        want = r.get("want")
+        return want == "pause" if want in ("pause", "resume") else r.get("state") == "paused"
+
+    def _request(self, run_id: int, action: str) -> bool:
+        """Ask a run in another process to pause, resume or stop (it takes it within a second);
+        a run whose process is gone cannot be asked: say so."""
+        try:
+            self.catalog.request(run_id, action)
+        except CatalogError as exc:  # NotRunningError: its owner is dead
+            self.log.add("error", f"cannot {action} run #{run_id}: {exc}")
+            self.statusBar().showMessage(str(exc), 10_000)
+            self.follower.poll()  # its status (interrupted) shows at once
+            return False
+        except Exception as exc:  # busy: the user may try again
+            self.log.add("error", f"cannot {action} run #{run_id}: {exc}")
+            return False
+        self.runs.setdefault(run_id, {})["want"] = action
+        return True
+
+    def toggle_pause(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        paused = self._paused(target)
+        if self._in_app(target):
+            if paused:
+                self.queue.resume_current()
+                self.log.add("info", "resuming")
+            else:
+                self.queue.pause()
+                self.log.add("info", "pausing after the current step")
+        elif self._request(target, "resume" if paused else "pause"):
+            self.log.add(
+                "info",
+                f"run #{target}: {'resuming' if paused else 'pausing after the current step'}",
+            )
         self._update_buttons()
 
     def stop(self) -> None:
-        if self.queue.running:
+        target = self._target()
+        if target is None:
+            return
+        if self._in_app(target):
             self.queue.stop()
-            self.sb_state.setText("stopping…")
+        elif self._request(target, "stop"):
+            self.log.add("info", f"stopping run #{target}")
+        else:
+            return
+        if target in self.runs:
+            self.runs[target]["state"] = "stopping"
+        self.sb_state.setText("stopping…")
+        self._update_buttons()
 
     def resume_run(self, run_id: int, checkpoint: Any) -> None:
         try:
@@ -348,24 +611,35 @@ class MainWindow(QMainWindow):
     def _update_buttons(self) -> None:
         running = self.queue.running
         ok = self.form.valid
+        detached = self.detached_default
         self.start_button.setEnabled(ok)
         self.start_action.setEnabled(ok)
-        self.start_button.setText("Queue" if running else "Start")
+        self.detached_button.setEnabled(ok)
+        self.start_button.setText("Queue" if running and not detached else "Start")
+        self.detached_button.setText("Run in the app" if detached else "Run in its own process")
         reason = "" if ok else (self.form.error_label.text() or "invalid configuration")
         self.reason_label.setText(f"Start disabled: {reason}" if reason else "")
         self.reason_label.setVisible(bool(reason))
         self.start_button.setToolTip(
-            reason or "Start the run (Ctrl+Return); while one trains, queue it"
+            reason
+            or (
+                "Start the run in its own process (Ctrl+Return); it outlives the app"
+                if detached
+                else "Start the run (Ctrl+Return); while one trains, queue it"
+            )
         )
-        self.pause_button.setEnabled(running)
-        self.pause_button.setText("Resume" if self.queue.paused else "Pause")
-        self.stop_button.setEnabled(running)
+        target = self._target()
+        self.pause_button.setEnabled(target is not None)
+        self.pause_button.setText("Resume" if self._paused(target) else "Pause")
+        self.stop_button.setEnabled(target is not None)
+        # no run in the app's thread: drawing takes the GIL from nobody, so redraw more often
+        self.live.paint_duty = PAINT_DUTY if running else DETACHED_PAINT_DUTY
         has_pending = bool(self.queue.pending)
         for b in (self.up_button, self.down_button, self.remove_button):
             b.setEnabled(has_pending)
 
     def _preset_changed(self, preset: Any) -> None:
-        if not self.queue.running:
+        if not self.queue.running and not self.live.traces:
             metric = (
                 "accuracy"
                 if self.form.config is not None and self.form.config.task_kind == "classification"
@@ -378,18 +652,24 @@ class MainWindow(QMainWindow):
         cfg = job.config
         metric = "accuracy" if cfg.task_kind == "classification" else "mse"
         preset = next((p for p in self.form.presets if p.name == cfg.preset), None)
-        self.live.reset(metric, reference_value(preset, metric))
+        reference = reference_value(preset, metric)
         self.adapt.clear()
-        self._run = {
+        self.runs[run_id] = {
             "id": run_id,
             "step": job.checkpoint.step if job.checkpoint else 0,
             "total": cfg.steps,
             "rate": 0.0,
             "device": cfg.device,
             "state": "starting",
-            "name": job.label,
+            "name": cfg.name or job.label,
             "t0": time.monotonic(),
+            "detached": False,
+            "pid": os.getpid(),
+            "metric": metric,
+            "reference": reference,
         }
+        self.live.add_run(run_id, metric, self._run_label(run_id), select=True)
+        self.live.reset(metric, reference, run_id=run_id)
         if job.checkpoint is not None:
             names = [
                 "loss",
@@ -404,7 +684,7 @@ class MainWindow(QMainWindow):
                 st, v, w = self.catalog.metrics(run_id, n)
                 keep = st <= job.checkpoint.step
                 hist[n] = (st[keep], v[keep], w[keep])
-            self.live.preload(hist)
+            self.live.preload(hist, run_id)
         self.tabs.setCurrentIndex(0)
         self._update_buttons()
 
@@ -416,7 +696,7 @@ class MainWindow(QMainWindow):
             if ev.device == "cpu" and threads
             else f"{ev.device} ({ev.device_name})"  # the GPU by name: NVIDIA H200, ...
         )
-        self._run.update(
+        self.runs.setdefault(run_id, {"id": run_id}).update(
             step=ev.start_step,
             total=ev.total_steps,
             device=ev.device,
@@ -430,13 +710,16 @@ class MainWindow(QMainWindow):
         )
 
     def _steps(self, run_id: int, batch: list[StepMetrics]) -> None:
-        self.live.add_steps(batch)
+        """Steps of any live run: the app's thread (signals) or another process (follower)."""
+        self.live.add_steps(batch, run_id)
         last = batch[-1]
-        self._run["step"] = last.step
-        self._run["rate"] = last.values.get("steps_per_s", 0.0)
+        r = self.runs.get(run_id)
+        if r is not None:
+            r["step"] = last.step
+            r["rate"] = last.values.get("steps_per_s", 0.0)
 
     def _evaluated(self, run_id: int, ev: EvalResult) -> None:
-        self.live.add_eval(ev)
+        self.live.add_eval(ev, run_id)
         what = f"{ev.split} {ev.metric} {fmt_value(ev.metric, ev.mean, ev.ci95)} on {ev.episodes} episodes at step {ev.step}"
         self.log.add("info", f"run #{run_id}: {what}")
 
@@ -447,7 +730,8 @@ class MainWindow(QMainWindow):
         )
 
     def _status(self, run_id: int, status: str) -> None:
-        self._run["state"] = status
+        if run_id in self.runs:
+            self.runs[run_id]["state"] = status
         self.queue.paused = status == "paused"
         self._update_buttons()
         self.browser.poll()
@@ -462,8 +746,10 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def _job_finished(self, run_id: int, fin: RunFinished) -> None:
-        self._run["state"] = fin.status
-        self._run["step"] = fin.step
+        r = self.runs.setdefault(run_id, {"id": run_id})
+        r["state"] = fin.status
+        r["step"] = fin.step
+        self.live.set_ended(run_id)
         self.live.redraw(force=True)
         if fin.test is not None:
             t = fin.test
@@ -474,6 +760,81 @@ class MainWindow(QMainWindow):
         self.browser.poll()
         self._update_buttons()
 
+    # ---- runs in other processes (the follower) --------------------------------------------
+    def _detached_status(self, run_id: int, rec: RunRecord) -> None:
+        r = self.runs.get(run_id)
+        if r is None:
+            return
+        before = r.get("state")
+        r.update(state=rec.status, step=max(r.get("step", 0), rec.step))
+        r["total"] = rec.total_steps or r.get("total", 0)
+        if rec.device_name:
+            r["device"], r["device_text"] = rec.device, rec.device_name
+        if r.get("want") in ("pause", "resume") and rec.status in ("paused", "running"):
+            r.pop("want", None)  # taken: the catalog's status says what it is now
+        if before not in (None, "queued") and rec.status in ("paused", "running"):
+            self.log.add("info", f"run #{run_id} {rec.status}")
+        self._update_buttons()
+        self.browser.poll()
+
+    def _detached_ended(self, run_id: int, rec: RunRecord | None) -> None:
+        """A followed run ended (finished, failed, stopped, or interrupted: its process died)."""
+        r = self.runs.setdefault(run_id, {"id": run_id})
+        r.pop("want", None)
+        status = rec.status if rec is not None else "deleted"
+        r["state"] = status
+        if rec is not None:
+            r["step"] = rec.step
+        self.live.set_ended(run_id)
+        self.live.redraw(force=True)
+        msg = f"run #{run_id} {status}" + (f" at step {rec.step}" if rec is not None else "")
+        if rec is not None and rec.error:
+            msg += f": {rec.error}"
+        self.log.add("error" if status in ("failed", "interrupted") else "info", msg)
+        self._update_buttons()
+        self.browser.poll()
+
+    def _detached_restarted(self, run_id: int) -> None:
+        trace = self.live.traces.get(run_id)
+        if trace is not None:
+            trace.clear()
+
+    def _selection_changed(self, run_id: int) -> None:
+        r = self.runs.get(run_id)
+        if r is not None:
+            self.live.set_reference(r.get("reference"))
+        self._sb_texts.clear()
+        self.update_status_bar()
+        self._update_buttons()
+
+    @property
+    def _run(self) -> dict[str, Any]:
+        """The selected run's live state (what the status bar shows)."""
+        sel = self.live.current
+        return self.runs.get(sel, {}) if sel is not None else {}
+
+    def live_count(self) -> tuple[int, int]:
+        """(running, paused) among the runs in the live view."""
+        states = [r.get("state") for r in self.runs.values()]
+        paused = states.count("paused")
+        return sum(1 for s in states if s in LIVE_STATES) - paused, paused
+
+    def detached_live(self) -> int:
+        """Runs in their own processes that are live now, launches in flight included."""
+        live = sum(
+            1 for r in self.runs.values() if r.get("detached") and r.get("state") in LIVE_STATES
+        )
+        return live + len(self._launches)
+
+    def _run_label(self, run_id: int) -> str:
+        r = self.runs.get(run_id, {})
+        where = "own process" if r.get("detached") else "in the app"
+        total = r.get("total") or "?"
+        return (
+            f"#{run_id} {r.get('name') or ''}\n"
+            f"{r.get('state', '')} {r.get('step', 0)}/{total} · {where}"
+        )
+
     # ---- status bar ----------------------------------------------------------------------
     def _set_text(self, label: QLabel, text: str) -> None:
         """setText only on a change: an unchanged label costs no relayout or repaint."""
@@ -482,17 +843,25 @@ class MainWindow(QMainWindow):
             label.setText(text)
 
     def update_status_bar(self, force: bool = False) -> None:
+        running, paused = self.live_count()
+        count = f"{running} running" if running or not paused else ""
+        count += (", " if count else "") + (f"{paused} paused" if paused else "")
+        self._set_text(self.sb_count, count if self.runs else "")
+        for run_id in self.runs:
+            self.live.set_run_text(run_id, self._run_label(run_id))
         r = self._run
         if r:
             state = r.get("state", "")
             self._set_text(self.sb_state, f"#{r['id']} {state}")
-            self._set_text(self.sb_step, f"step {r['step']}/{r['total']}")
+            self._set_text(self.sb_step, f"step {r.get('step', 0)}/{r.get('total') or '?'}")
             rate = r.get("rate") or 0.0
             self._set_text(self.sb_speed, f"{rate:.1f} steps/s" if rate else "")
             live = state in ("running", "starting")
             self._set_text(
                 self.sb_eta,
-                f"ETA {fmt_eta((r['total'] - r['step']) / rate)}" if rate and live else "",
+                f"ETA {fmt_eta(((r.get('total') or 0) - r.get('step', 0)) / rate)}"
+                if rate and live and r.get("total")
+                else "",
             )
             self._set_text(self.sb_device, str(r.get("device_text") or r.get("device", "")))
         now = time.monotonic()
@@ -538,6 +907,11 @@ class MainWindow(QMainWindow):
         bsplit = s.value("window/browser_split")
         if isinstance(bsplit, QByteArray):
             self.browser.splitter.restoreState(bsplit)
+        lsplit = s.value("window/live_split")
+        if isinstance(lsplit, QByteArray):
+            self.live.split.restoreState(lsplit)
+        detached = s.value(SETTING_DETACHED, False)
+        self.detached_default_action.setChecked(str(detached).lower() in ("true", "1"))
         last = qs.load_json("form/last_config")
         if isinstance(last, dict):
             try:
@@ -551,6 +925,8 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", self.saveState())
         s.setValue("window/train_split", self.train_split.saveState())
         s.setValue("window/browser_split", self.browser.splitter.saveState())
+        s.setValue("window/live_split", self.live.split.saveState())
+        s.setValue(SETTING_DETACHED, self.detached_default)
         s.sync()
         qs.save_json("form/last_config", self.form.to_dict())
 
@@ -561,12 +937,18 @@ class MainWindow(QMainWindow):
         if self._closed:
             event.accept()
             return
-        if self.queue.running and not self.confirm(
-            "Quit while training?",
-            "A run is training. Stop it (it ends cancelled, with a checkpoint) and quit?",
-        ):
+        others = self.detached_live()
+        note = keep_training_note(others) if others else ""
+        if self.queue.running:
+            text = "A run is training. Stop it (it ends cancelled, with a checkpoint) and quit?"
+            if not self.confirm("Quit while training?", f"{text}\n\n{note}." if note else text):
+                event.ignore()
+                return
+        elif note and not self.confirm("Quit?", f"{note}.\n\nQuit the app?"):
             event.ignore()
             return
+        if note:
+            self.log.add("info", note)
         self.save_settings()
         self.shutdown()
         event.accept()
@@ -578,5 +960,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self.status_timer.stop()
         self.live.timer.stop()
+        self.follower.stop()  # runs in their own processes go on: nothing is asked of them
+        self.launch_timer.stop()
         self.queue.shutdown()
         self.browser.shutdown()

@@ -20,6 +20,33 @@ def run_name(config: RunConfig, seed: int, many: bool) -> str:
     return f"{base}-s{seed}" if many or not config.name else base
 
 
+def seed_configs(config: RunConfig, seeds: list[int] | None) -> list[RunConfig]:
+    """One validated config per seed, named as the queue names them (also for runs started in
+    their own processes, so both kinds read the same in the browser)."""
+    seeds = seeds or [config.seed]
+    out = []
+    for seed in seeds:
+        cfg = config.model_copy(
+            update={"seed": seed, "name": run_name(config, seed, len(seeds) > 1)}
+        )
+        out.append(RunConfig.from_dict(cfg.to_dict()))
+    return out
+
+
+def memory_refusal(config: RunConfig) -> str | None:
+    """Why a run cannot fit in memory (refused before it exists), or None."""
+    if not config.memory_check:
+        return None
+    from workbench.core.errors import ConfigError
+    from workbench.core.footprint import check_fits, config_input_shape
+
+    try:
+        check_fits(config, config_input_shape(config))
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
 class RunQueue(QObject):
     changed = Signal()  # the pending list or the current job changed
     jobStarted = Signal(int, object)  # run id, Job
@@ -48,22 +75,12 @@ class RunQueue(QObject):
     # ---- adding ----------------------------------------------------------------------
     def submit(self, config: RunConfig, seeds: list[int] | None = None) -> list[int]:
         """Create one queued catalog run per seed and queue them; returns their ids."""
-        seeds = seeds or [config.seed]
-        if config.memory_check:  # a run that cannot fit is refused before it exists
-            from workbench.core.errors import ConfigError
-            from workbench.core.footprint import check_fits, config_input_shape
-
-            try:
-                check_fits(config, config_input_shape(config))
-            except ConfigError as exc:
-                self.log.emit("error", f"not started: {exc}")
-                return []
+        refused = memory_refusal(config)
+        if refused:
+            self.log.emit("error", f"not started: {refused}")
+            return []
         ids = []
-        for seed in seeds:
-            cfg = config.model_copy(
-                update={"seed": seed, "name": run_name(config, seed, len(seeds) > 1)}
-            )
-            cfg = RunConfig.from_dict(cfg.to_dict())
+        for cfg in seed_configs(config, seeds):
             run_id = self.catalog.create_run_from_config(cfg, status="queued", owner=self.owner)
             self.pending.append(Job(run_id, cfg, owner=self.owner))
             ids.append(run_id)
