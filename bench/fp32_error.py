@@ -195,17 +195,24 @@ def report(results: dict, seeds: list[int], peers_line: str) -> list[str]:
         "",
         "Second-order MAML amplifies rounding by a factor that varies from batch to batch by "
         "orders of magnitude (the same implementation's error spans 100x over the seeds), so a "
-        "single batch cannot rank implementations: the speed section's former one-batch figure "
-        "(ours 2.4e-3 against 1.6e-5 for higher and learn2learn, 15 queries, 2nd order) was that "
-        "batch's (seed 0) value, real but an extreme one; the plain NCHW path had 1.6e-5 "
-        "on it too. Where the gap enters (issue 12): batch norm on channels-last inputs runs "
-        "the native channels-last CPU kernels, which accumulate in fp32 where the NCHW kernels "
-        "accumulate in float64. The statistics of small inputs (100 to 2048 elements a channel: "
-        "5-image support sets) are now centred float64 sums (`batch_norm._needs_exact_stats`, "
-        "step time unchanged within noise): seed 0 of this table 2.4e-3 -> 1.5e-3, the test's "
-        "meta-batches of 8 now within 2x of plain. Not fixed yet: the backward's fp32 sums "
-        "(native channels-last `native_batch_norm_backward`, all sizes); cascaded fp32 sums there "
-        "bring seed 0 to 1.5e-5 but cost about 3.6% of a 15-query step (measured under load).",
+        "single batch cannot rank implementations. The speed section's former one-batch figure "
+        "(ours 2.4e-3 against 1.6e-5 for higher and learn2learn, 15 queries, 2nd order: '150x') "
+        "was seed 0 of this table, and it was real: batch norm on channels-last inputs ran the "
+        "native channels-last CPU kernels, which sum each channel row by row in one fp32 value "
+        "(statistics, and the backward's gbias and gweight: 10-20x the NCHW kernels' error on "
+        "the run's own activations), and second-order MAML amplified that on this batch. Fixed "
+        "at the source (issue 12, `models/batch_norm.py`): channels-last fp32 inputs take "
+        "centred statistics (float64 sums up to 2048 elements a channel, cascaded fp32 above) "
+        "and, in the inner loop whose backward is differentiated, the backward's sums from "
+        "torch's cascaded reductions with xh kept from the forward (step time unchanged within "
+        "noise, alternated in one process). Seed 0: 2.4e-3 -> 4.8e-5. What remains at 15 "
+        "queries on one thread (median above 2x, worst within): not batch norm any more (making "
+        "the query pass's batch norm exact, or running it NCHW, leaves the seeds with the "
+        "largest ratios unchanged) but oneDNN's channels-last convolution, whose forward rounds "
+        "about 3x more than the NCHW one (6-8e-7 against 2-3e-7 of the largest output on the "
+        "run's activations); the whole model in NCHW matches plain on every seed but costs "
+        "5-28% of the step (20% at 15 queries), beyond the 3% this fix may cost. Users who want "
+        "the peers' rounding exactly: `--set model.channels_last=false`.",
     ]
 
 
