@@ -217,6 +217,14 @@ def parser() -> Parser:
         c.add_argument("run_id", type=RUN_ID)
         c.add_argument("--db", dest="db_sub", type=db_arg)
 
+    sw = sub.add_parser("sweep", help="grid, random or Optuna searches over run configurations")
+    swsub = sw.add_subparsers(dest="sweep_command", parser_class=Parser, required=True)
+    st = swsub.add_parser("start", help="run a sweep spec (JSON) to its budget")
+    st.add_argument("spec", help="sweep spec JSON file")
+    st.add_argument("--executor", choices=["local"], default="local")
+    st.add_argument("--max-concurrent", type=int_in(1, 256), help="trials at once")
+    st.add_argument("--db", dest="db_sub", type=db_arg)
+
     lg = sub.add_parser("logs", help="print the output of a run started with --detach")
     lg.add_argument("run_id", type=RUN_ID)
     lg.add_argument("--follow", "-f", action="store_true", help="keep printing until it ends")
@@ -565,6 +573,58 @@ def cmd_logs(args: argparse.Namespace) -> int:
             time.sleep(0.5)
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """`sweep start`: trials as detached runs, a line each time one changes, the best
+    configuration at the end; Ctrl-C stops the running trials cleanly (stop checkpoints)."""
+    from workbench.sweeps.driver import LocalExecutor, SweepDriver
+    from workbench.sweeps.spec import load_spec
+
+    spec = load_spec(args.spec)
+    if args.max_concurrent:
+        spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
+    catalog = _open_catalog(args)
+    catalog.check_checkpoint_folder()
+
+    def show(t: Any) -> None:
+        params = " ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.point.items()
+        )
+        run = f"run {t.run_id} " if t.run_id is not None else ""
+        value = "" if t.objective is None else f" {driver.metric} {t.objective:.4f}"
+        print(
+            f"trial {t.number} seed {t.seed}: {run} {t.status}{value}  {params}".rstrip(),
+            flush=True,
+        )
+
+    driver = SweepDriver(catalog, spec, LocalExecutor(_db(args) or catalog.path), on_change=show)
+    if spec.reproducible_note:
+        print(f"note: {spec.reproducible_note}")
+
+    def stop(signum: int, _frame: Any) -> None:
+        print("\nworkbench sweep: stopping the running trials", file=sys.stderr)
+        driver.cancel()
+
+    old = {sg: signal.signal(sg, stop) for sg in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        result = driver.run()
+    finally:
+        for sg, h in old.items():
+            signal.signal(sg, h)
+    best = result.best(driver.maximize)
+    done = sum(t.status == "finished" for t in result.trials)
+    print(
+        f"sweep: {done} of {len(result.trials)} trials finished{' (cancelled)' if result.cancelled else ''}"
+    )
+    if best is not None:
+        from workbench.sweeps.spec import config_for
+
+        print(
+            f"best: trial {best.number} seed {best.seed} (run {best.run_id}), {driver.metric} {best.objective:.4f}"
+        )
+        print(config_for(driver.base, best.point, best.seed).to_json())
+    return 130 if result.cancelled else 0
+
+
 def _known_run(catalog: Any, run_id: int) -> None:
     if not catalog.has_run(run_id):
         raise ConfigError("RUN_ID", f"no run {run_id} in {catalog.path}")
@@ -677,7 +737,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     None: cmd_gui, "gui": cmd_gui, "run": cmd_run, "resume": cmd_resume, "eval": cmd_eval,
     "runs": cmd_runs, "export": cmd_export, "presets": cmd_presets,
-    "pause": cmd_control, "stop": cmd_control, "logs": cmd_logs,
+    "pause": cmd_control, "stop": cmd_control, "logs": cmd_logs, "sweep": cmd_sweep,
 }  # fmt: skip
 
 
