@@ -1,6 +1,6 @@
 """Render the main window offscreen to docs/screenshots/*.png in three states:
-configured (a preset chosen), training (mid-run, curves and adaptation view) and browsing
-(two finished runs compared). Uses a temporary catalog and temporary QSettings.
+configured (a preset chosen), training (mid-run, curves and adaptation view), two live runs
+in their own processes overlaid, and browsing (two finished runs compared). Uses a temporary catalog and temporary QSettings.
 
     .venv/bin/python tools/render_screenshots.py [--out docs/screenshots]
 """
@@ -90,7 +90,25 @@ def main(argv: list[str] | None = None) -> int:
     win.stop()
     wait(app, lambda: not win.queue.running)
 
-    # 3. browsing: the two seeds selected and compared
+    # 3. two live runs, each in its own process, overlaid (one colour per run)
+    win.form.set_field("seed", "4,5")
+    win.form.set_field("steps", 3000)
+    win.form.set_field("name", "maml-sinusoid-proc")
+    launched: list[int] = []
+    win.detachedLaunched.connect(launched.append)
+    win.start_detached()
+    wait(app, lambda: len(launched) == 2)
+    wait(app, lambda: all(win.live.point_count("loss", r) >= 1200 for r in launched))
+    win.live.select(launched[0])
+    pump(app, 1.0)
+    win.grab().save(str(out / "two-live-runs.png"))
+    print("two-live-runs.png")
+    for r in launched:
+        win.live.select(r)
+        win.stop()
+    wait(app, lambda: all(win.runs[r]["state"] == "cancelled" for r in launched))
+
+    # 4. browsing: the two seeds selected and compared
     win.tabs.setCurrentIndex(1)
     b = win.browser
     b.reload()

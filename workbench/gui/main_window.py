@@ -734,6 +734,7 @@ class MainWindow(QMainWindow):
             self.runs[run_id]["state"] = status
         self.queue.paused = status == "paused"
         self._update_buttons()
+        self.update_status_bar()
         self.browser.poll()
 
     def _notice(self, run_id: int, reason: str) -> None:
@@ -751,6 +752,7 @@ class MainWindow(QMainWindow):
         r["step"] = fin.step
         self.live.set_ended(run_id)
         self.live.redraw(force=True)
+        self.update_status_bar()
         if fin.test is not None:
             t = fin.test
             self.log.add(
@@ -775,6 +777,7 @@ class MainWindow(QMainWindow):
         if before not in (None, "queued") and rec.status in ("paused", "running"):
             self.log.add("info", f"run #{run_id} {rec.status}")
         self._update_buttons()
+        self.update_status_bar()
         self.browser.poll()
 
     def _detached_ended(self, run_id: int, rec: RunRecord | None) -> None:
@@ -792,6 +795,7 @@ class MainWindow(QMainWindow):
             msg += f": {rec.error}"
         self.log.add("error" if status in ("failed", "interrupted") else "info", msg)
         self._update_buttons()
+        self.update_status_bar()
         self.browser.poll()
 
     def _detached_restarted(self, run_id: int) -> None:
@@ -844,9 +848,9 @@ class MainWindow(QMainWindow):
 
     def update_status_bar(self, force: bool = False) -> None:
         running, paused = self.live_count()
-        count = f"{running} running" if running or not paused else ""
-        count += (", " if count else "") + (f"{paused} paused" if paused else "")
-        self._set_text(self.sb_count, count if self.runs else "")
+        parts = [f"{running} running"] if running else []
+        parts += [f"{paused} paused"] if paused else []
+        self._set_text(self.sb_count, ", ".join(parts))
         for run_id in self.runs:
             self.live.set_run_text(run_id, self._run_label(run_id))
         r = self._run
