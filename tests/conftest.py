@@ -45,3 +45,7 @@ def _no_running_qthreads(monkeypatch: pytest.MonkeyPatch) -> object:
             pass
     if leaked:
         pytest.fail(f"QThread(s) still running after the test: {', '.join(leaked)}")
+
+
+# PostgreSQL: one server for the session (`pg_server`) and a fresh database per test (`pg_url`)
+from postgres_fixture import pg_server, pg_url  # noqa: E402, F401

@@ -33,9 +33,20 @@ ROOT = Path(__file__).resolve().parents[1]
 HELPER = Path(__file__).with_name("helpers_catalog_writer.py")
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """The catalog every test of this file runs on: a SQLite file, then a fresh database on the
+    session's PostgreSQL server (tests/postgres_fixture.py; skipped without one, failed with
+    CI=true)."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
     return tmp_path / "experiments.db"
+
+
+def sqlite_only(db: Path | str) -> None:
+    """Skip on a server catalog: the test checks the SQLite file itself."""
+    if isinstance(db, str):
+        pytest.skip("checks the SQLite file itself")
 
 
 @pytest.fixture
@@ -87,12 +98,24 @@ def test_migrations_create_schema_and_reopen_is_noop(
             "alembic_version",
         } <= names
         assert MigrationContext.configure(conn).get_current_revision() == store_module.HEAD_REVISION
-        assert conn.exec_driver_sql("PRAGMA application_id").scalar() == store_module.APPLICATION_ID
-        # the hand-written migration and the ORM models describe the same schema
+        # the hand-written migrations and the ORM models describe the same schema (on
+        # PostgreSQL this includes revision 0004's BIGINT columns)
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-        assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
-        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+        if cat.server:
+            types = dict(
+                conn.exec_driver_sql(
+                    "SELECT table_name || '.' || column_name, data_type FROM "
+                    "information_schema.columns WHERE column_name IN ('seed', 'id', 'bytes')"
+                ).fetchall()
+            )
+            assert types["runs.seed"] == types["metrics.id"] == "bigint"
+            assert types["checkpoints.bytes"] == "bigint"
+        else:
+            app_id = conn.exec_driver_sql("PRAGMA application_id").scalar()
+            assert app_id == store_module.APPLICATION_ID
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
     rid = _new_run(cat)
     cat.close()
 
@@ -112,7 +135,10 @@ def test_default_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, cat: Cat
     assert default_db_path() == tmp_path / "x.db"
     monkeypatch.delenv("WORKBENCH_DB")
     assert default_db_path() == Path.cwd() / "experiments.db"
-    assert cat.checkpoint_dir(7) == cat.path.parent / "experiments.db.checkpoints" / "7"
+    if cat.path is not None:
+        assert cat.checkpoint_dir(7) == cat.path.parent / "experiments.db.checkpoints" / "7"
+    else:  # a server catalog: the configured root ($WORKBENCH_CHECKPOINT_ROOT in the tests)
+        assert cat.checkpoint_dir(7) == tmp_path / "checkpoints" / "7"
 
 
 def test_catalog_imports_neither_qt_nor_torch() -> None:
@@ -399,7 +425,7 @@ def test_listener_commits_every_point_within_a_second(db: Path) -> None:
 def test_listener_full_run(cat: Catalog, tmp_path: Path) -> None:
     rid = _new_run(cat)
     ck = cat.checkpoint_dir(rid, create=True)
-    listener = CatalogListener(cat.path, rid, flush_s=0.05, heartbeat_s=0.05)
+    listener = CatalogListener(cat.location, rid, flush_s=0.05, heartbeat_s=0.05)
     listener.on_start(RunStarted("{}", 0, 20, "cpu", "cpu"))
     for i in range(1, 11):
         listener.on_step(StepMetrics(i, {"loss": 1.0 / i}, time.time()))

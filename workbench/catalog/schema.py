@@ -1,4 +1,4 @@
-"""ORM schema of the run catalog (SQLAlchemy 2, SQLite).
+"""ORM schema of the run catalog (SQLAlchemy 2; SQLite or PostgreSQL).
 
 Times are Unix seconds (float, UTC by construction). Status is plain text validated in code
 against `workbench.core.events.STATUSES` (SQLite cannot alter a CHECK constraint, so none is
@@ -9,6 +9,7 @@ by hand: migrations never import these classes.
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Float,
     ForeignKey,
@@ -25,6 +26,11 @@ from workbench.core.events import STATUSES
 TERMINAL_STATUSES: tuple[str, ...] = ("finished", "failed", "cancelled", "interrupted")
 LIVE_STATUSES: tuple[str, ...] = ("running", "paused")
 CHECKPOINT_KINDS: tuple[str, ...] = ("periodic", "best", "final", "stop")
+
+
+BIG_INT = BigInteger().with_variant(Integer, "sqlite")
+"""BIGINT on PostgreSQL (revision 0004); SQLite's INTEGER is 64-bit already (and an INTEGER
+PRIMARY KEY is its rowid)."""
 
 
 def check_status(status: str) -> str:
@@ -52,7 +58,7 @@ class Run(Base):
     device: Mapped[str] = mapped_column(String, nullable=False, default="")
     device_name: Mapped[str | None] = mapped_column(String, nullable=True)
     config_json: Mapped[str] = mapped_column(Text, nullable=False, default="{}")
-    seed: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int | None] = mapped_column(BIG_INT, nullable=True)  # 64-bit seeds
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -91,7 +97,7 @@ class Metric(Base):
     __tablename__ = "metrics"
     __table_args__ = (Index("ix_metrics_run_name_step", "run_id", "name", "step"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    id: Mapped[int] = mapped_column(BIG_INT, primary_key=True)  # billions of points
     run_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("runs.id", ondelete="CASCADE"), nullable=False
     )
@@ -134,7 +140,7 @@ class Checkpoint(Base):
     step: Mapped[int] = mapped_column(Integer, nullable=False)
     kind: Mapped[str] = mapped_column(String, nullable=False)  # periodic | best | final | stop
     path: Mapped[str] = mapped_column(Text, nullable=False)
-    bytes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    bytes: Mapped[int | None] = mapped_column(BIG_INT, nullable=True)  # files over 2 GiB
     sha256: Mapped[str | None] = mapped_column(String, nullable=True)
     metrics_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)

@@ -1,28 +1,34 @@
-"""The run catalog: one SQLite file holding runs, every metric point, checkpoints and
-evaluations, shared safely by the GUI, the CLI and any number of training processes.
+"""The run catalog: runs, every metric point, checkpoints and evaluations, shared safely by
+the GUI, the CLI and any number of training processes. It lives in one SQLite file (the
+default) or in a PostgreSQL database that processes on many machines share.
 
-Files
+Where
 -----
-- The database: `default_db_path()` = `$WORKBENCH_DB`, else `./experiments.db`.
-- Checkpoints of run N live beside it in `<db path>.checkpoints/N/`
-  (`Catalog.checkpoint_dir(N)`); `delete_run` removes that folder with the run.
+- `default_db_path()` = `$WORKBENCH_DB`, else `./experiments.db`. `Catalog.open` also takes a
+  SQLAlchemy URL (`postgresql+psycopg://user@host/db`); `default_db_target()` is
+  `$WORKBENCH_DB` kept as a URL when it is one.
+- Checkpoints of run N live in `<checkpoint root>/N/` (`Catalog.checkpoint_dir(N)`); the root
+  is `<db path>.checkpoints/` beside a SQLite file, or the `checkpoint_root` given to `open`
+  (else `$WORKBENCH_CHECKPOINT_ROOT`, else `./<database>.checkpoints`) for a server catalog:
+  storage every machine that trains or resumes must reach. `delete_run` removes the folder.
 
 Concurrency
 -----------
-WAL journal, `busy_timeout` of `BUSY_TIMEOUT_S`, `synchronous=NORMAL`, foreign keys on. Writes
-run on their own engine whose transactions start with `BEGIN IMMEDIATE` (SQLAlchemy's
-pysqlite recipe: the driver's own transaction handling is switched off on connect and the
-"begin" event emits the BEGIN), so a read-modify-write such as `begin_attempt` takes the
-write lock before it reads and concurrent processes never lose an update. Reads use a second
-engine with plain (deferred) BEGIN: a consistent snapshot that never waits for writers.
-Transactions are short; metric points arrive in batches from `CatalogListener`.
+What differs per database is in `workbench.catalog.dialects` (one module each). SQLite: WAL
+journal, `busy_timeout` of `BUSY_TIMEOUT_S`, writes start with `BEGIN IMMEDIATE`, so a
+read-modify-write such as `begin_attempt` takes the write lock before it reads; reads use a
+second engine with a deferred BEGIN, a snapshot that never waits for writers. PostgreSQL: a
+read-modify-write locks the run's row (`SELECT ... FOR UPDATE`) before it reads; reads run at
+REPEATABLE READ. Transactions are short; metric points arrive in batches from
+`CatalogListener`.
 
 Liveness
 --------
 A live run's writer records `heartbeat_at` every `HEARTBEAT_S` seconds (also while paused or
 evaluating). Opening a catalog marks runs still "running"/"paused" whose heartbeat is older
 than `HEARTBEAT_STALE_S` (the `stale_s` argument of `open`) as "interrupted", so a crashed
-or killed process never leaves a run "running" forever. Times are Unix seconds.
+or killed process never leaves a run "running" forever. Times are Unix seconds, from this
+machine's clock with SQLite and from the server's with PostgreSQL.
 """
 
 from __future__ import annotations
@@ -34,7 +40,6 @@ import os
 import platform
 import shutil
 import socket
-import sqlite3
 import sys
 import tempfile
 import time
@@ -48,22 +53,25 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 from sqlalchemy import (
     Connection,
-    Engine,
     case,
-    create_engine,
     delete,
-    event,
     func,
     insert,
     or_,
     select,
     update,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import URL
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
+from workbench.catalog.dialects import is_url, server_backend, sqlite_path_of
+from workbench.catalog.dialects.sqlite import (  # APPLICATION_ID: re-exported
+    APPLICATION_ID,  # noqa: F401
+    SQLiteBackend,
+    sqlite_error_code,
+    writable,
+)
+from workbench.catalog.dialects.sqlite import inspect_file as _inspect_sqlite
 from workbench.catalog.errors import CatalogError, LeaseLost, NotRunningError, RunBusyError
 from workbench.catalog.schema import (
     CHECKPOINT_KINDS,
@@ -91,11 +99,9 @@ BUSY_TIMEOUT_S = 10.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-APPLICATION_ID = 0x4D4C5742
-"""`PRAGMA application_id` of a workbench catalog ("MLWB"): tells our files from other SQLite files."""
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
-REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3}
+REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4}
 """Alembic revision -> schema version, for every revision this release knows."""
 HEAD_REVISION = max(REVISION_VERSIONS, key=REVISION_VERSIONS.__getitem__)
 """The newest revision (a test checks it is the migration scripts' single head)."""
@@ -123,6 +129,18 @@ def default_db_path() -> Path:
     """`$WORKBENCH_DB` if set, else `experiments.db` in the current directory."""
     env = os.environ.get("WORKBENCH_DB")
     return Path(env).expanduser() if env else Path.cwd() / "experiments.db"
+
+
+def default_db_target() -> str | Path:
+    """`$WORKBENCH_DB` as given when it is a database URL, else `default_db_path()`."""
+    env = os.environ.get("WORKBENCH_DB")
+    return env if env and is_url(env) else default_db_path()
+
+
+def inspect_file(path: Path) -> Literal["new", "catalog"]:
+    """Say whether the SQLite file `path` is a catalog this release can open ("catalog") or a
+    place to make a new one ("new"); anything else is a CatalogError. Only reads."""
+    return _inspect_sqlite(path, SCHEMA_VERSION, REVISION_VERSIONS)
 
 
 def lower_is_better(name: str) -> bool:
@@ -250,10 +268,11 @@ def _gc_paused() -> Iterator[None]:
 def _fetch_raw(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
     """Run a SELECT on the DBAPI cursor and return plain tuples: for the large results of
     `list_runs` and `metrics` this is several times faster than building Row objects. Only
-    for columns whose types need no result processing (ints, floats, text)."""
+    for columns whose types need no result processing (ints, floats, text). Positional
+    (sqlite3) or named (psycopg) parameters, as the driver's style is."""
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
-    args = [params[k] for k in compiled.positiontup or ()]
+    args: Any = [params[k] for k in compiled.positiontup or ()] if compiled.positional else params
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         return cur.execute(str(compiled), args).fetchall()
@@ -348,143 +367,12 @@ def describe_owner(owner: str | None) -> str:
     return f"process {pid} on {host}" if pid else "another process"
 
 
-def _sqlite_uri(path: Path, immutable: bool) -> str:
-    from urllib.parse import quote
+def busy_error(exc: BaseException) -> bool:
+    """Another process held a lock past the busy timeout (SQLite busy/locked; PostgreSQL lock
+    timeout, serialization failure or deadlock): the call is worth repeating."""
+    from workbench.catalog.dialects.postgresql import BUSY_SQLSTATES, _sqlstate
 
-    return f"file:{quote(str(path))}?mode=ro" + ("&immutable=1" if immutable else "")
-
-
-def _connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection that changes nothing in the file or its folder; immutable where a
-    WAL catalog's folder cannot be written (no -shm can be made there)."""
-    try:
-        conn = sqlite3.connect(_sqlite_uri(path, False), uri=True)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-    except sqlite3.OperationalError:
-        conn = sqlite3.connect(_sqlite_uri(path, True), uri=True)
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        return conn
-
-
-def inspect_file(path: Path) -> Literal["new", "catalog"]:
-    """Say whether `path` is a catalog this release can open ("catalog") or a place to make a
-    new one ("new"); anything else is a CatalogError. Only reads (a read-only connection), so
-    another program's SQLite file is never switched to WAL or migrated."""
-    if path.is_dir():
-        raise CatalogError(f"catalog {path} is a folder, not a file")
-    for parent in (path.parent, *path.parent.parents):
-        if parent.exists():
-            if not parent.is_dir():
-                raise CatalogError(
-                    f"catalog {path} cannot be made: {parent} is a file, not a folder"
-                )
-            break
-    try:
-        if not path.exists() or path.stat().st_size == 0:
-            return "new"
-        with open(path, "rb") as f:
-            head = f.read(100)
-    except OSError as exc:
-        raise CatalogError(f"catalog {path} cannot be read: {exc.strerror}") from None
-    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
-        raise CatalogError(f"{path} is not a workbench catalog (not an SQLite database)")
-    try:
-        conn = _connect_ro(path)
-        try:
-            app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {
-                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
-            revs = (
-                [r[0] for r in conn.execute("SELECT version_num FROM alembic_version")]
-                if "alembic_version" in tables
-                else []
-            )
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise CatalogError(f"catalog {path} is damaged or unreadable ({exc})") from None
-    if app_id not in (0, APPLICATION_ID):
-        raise CatalogError(
-            f"{path} belongs to another application (SQLite application id {app_id:#x}), "
-            "not a workbench catalog"
-        )
-    if app_id == APPLICATION_ID and version > SCHEMA_VERSION:
-        raise CatalogError(
-            f"catalog {path} was made by a newer workbench (schema {version}; this version "
-            f"reads up to {SCHEMA_VERSION}): upgrade the workbench to open it"
-        )
-    if not tables:
-        return "new"
-    if "runs" not in tables or "alembic_version" not in tables:
-        raise CatalogError(
-            f"{path} is not a workbench catalog (it has no runs table or no schema revision)"
-        )
-    if len(revs) != 1 or revs[0] not in REVISION_VERSIONS:
-        raise CatalogError(
-            f"catalog {path} has schema revision {', '.join(map(str, revs)) or 'none'}, which "
-            "this version does not know (made by a newer workbench, or damaged)"
-        )
-    return "catalog"
-
-
-def _writable(path: Path) -> bool:
-    """Whether this process may write the catalog file and its folder (False on a read-only
-    mount even for root)."""
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not os.access(folder, os.W_OK | os.X_OK):
-        return False
-    return not path.exists() or os.access(path, os.W_OK)
-
-
-def _make_engine(
-    path: Path, begin_sql: str, busy_timeout_s: float, *, readonly: bool = False
-) -> Engine:
-    if readonly:
-        immutable = not os.access(path.parent, os.W_OK)
-        uri = _sqlite_uri(path, immutable)
-        engine = create_engine(
-            "sqlite://",
-            creator=lambda: sqlite3.connect(
-                uri, uri=True, timeout=busy_timeout_s, check_same_thread=False
-            ),
-        )
-    else:
-        engine = create_engine(
-            URL.create("sqlite", database=str(path)),
-            connect_args={"timeout": busy_timeout_s, "check_same_thread": False},
-        )
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to SQLAlchemy (pysqlite would otherwise BEGIN lazily,
-        # only before the first write: a read-modify-write would then lose updates).
-        dbapi_connection.isolation_level = None
-        cur = dbapi_connection.cursor()
-        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        if not readonly:
-            cur.execute("PRAGMA journal_mode = WAL")
-            cur.execute("PRAGMA synchronous = NORMAL")
-        cur.execute("PRAGMA foreign_keys = ON")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin_sql)
-
-    return engine
-
-
-def sqlite_error_code(exc: BaseException) -> int | None:
-    """SQLite's primary result code of a driver error (5 busy, 6 locked, 8 read-only, 10 I/O,
-    11 corrupt, 13 full, 26 not a database), or None."""
-    orig = getattr(exc, "orig", exc)
-    code = getattr(orig, "sqlite_errorcode", None)
-    return None if code is None else int(code) & 0xFF
+    return sqlite_error_code(exc) in (5, 6) or _sqlstate(exc) in BUSY_SQLSTATES
 
 
 def retry_busy(call: Callable[[], Any], patience_s: float = 600.0) -> Any:
@@ -496,8 +384,8 @@ def retry_busy(call: Callable[[], Any], patience_s: float = 600.0) -> Any:
         try:
             return call()
         except DatabaseError as exc:
-            if sqlite_error_code(exc) not in (5, 6) or time.monotonic() > deadline:
-                if sqlite_error_code(exc) in (5, 6):
+            if not busy_error(exc) or time.monotonic() > deadline:
+                if busy_error(exc):
                     raise CatalogError(
                         f"the catalog stayed locked by another process for {patience_s:.0f} s"
                     ) from None
@@ -510,6 +398,11 @@ def _damaged(exc: BaseException) -> bool:
     return sqlite_error_code(exc) in (11, 26)
 
 
+def _server_error(display: str, exc: BaseException, backend: Any) -> CatalogError:
+    """One line for a server catalog that cannot be used (unreachable, refused, no rights)."""
+    return CatalogError(f"catalog {display} cannot be opened: {backend.error_line(exc)}")
+
+
 def _alembic_config() -> Any:
     from alembic.config import Config  # only to create or upgrade: not on every CLI command
 
@@ -520,11 +413,16 @@ def _alembic_config() -> Any:
 
 # ---- the catalog --------------------------------------------------------------------------
 class Catalog:
-    """A run catalog on one SQLite file. Thread-safe; many processes may share the file.
+    """A run catalog in one SQLite file or a PostgreSQL database. Thread-safe; many processes
+    (on many machines, with PostgreSQL) may share it.
 
-    A file this process cannot write (permissions, read-only mount) opens read-only: reading
-    works, without migration, stale marking, repair or folder creation, and every write raises
-    a CatalogError that names the file."""
+    `path`: a file path, or a SQLAlchemy URL (`postgresql+psycopg://user@host/db`). Attributes
+    that name it: `location` (what to pass on as `--db`), `display` (for messages: a URL's
+    password hidden), `path` (the SQLite file; None for a server catalog), `server`.
+
+    A SQLite file this process cannot write (permissions, read-only mount) opens read-only:
+    reading works, without migration, stale marking, repair or folder creation, and every write
+    raises a CatalogError that names the file."""
 
     def __init__(
         self,
@@ -533,26 +431,46 @@ class Catalog:
         stale_s: float | None = HEARTBEAT_STALE_S,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         readonly: bool | None = None,
+        checkpoint_root: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.path = Path(path).expanduser().resolve()
         self._closed = True
-        kind = inspect_file(self.path)
-        self.readonly = (not _writable(self.path)) if readonly is None else readonly
-        if self.readonly and kind == "new":
-            raise CatalogError(
-                f"catalog {self.path} does not exist and cannot be created here (read-only)"
-            )
+        backend: Any
+        if is_url(path):
+            file = sqlite_path_of(str(path))
+            backend = server_backend(str(path)) if file is None else None
+        else:
+            file = Path(path)
+            backend = None
+        self.path: Path | None
+        if backend is None:
+            assert file is not None
+            self.path = file.expanduser().resolve()
+            backend = SQLiteBackend(self.path)
+            kind = inspect_file(self.path)
+            self.readonly = (not writable(self.path)) if readonly is None else readonly
+            if self.readonly and kind == "new":
+                raise CatalogError(
+                    f"catalog {self.path} does not exist and cannot be created here (read-only)"
+                )
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise CatalogError(
+                    f"catalog folder {self.path.parent} cannot be made: {exc.strerror}"
+                ) from None
+            root = self.path.with_name(self.path.name + ".checkpoints")
+        else:
+            self.path = None
+            self.readonly = bool(readonly)
+            root = Path.cwd() / f"{backend.url.database}.checkpoints"
+            root = Path(os.environ.get("WORKBENCH_CHECKPOINT_ROOT") or root)
+        self._backend = backend
+        self.server: bool = backend.server
+        self.location: str = backend.location
+        self.display: str = backend.display
+        self._checkpoint_root = Path(checkpoint_root or root).expanduser().resolve()
         self.stale_s = stale_s if stale_s is not None else HEARTBEAT_STALE_S
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise CatalogError(
-                f"catalog folder {self.path.parent} cannot be made: {exc.strerror}"
-            ) from None
-        self._write_engine = _make_engine(
-            self.path, "BEGIN IMMEDIATE", busy_timeout_s, readonly=self.readonly
-        )
-        self._read_engine = _make_engine(self.path, "BEGIN", busy_timeout_s, readonly=self.readonly)
+        self._write_engine, self._read_engine = backend.make_engines(busy_timeout_s, self.readonly)
         self._closed = False
         self.marked_interrupted: list[int] = []
         self.repaired: list[str] = []
@@ -569,7 +487,9 @@ class Catalog:
             raise
         except DatabaseError as exc:
             self.close()
-            raise CatalogError(f"catalog {self.path} cannot be opened: {exc.orig}") from None
+            if self.server:
+                raise _server_error(self.display, exc, backend) from None
+            raise CatalogError(f"catalog {self.display} cannot be opened: {exc.orig}") from None
         except BaseException:
             self.close()
             raise
@@ -582,15 +502,18 @@ class Catalog:
         stale_s: float | None = HEARTBEAT_STALE_S,
         busy_timeout_s: float = BUSY_TIMEOUT_S,
         readonly: bool | None = None,
+        checkpoint_root: str | os.PathLike[str] | None = None,
     ) -> Catalog:
-        """Open (creating or upgrading) the catalog at `path` (default: `default_db_path()`),
-        mark runs whose owner's heartbeat is older than `stale_s` seconds interrupted (None:
-        skip) and repair what a killed process left half done (`repair`)."""
+        """Open (creating or upgrading) the catalog at `path`, a file or a database URL
+        (default: `default_db_target()`), mark runs whose owner's heartbeat is older than
+        `stale_s` seconds interrupted (None: skip) and repair what a killed process left half
+        done (`repair`)."""
         return cls(
-            path if path is not None else default_db_path(),
+            path if path is not None else default_db_target(),
             stale_s=stale_s,
             busy_timeout_s=busy_timeout_s,
             readonly=readonly,
+            checkpoint_root=checkpoint_root,
         )
 
     def close(self) -> None:
@@ -599,6 +522,7 @@ class Catalog:
             self._closed = True
             self._write_engine.dispose()
             self._read_engine.dispose()
+            self._backend.close()
 
     def __enter__(self) -> Catalog:
         return self
@@ -607,54 +531,55 @@ class Catalog:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Catalog({str(self.path)!r})"
+        return f"Catalog({self.display!r})"
 
     # ---- plumbing ----
     def _migrate(self) -> bool:
-        """Upgrade to the newest revision and stamp the file as ours (application id, schema
-        version); a no-op (one SELECT) when already there. Runs in one BEGIN IMMEDIATE
-        transaction, so two processes opening a new file do not race."""
+        """Upgrade to the newest revision and stamp the file as ours (SQLite: application id,
+        schema version); a no-op (one SELECT) when already there. Runs in one transaction that
+        excludes other migrations (SQLite: BEGIN IMMEDIATE; PostgreSQL: an advisory lock), so
+        two processes opening a new catalog do not race."""
+        backend = self._backend
 
         def current(conn: Connection) -> bool:
-            if conn.exec_driver_sql("PRAGMA application_id").scalar() != APPLICATION_ID:
-                return False
-            if conn.exec_driver_sql("PRAGMA user_version").scalar() != SCHEMA_VERSION:
-                return False
-            revs = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
-            return [r[0] for r in revs] == [HEAD_REVISION]
+            return backend.schema_current(conn, HEAD_REVISION, SCHEMA_VERSION)
 
         with self._read_engine.connect() as conn:
+            backend.check_schema(conn, REVISION_VERSIONS, SCHEMA_VERSION)
             if current(conn):
                 return False
         if self.readonly:
             raise CatalogError(
-                f"catalog {self.path} is read-only and needs upgrading by a process that can write it"
+                f"catalog {self.display} is read-only and needs upgrading by a process that can write it"
             )
         from alembic import command
 
         cfg = _alembic_config()
         with self._write_engine.begin() as conn:
+            backend.lock_schema(conn)
             if current(conn):
                 return False
+            backend.check_schema(conn, REVISION_VERSIONS, SCHEMA_VERSION)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-            conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
-            conn.exec_driver_sql(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            backend.stamp(conn, SCHEMA_VERSION)
         return True
 
     def _check_columns(self) -> None:
         """Refuse a catalog whose tables lack columns this release uses (damaged or edited)."""
         with self._read_engine.connect() as conn:
             for table in Base.metadata.sorted_tables:
-                have = {r[1] for r in conn.exec_driver_sql(f"PRAGMA table_info({table.name})")}
+                have = self._backend.columns(conn, table.name)
                 missing = sorted(set(table.c.keys()) - have)
                 if missing:
                     raise CatalogError(
-                        f"catalog {self.path} is damaged: table {table.name} lacks "
+                        f"catalog {self.display} is damaged: table {table.name} lacks "
                         f"{', '.join(missing)}"
                     )
 
     def _identity(self) -> tuple[int, int] | None:
+        if self.path is None:
+            return None
         try:
             st = os.stat(self.path)
         except OSError:
@@ -663,24 +588,47 @@ class Catalog:
 
     def check_file(self) -> None:
         """Raise CatalogError if the catalog file was deleted or replaced since it was opened
-        (SQLite would go on writing into the deleted file and every record would be lost)."""
+        (SQLite would go on writing into the deleted file and every record would be lost).
+        Nothing to check for a server catalog."""
+        if self.path is None:
+            return
         now = self._identity()
         if now != self.identity:
             what = "deleted" if now is None else "replaced by another file"
             raise CatalogError(f"catalog {self.path} was {what} while in use; its records are gone")
 
+    def change_token(self) -> str | None:
+        """An opaque value that changes whenever any process commits a change to the catalog
+        (and, on a server, possibly for other databases' changes too: a spurious refresh, never
+        a missed one); None when it cannot be read. Cheap: poll it, refresh when it differs
+        from the last value. SQLite: `PRAGMA data_version`; PostgreSQL: the server's snapshot."""
+        if self._closed:
+            return None
+        return self._backend.change_token(self._read_engine)
+
+    def _now(self, s: Session | Connection | None = None) -> float:
+        """The clock of leases and timestamps: this machine's for SQLite, the server's for
+        PostgreSQL (one clock for every machine)."""
+        if not self.server:
+            return time.time()
+        if s is None:
+            with self._read_engine.connect() as conn:
+                return self._backend.now(conn)
+        conn = s.connection() if isinstance(s, Session) else s
+        return self._backend.now(conn)
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
         if self.readonly:
             raise CatalogError(
-                f"catalog {self.path} is read-only: this needs a catalog you can write"
+                f"catalog {self.display} is read-only: this needs a catalog you can write"
             )
         try:
             with Session(self._write_engine, expire_on_commit=False) as s, s.begin():
                 yield s
         except DatabaseError as exc:
             if _damaged(exc):
-                raise CatalogError(f"catalog {self.path} is damaged ({exc.orig})") from None
+                raise CatalogError(f"catalog {self.display} is damaged ({exc.orig})") from None
             raise
 
     @contextmanager
@@ -690,23 +638,27 @@ class Catalog:
                 yield s
         except DatabaseError as exc:
             if _damaged(exc):
-                raise CatalogError(f"catalog {self.path} is damaged ({exc.orig})") from None
+                raise CatalogError(f"catalog {self.display} is damaged ({exc.orig})") from None
             raise
 
     @staticmethod
-    def _run_or_raise(s: Session, run_id: int) -> Run:
-        run = s.get(Run, run_id)
+    def _run_or_raise(s: Session, run_id: int, *, lock: bool = False) -> Run:
+        """The run (UnknownRunError if none); `lock` (in a write): its row locked until the
+        transaction ends (PostgreSQL's FOR UPDATE; SQLite's BEGIN IMMEDIATE already excludes
+        other writers), so what is read here cannot change before the write."""
+        run = s.get(Run, run_id, with_for_update=lock or None, populate_existing=lock)
         if run is None:
             raise UnknownRunError(run_id)
         return run
 
     @property
     def checkpoint_root(self) -> Path:
-        """`<db path>.checkpoints/`: one folder per run below it."""
-        return self.path.with_name(self.path.name + ".checkpoints")
+        """One folder per run below it: `<db path>.checkpoints/` beside a SQLite file unless
+        `open` was given another; for a server catalog, shared storage every machine reaches."""
+        return self._checkpoint_root
 
     def checkpoint_dir(self, run_id: int, *, create: bool = False) -> Path:
-        """Folder for run `run_id`'s checkpoints: `<db path>.checkpoints/<run_id>/`."""
+        """Folder for run `run_id`'s checkpoints: `<checkpoint root>/<run_id>/`."""
         d = self.checkpoint_root / str(int(run_id))
         if create:
             try:
@@ -723,7 +675,7 @@ class Catalog:
         root = self.checkpoint_root
         if self.readonly:
             raise CatalogError(
-                f"catalog {self.path} is read-only: this needs a catalog you can write"
+                f"catalog {self.display} is read-only: this needs a catalog you can write"
             )
         try:
             root.mkdir(parents=True, exist_ok=True)
@@ -756,8 +708,8 @@ class Catalog:
         (see `claim`): it must keep the lease fresh (`renew`) until the run starts, or the run
         is marked interrupted like a crashed one."""
         check_status(status)
-        now = time.time()
         with self._write() as s:
+            now = self._now(s)
             run = Run(
                 name=name, parent_id=parent_id, status=status, algorithm=algorithm,
                 dataset=dataset, device=device, config_json=config_json, seed=seed,
@@ -904,19 +856,22 @@ class Catalog:
         stamps `ended_at`; running/paused refresh the heartbeat. With `owner`, only the lease
         holder may."""
         check_status(status)
-        now = time.time()
         values: dict[str, Any] = {"status": status, "error": error}
-        if status in TERMINAL_STATUSES:
-            values["ended_at"] = now
-        else:
-            values["ended_at"] = None
+        stamp: list[str] = ["ended_at"] if status in TERMINAL_STATUSES else []
+        values["ended_at"] = None
         if status in LIVE_STATUSES:
-            values["heartbeat_at"] = now
-        self._update_run(run_id, owner=owner, **values)
+            stamp.append("heartbeat_at")
+        self._update_run(run_id, owner=owner, _now=stamp, **values)
 
-    def _update_run(self, run_id: int, owner: str | None = None, **values: Any) -> None:
+    def _update_run(
+        self, run_id: int, owner: str | None = None, _now: Sequence[str] = (), **values: Any
+    ) -> None:
+        """Update columns of a run; those named in `_now` get the catalog's clock."""
         with self._write() as s:
             self._owned(s, run_id, owner)
+            if _now:
+                now = self._now(s)
+                values.update(dict.fromkeys(_now, now))
             res = s.execute(update(Run).where(Run.id == run_id).values(**values))
             if res.rowcount == 0:
                 raise UnknownRunError(run_id)
@@ -931,7 +886,7 @@ class Catalog:
         """Replace the run's tags."""
         clean = [t for t in dict.fromkeys(t.strip() for t in tags) if t]
         with self._write() as s:
-            self._run_or_raise(s, run_id)
+            self._run_or_raise(s, run_id, lock=True)
             s.execute(delete(RunTag).where(RunTag.run_id == run_id))
             if clean:
                 s.execute(insert(RunTag), [{"run_id": run_id, "tag": t} for t in clean])
@@ -965,9 +920,9 @@ class Catalog:
         so two resumes of one run, here or on another machine, cannot both proceed. With
         `queue` the run is set "queued" (it waits in its owner's queue; a resume does this, so
         its lease is live before it starts). Returns the status the run had."""
-        now = time.time()
         with self._write() as s:
-            run = self._run_or_raise(s, run_id)
+            run = self._run_or_raise(s, run_id, lock=True)
+            now = self._now(s)
             if run.owner != owner:
                 self._refuse_if_owned(run, now)
             prior = run.status
@@ -983,9 +938,8 @@ class Catalog:
     def ensure_free(self, run_id: int) -> None:
         """RunBusyError if a live process owns the run: a resume checks this before it reads a
         checkpoint the owner may be about to retire (`claim` then takes it atomically)."""
-        now = time.time()
         with self._read() as s:
-            self._refuse_if_owned(self._run_or_raise(s, run_id), now)
+            self._refuse_if_owned(self._run_or_raise(s, run_id), self._now(s))
 
     def _refuse_if_owned(self, run: Run, now: float) -> None:
         """RunBusyError naming the live process that owns `run`, if one does."""
@@ -1002,7 +956,7 @@ class Catalog:
             n = s.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.owner == owner)
-                .values(heartbeat_at=time.time())
+                .values(heartbeat_at=self._now(s))
             ).rowcount
             if n == 0:
                 self._lost(s, run_id, owner)
@@ -1022,9 +976,9 @@ class Catalog:
         run: nobody would ever take the request."""
         if action not in REQUESTS:
             raise ValueError(f"unknown request {action!r}: one of {', '.join(REQUESTS)}")
-        now = time.time()
         with self._write() as s:
-            run = self._run_or_raise(s, run_id)
+            run = self._run_or_raise(s, run_id, lock=True)
+            now = self._now(s)
             if not self._lease_live(run, now):
                 why = "its process is gone" if run.status in OWNED_STATUSES else run.status
                 raise NotRunningError(f"run {run_id} is not running ({why})")
@@ -1040,7 +994,7 @@ class Catalog:
         LeaseLost if `owner` no longer holds the run."""
         with self._write() as s:
             self._owned(s, run_id, owner)
-            run = self._run_or_raise(s, run_id)
+            run = self._run_or_raise(s, run_id, lock=True)
             action, run.request, run.request_at = run.request, None, None
             return action
 
@@ -1057,8 +1011,8 @@ class Catalog:
     def live_runs(self) -> list[RunRecord]:
         """Queued, running and paused runs whose owner is alive (a fresh heartbeat from a
         process that exists), oldest first: what the app follows."""
-        now = time.time()
         with self._read() as s:
+            now = self._now(s)
             ids = [
                 r.id
                 for r in s.scalars(
@@ -1072,8 +1026,8 @@ class Catalog:
         """How many runs other than `besides` processes of this host are training now (live
         leases, status running): the runs that share this machine's cores."""
         host = socket.gethostname()
-        now = time.time()
         with self._read() as s:
+            now = self._now(s)
             runs = s.scalars(select(Run).where(Run.status == "running", Run.id != (besides or 0)))
             return sum(
                 1
@@ -1100,7 +1054,7 @@ class Catalog:
         caller does not use leases, as the plain API and tests)."""
         if owner is None:
             return
-        if s.scalar(select(Run.owner).where(Run.id == run_id)) != owner:
+        if s.scalar(select(Run.owner).where(Run.id == run_id).with_for_update()) != owner:
             self._lost(s, run_id, owner)
 
     def _lost(self, s: Session, run_id: int, owner: str) -> None:
@@ -1152,9 +1106,9 @@ class Catalog:
         (a resume, or a restart) is a new attempt via the `begin_attempt` logic. Each start
         gets its row in `attempts`. With `owner`, only the lease holder may start it."""
         env = {**base_environment(), **(environment or {})}
-        now = time.time()
         with self._write() as s:
-            run = self._run_or_raise(s, run_id)
+            run = self._run_or_raise(s, run_id, lock=True)
+            now = self._now(s)
             self._owned(s, run_id, owner)
             self._close_attempt(s, run_id, "interrupted", None, None, now)  # a left-over one
             if run.started_at is not None or run.attempt > 1:
@@ -1190,11 +1144,11 @@ class Catalog:
         summary is rebuilt from the remaining points, and the run is set running.
         (`CatalogListener.on_start` does this itself on a resume.)"""
         with self._write() as s:
-            run = self._run_or_raise(s, run_id)
+            run = self._run_or_raise(s, run_id, lock=True)
             return self._begin_attempt(s, run, resume_step)
 
     def _begin_attempt(self, s: Session, run: Run, resume_step: int) -> int:
-        now = time.time()
+        now = self._now(s)
         run.attempt += 1
         run.status = "running"
         run.heartbeat_at = now
@@ -1217,41 +1171,58 @@ class Catalog:
 
     @staticmethod
     def _rebuild_summary(s: Session, run_id: int) -> None:
-        """Recompute one run's summary rows from its current (non-superseded) points."""
+        """Recompute one run's summary rows from its current (non-superseded) points. Plain SQL
+        both databases run: the latest point is the one with the highest id, the best the
+        first (lowest id) of the lowest or highest value."""
         m = Metric.__table__
         live = (m.c.run_id == run_id) & (m.c.superseded.is_(False))
         s.execute(delete(RunSummary).where(RunSummary.run_id == run_id))
-        # SQLite returns the other columns of the row holding min()/max() ("bare columns").
+        per_name = (
+            select(m.c.name, func.max(m.c.id).label("last_id"), func.count().label("n"))
+            .where(live)
+            .group_by(m.c.name)
+            .subquery()
+        )
         latest = {
-            r.name: r
+            r[0]: r
             for r in s.execute(
-                select(m.c.name, m.c.step, m.c.value, m.c.wall_time, func.max(m.c.id), func.count())
-                .where(live)
-                .group_by(m.c.name)
+                select(m.c.name, m.c.step, m.c.value, m.c.wall_time, per_name.c.n).join(
+                    per_name, m.c.id == per_name.c.last_id
+                )
             )
         }
         if not latest:
             return
-        lo = {
-            r[0]: (r[1], r[2])
-            for r in s.execute(
-                select(m.c.name, m.c.step, func.min(m.c.value)).where(live).group_by(m.c.name)
+        best: dict[str, tuple[Any, Any]] = {}
+        for is_lower in (True, False):
+            names = [n for n in latest if lower_is_better(n) == is_lower]
+            if not names:
+                continue
+            order = m.c.value.asc() if is_lower else m.c.value.desc()
+            ranked = (
+                select(
+                    m.c.name,
+                    m.c.step,
+                    m.c.value,
+                    func.row_number()
+                    .over(partition_by=m.c.name, order_by=(order, m.c.id))
+                    .label("rank"),
+                )
+                .where(live, m.c.value.is_not(None), m.c.name.in_(names))
+                .subquery()
             )
-        }
-        hi = {
-            r[0]: (r[1], r[2])
-            for r in s.execute(
-                select(m.c.name, m.c.step, func.max(m.c.value)).where(live).group_by(m.c.name)
-            )
-        }
+            for name, step, value in s.execute(
+                select(ranked.c.name, ranked.c.step, ranked.c.value).where(ranked.c.rank == 1)
+            ):
+                best[name] = (step, value)
         rows = []
         for name, r in latest.items():
-            best_step, best = (lo if lower_is_better(name) else hi)[name]
+            best_step, best_value = best.get(name, (None, None))
             rows.append(
                 {
                     "run_id": run_id, "name": name, "latest_value": r[2], "latest_step": r[1],
-                    "latest_wall_time": r[3], "best_value": best,
-                    "best_step": best_step if best is not None else None, "count": r[5],
+                    "latest_wall_time": r[3], "best_value": best_value,
+                    "best_step": best_step if best_value is not None else None, "count": r[4],
                 }
             )  # fmt: skip
         s.execute(insert(RunSummary.__table__), rows)
@@ -1268,12 +1239,12 @@ class Catalog:
         """Set the final status (finished/failed/cancelled/interrupted), error and ended_at,
         close the open attempt and give up the lease (`owner`: only its holder may)."""
         check_status(status)
-        now = time.time()
-        values: dict[str, Any] = {"status": status, "error": error, "ended_at": now, "owner": None}
+        values: dict[str, Any] = {"status": status, "error": error, "owner": None}
         if step is not None:
             values["step"] = step
         with self._write() as s:
             self._owned(s, run_id, owner)
+            values["ended_at"] = now = self._now(s)
             if s.execute(update(Run).where(Run.id == run_id).values(**values)).rowcount == 0:
                 raise UnknownRunError(run_id)
             self._close_attempt(s, run_id, status, step, error, now)
@@ -1284,29 +1255,44 @@ class Catalog:
         if owner is not None:
             self.renew(run_id, owner)
             return
-        self._update_run(run_id, heartbeat_at=time.time())
+        self._update_run(run_id, _now=["heartbeat_at"])
 
     def mark_stale_interrupted(self, threshold_s: float = HEARTBEAT_STALE_S) -> list[int]:
         """Mark runs whose owner stopped beating for `threshold_s` seconds interrupted (live
         runs; queued runs that have an owner, such as a CLI process killed while starting or
         an app's queue) and return their ids. Their leases end, so a process that was only
         suspended finds its run taken away (LeaseLost) and stops writing."""
-        now = time.time()
         last = func.coalesce(Run.heartbeat_at, Run.started_at, Run.created_at)
-        stale = select(Run.id).where(
-            or_(Run.status.in_(LIVE_STATUSES), (Run.status == "queued") & Run.owner.is_not(None)),
-            last < now - threshold_s,
+        ownable = or_(
+            Run.status.in_(LIVE_STATUSES), (Run.status == "queued") & Run.owner.is_not(None)
         )
         owned = select(Run.id, Run.owner).where(
             Run.status.in_(OWNED_STATUSES), Run.owner.like(socket.gethostname() + ":%")
         )
         with self._read() as s:  # the common case takes no write lock
-            dead = [rid for rid, owner in s.execute(owned) if owner_dead(owner)]
+            now = self._now(s)
+            dead = {rid: owner for rid, owner in s.execute(owned) if owner_dead(owner)}
+            stale = select(Run.id).where(ownable, last < now - threshold_s)
             if s.scalar(stale.limit(1)) is None and not dead:
                 return []
-        stale = select(Run.id).where(or_(Run.id.in_(dead), Run.id.in_(stale.scalar_subquery())))
         with self._write() as s:
-            rows = s.execute(stale.add_columns(Run.status, last)).all()
+            now = self._now(s)
+            stale = select(Run.id).where(ownable, last < now - threshold_s)
+            cands = sorted({*dead, *s.scalars(stale)})
+            # lock the candidates, then decide on what they hold now: a run renewed or taken
+            # over by a live process meanwhile is left alone
+            locked = s.execute(
+                select(Run.id, Run.status, last, Run.owner)
+                .where(Run.id.in_(cands))
+                .order_by(Run.id)
+                .with_for_update()
+            ).all()
+            rows = [
+                (rid, status, at)
+                for rid, status, at, owner in locked
+                if (status in LIVE_STATUSES or (status == "queued" and owner is not None))
+                and (at < now - threshold_s or (rid in dead and dead[rid] == owner))
+            ]
             ids = [r[0] for r in rows]
             with_ckpt = set(
                 s.scalars(
@@ -1364,14 +1350,14 @@ class Catalog:
         with self._write() as s:
             self._owned(s, run_id, owner)
             if attempt is None:
-                attempt = s.scalar(select(Run.attempt).where(Run.id == run_id))
+                attempt = s.scalar(select(Run.attempt).where(Run.id == run_id).with_for_update())
                 if attempt is None:
                     raise UnknownRunError(run_id)
             conn = s.connection()
             # plain tuples through the driver: several times cheaper per point than Core's
             # dict-per-row executemany, and this runs for every point of every run
             conn.exec_driver_sql(
-                "INSERT INTO metrics (run_id, attempt, step, name, value, wall_time, superseded) VALUES (?, ?, ?, ?, ?, ?, 0)",
+                self._backend.metrics_insert_sql,
                 [(run_id, attempt, st, n, _finite(v), w) for st, n, v, w in points],
             )
             lower = [n for n in agg if lower_is_better(n)]
@@ -1379,7 +1365,7 @@ class Catalog:
             for names, is_lower in ((lower, True), (higher, False)):
                 if names:
                     conn.execute(
-                        _summary_upsert(is_lower),
+                        _summary_upsert(self._backend.upsert_insert, is_lower),
                         [
                             {"run_id": run_id, "name": n, "latest_value": agg[n][0], "latest_step": agg[n][1],
                              "latest_wall_time": agg[n][2], "best_value": agg[n][3], "best_step": agg[n][4],
@@ -1436,10 +1422,11 @@ class Catalog:
             )
         values = {
             "step": step, "kind": kind, "bytes": bytes, "sha256": sha256,
-            "metrics_json": json.dumps(metrics or {}, sort_keys=True), "created_at": time.time(),
+            "metrics_json": json.dumps(metrics or {}, sort_keys=True),
         }  # fmt: skip
         with self._write() as s:
-            self._run_or_raise(s, run_id)
+            self._run_or_raise(s, run_id, lock=True)
+            values["created_at"] = self._now(s)
             existing = s.scalars(
                 select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == str(path))
             ).first()
@@ -1477,7 +1464,7 @@ class Catalog:
             self._owned(s, run_id, owner)
             ck = Checkpoint(
                 run_id=run_id, step=step, kind=kind, path=str(path), bytes=bytes, sha256=sha256,
-                metrics_json=json.dumps(metrics or {}, sort_keys=True), created_at=time.time(),
+                metrics_json=json.dumps(metrics or {}, sort_keys=True), created_at=self._now(s),
                 state="pending", temp_path=str(temp_path),
             )  # fmt: skip
             s.add(ck)
@@ -1532,8 +1519,8 @@ class Catalog:
         unlinked) in those runs' folders are deleted. Files older than their run are left
         alone: they belong to a deleted catalog's run of the same id. Returns what it did."""
         done: list[str] = []
-        now = time.time()
         with self._read() as s:
+            now = self._now(s)
             q = select(Run).where(
                 or_(
                     Run.status.in_(("interrupted", *OWNED_STATUSES)),
@@ -1641,9 +1628,9 @@ class Catalog:
         """Store an evaluation and return its id. Its checkpoint is looked up by step when no id
         is given. The summary gets `<split>_<metric>` and `<split>_<metric>_ci95` so that run
         lists can show, e.g., test accuracy without touching this table."""
-        now = time.time()
         with self._write() as s:
-            self._run_or_raise(s, run_id)
+            self._run_or_raise(s, run_id, lock=True)
+            now = self._now(s)
             if checkpoint_id is None and checkpoint_step is not None:
                 order = case({"best": 0, "final": 1, "stop": 2}, value=Checkpoint.kind, else_=3)
                 checkpoint_id = s.scalar(
@@ -1668,7 +1655,7 @@ class Catalog:
             for name, v in ((f"{split}_{metric}", mean), (f"{split}_{metric}_ci95", ci95)):
                 v = _finite(v)
                 s.execute(
-                    sqlite_insert(RunSummary.__table__)
+                    self._backend.upsert_insert(RunSummary.__table__)
                     .values(run_id=run_id, name=name, latest_value=v, latest_step=step, latest_wall_time=now,
                             best_value=v, best_step=step, count=1)
                     .on_conflict_do_update(
@@ -1688,10 +1675,11 @@ class Catalog:
             return [_evaluation_record(e) for e in rows]
 
 
-def _summary_upsert(is_lower: bool) -> Any:
-    """INSERT .. ON CONFLICT for a batch aggregate: latest from the batch, best combined, count added."""
+def _summary_upsert(upsert_insert: Any, is_lower: bool) -> Any:
+    """INSERT .. ON CONFLICT for a batch aggregate: latest from the batch, best combined, count
+    added (`upsert_insert`: the database's insert that has `on_conflict_do_update`)."""
     t = RunSummary.__table__
-    stmt = sqlite_insert(t)
+    stmt = upsert_insert(t)
     ex = stmt.excluded
     better = (ex.best_value < t.c.best_value) if is_lower else (ex.best_value > t.c.best_value)
     take_new = or_(t.c.best_value.is_(None), ex.best_value.is_not(None) & better)
