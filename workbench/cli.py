@@ -10,12 +10,13 @@ app; `--help`, `runs`, `export` and argument errors import neither.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -360,21 +361,28 @@ class ProgressBar:
             self.bar.close()
 
 
-def _train(catalog: Any, trainer: Any, run_id: int) -> int:
-    """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled)."""
+@contextlib.contextmanager
+def _stopping(what: str, cancel: Callable[[], None]) -> Iterator[None]:
+    """Ctrl-C / SIGTERM call `cancel` (a clean stop: checkpoints written) instead of killing."""
 
     def stop(signum: int, _frame: Any) -> None:
-        print(
-            f"\nworkbench: {signal.Signals(signum).name}: stopping after this step", file=sys.stderr
-        )
-        trainer.cancel()
+        print(f"\nworkbench: {signal.Signals(signum).name}: {what}", file=sys.stderr)
+        cancel()
 
-    old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    old = {sg: signal.signal(sg, stop) for sg in (signal.SIGINT, signal.SIGTERM)}
     try:
-        result = trainer.run()
+        yield
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+        for sg, h in old.items():
+            signal.signal(sg, h)
+
+
+def _train(catalog: Any, trainer: Any, run_id: int) -> int:
+    """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled)."""
+    try:
+        with _stopping("stopping after this step", trainer.cancel):
+            result = trainer.run()
+    finally:
         for listener in trainer.listeners:
             getattr(listener, "close", lambda: None)()
     print(f"run {run_id}: {result.status} at step {result.step}")
@@ -600,16 +608,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if spec.reproducible_note:
         print(f"note: {spec.reproducible_note}")
 
-    def stop(signum: int, _frame: Any) -> None:
-        print("\nworkbench sweep: stopping the running trials", file=sys.stderr)
-        driver.cancel()
-
-    old = {sg: signal.signal(sg, stop) for sg in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with _stopping("stopping the running trials", driver.cancel):
         result = driver.run()
-    finally:
-        for sg, h in old.items():
-            signal.signal(sg, h)
     best = result.best(driver.maximize)
     done = sum(t.status == "finished" for t in result.trials)
     print(
