@@ -114,7 +114,19 @@ class AdaptationView(QWidget):
     def clear(self) -> None:
         self.last = None
         self.title.setText("<b>Adaptation on a fixed validation task</b>")
+        self.placeholder.setText("Shown at each validation of a run.")
         self.stack.setCurrentWidget(self.placeholder)
+
+    def set_note(self, text: str | None) -> None:
+        """Say why the view shows nothing for the selected run (a run in its own process sends
+        no adaptation data); None shows the last data again."""
+        if text:
+            self.placeholder.setText(text)
+            self.stack.setCurrentWidget(self.placeholder)
+        elif self.last is not None:
+            self.show_data(self.last)
+        else:
+            self.clear()
 
     def show_data(self, data: dict[str, Any]) -> None:
         self.last = data
@@ -123,14 +135,18 @@ class AdaptationView(QWidget):
             self.stack.setCurrentWidget(self.placeholder)
             return
         step = data.get("step")
+        if data.get("run_id") is not None:
+            step = f"run #{data['run_id']}, step {step}"
+        else:
+            step = f"step {step}"
         if data["kind"] == "regression":
             self.title.setText(
-                f"<b>Adaptation on a fixed validation task</b> (step {step}, K = {len(data['support_x'])})"
+                f"<b>Adaptation on a fixed validation task</b> ({step}, K = {len(data['support_x'])})"
             )
             self._regression(data)
         else:
             self.title.setText(
-                f"<b>One validation episode</b> (step {step}): support above, queries below"
+                f"<b>One validation episode</b> ({step}): support above, queries below"
             )
             self._classification(data)
 

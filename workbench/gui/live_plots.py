@@ -336,7 +336,7 @@ class LivePlots(QWidget):
         self.split.addWidget(self.view)
         self.split.setStretchFactor(0, 0)
         self.split.setStretchFactor(1, 1)
-        self.split.setSizes([210, 800])
+        self.split.setSizes([250, 800])
         lay.addWidget(self.split, 1)
         self.plots: dict[str, pg.PlotItem] = {}
         self._add_plot("loss", "Meta-train loss", 0, 0)

@@ -73,6 +73,11 @@ def keep_training_note(n: int) -> str:
     return f"{n} runs keep training in their own processes; reopen the app to follow them"
 
 
+def device_text(device: str, name: str | None) -> str:
+    """A run's device for the status bar: "cpu (AMD EPYC ...)", "cuda:0 (NVIDIA H200)"."""
+    return f"{device} ({name})" if name and name != device else device or ""
+
+
 def fmt_eta(seconds: float) -> str:
     if seconds != seconds or seconds < 0 or seconds > 1e7:
         return "–"
@@ -315,7 +320,7 @@ class MainWindow(QMainWindow):
         s.checkpoint.connect(self._checkpoint)
         s.status.connect(self._status)
         s.notice.connect(self._notice)
-        s.adaptation.connect(lambda run_id, data: self.adapt.show_data(data))
+        s.adaptation.connect(lambda run_id, data: self.adapt.show_data({**data, "run_id": run_id}))
         self.adapt.on_visible = lambda shown: setattr(s, "adaptation_wanted", shown)
         s.adaptation_wanted = self.adapt.isVisible()
         self.browser.log.connect(self.log.add)
@@ -466,7 +471,7 @@ class MainWindow(QMainWindow):
             "total": rec.total_steps or 0,
             "rate": 0.0,
             "device": rec.device,
-            "device_text": rec.device_name or rec.device,
+            "device_text": device_text(rec.device, rec.device_name),
             "state": rec.status,
             "detached": True,
             "pid": owner_pid(rec.owner),
@@ -720,7 +725,10 @@ class MainWindow(QMainWindow):
 
     def _evaluated(self, run_id: int, ev: EvalResult) -> None:
         self.live.add_eval(ev, run_id)
-        what = f"{ev.split} {ev.metric} {fmt_value(ev.metric, ev.mean, ev.ci95)} on {ev.episodes} episodes at step {ev.step}"
+        on = f" on {ev.episodes} episodes" if ev.episodes else ""  # a follower does not know
+        what = (
+            f"{ev.split} {ev.metric} {fmt_value(ev.metric, ev.mean, ev.ci95)}{on} at step {ev.step}"
+        )
         self.log.add("info", f"run #{run_id}: {what}")
 
     def _checkpoint(self, run_id: int, ev: CheckpointSaved) -> None:
@@ -771,7 +779,7 @@ class MainWindow(QMainWindow):
         r.update(state=rec.status, step=max(r.get("step", 0), rec.step))
         r["total"] = rec.total_steps or r.get("total", 0)
         if rec.device_name:
-            r["device"], r["device_text"] = rec.device, rec.device_name
+            r["device"], r["device_text"] = rec.device, device_text(rec.device, rec.device_name)
         if r.get("want") in ("pause", "resume") and rec.status in ("paused", "running"):
             r.pop("want", None)  # taken: the catalog's status says what it is now
         if before not in (None, "queued") and rec.status in ("paused", "running"):
@@ -807,6 +815,12 @@ class MainWindow(QMainWindow):
         r = self.runs.get(run_id)
         if r is not None:
             self.live.set_reference(r.get("reference"))
+        self.adapt.set_note(
+            f"Run #{run_id} trains in its own process: the adaptation view shows runs "
+            "trained in the app."
+            if r is not None and r.get("detached")
+            else None
+        )
         self._sb_texts.clear()
         self.update_status_bar()
         self._update_buttons()
@@ -832,7 +846,7 @@ class MainWindow(QMainWindow):
 
     def _run_label(self, run_id: int) -> str:
         r = self.runs.get(run_id, {})
-        where = "own process" if r.get("detached") else "in the app"
+        where = "own process" if r.get("detached") else "in app"
         total = r.get("total") or "?"
         return (
             f"#{run_id} {r.get('name') or ''}\n"
@@ -851,8 +865,13 @@ class MainWindow(QMainWindow):
         parts = [f"{running} running"] if running else []
         parts += [f"{paused} paused"] if paused else []
         self._set_text(self.sb_count, ", ".join(parts))
-        for run_id in self.runs:
-            self.live.set_run_text(run_id, self._run_label(run_id))
+        for run_id, run in self.runs.items():
+            where = (
+                f"trains in its own process (pid {run.get('pid')})"
+                if run.get("detached")
+                else "trains in the app's thread"
+            )
+            self.live.set_run_text(run_id, self._run_label(run_id), f"#{run_id} {where}")
         r = self._run
         if r:
             state = r.get("state", "")
@@ -964,7 +983,7 @@ class MainWindow(QMainWindow):
         self._closed = True
         self.status_timer.stop()
         self.live.timer.stop()
-        self.follower.stop()  # runs in their own processes go on: nothing is asked of them
+        self.follower.close()  # runs in their own processes go on: nothing is asked of them
         self.launch_timer.stop()
         self.queue.shutdown()
         self.browser.shutdown()
