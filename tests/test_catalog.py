@@ -43,12 +43,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
     return tmp_path / "experiments.db"
 
 
-def sqlite_only(db: Path | str) -> None:
-    """Skip on a server catalog: the test checks the SQLite file itself."""
-    if isinstance(db, str):
-        pytest.skip("checks the SQLite file itself")
-
-
 @pytest.fixture
 def cat(db: Path):
     c = Catalog.open(db)
@@ -291,6 +285,31 @@ def test_list_runs_filters(cat: Catalog) -> None:
     assert [r.id for r in cat.list_runs(text="%")] == [b]  # LIKE wildcards are escaped
     assert [r.id for r in cat.list_runs(text="a_1")] == [a]
     assert cat.list_runs(text="nothing") == []
+
+
+def test_live_rows_and_change_token(db: Path | str) -> None:
+    """What the browser polls, on both databases: a change token that moves when another
+    connection commits (and not on reads), and the live rows query."""
+    with Catalog.open(db) as cat, Catalog.open(db) as other:
+        a, b, c = _new_run(cat), _new_run(cat), _new_run(cat)
+        t0 = cat.change_token()
+        assert t0 is not None
+        cat.list_runs()
+        assert cat.change_token() == t0
+        other.claim(b, "host:1:x")
+        other.set_status(b, "running", owner="host:1:x")
+        other.add_metrics(b, [(3, "val_loss", 0.5, 1.0), (4, "loss", 0.4, 1.0)])
+        other.finish_run(c, "finished", step=2)
+        t1 = cat.change_token()
+        assert t1 != t0
+        rows = {r[0]: r for r in cat.live_rows(after_id=c)}
+        # runs above after_id: none; queued a and the running b are live; c only when asked
+        assert set(rows) == {a, b}
+        assert rows[b][1:3] == ("running", 4) and rows[b][5] == 1 and rows[b][6] == 3
+        assert rows[a][6] is None
+        rows = {r[0]: r for r in cat.live_rows(after_id=a, ids=[c])}
+        assert set(rows) == {a, b, c} and rows[c][1] == "finished" and rows[c][4] is not None
+        assert cat.change_token() == t1
 
 
 def test_begin_attempt_supersedes_later_points(cat: Catalog) -> None:

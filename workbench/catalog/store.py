@@ -1022,6 +1022,29 @@ class Catalog:
             ]
         return [self.get_run(i) for i in ids]
 
+    def live_rows(
+        self, after_id: int = 0, ids: Iterable[int] = ()
+    ) -> list[tuple[int, str, int, float | None, float | None, int, int | None]]:
+        """The browser's cheap refresh, on any database: (id, status, step, heartbeat_at,
+        ended_at, attempt, latest step of a `val_*` metric) of runs with an id above `after_id`,
+        queued/running/paused runs, and the runs `ids` (those that were live: they may just
+        have ended). One query on the runs and summary tables."""
+        t = RunSummary.__table__
+        val_step = (
+            select(func.max(t.c.latest_step))
+            .where(t.c.run_id == Run.id, t.c.name.like("val\\_%", escape="\\"))
+            .scalar_subquery()
+        )
+        cond = [Run.id > after_id, Run.status.in_(OWNED_STATUSES)]
+        wanted = [int(i) for i in ids]
+        if wanted:
+            cond.append(Run.id.in_(wanted))
+        q = select(
+            Run.id, Run.status, Run.step, Run.heartbeat_at, Run.ended_at, Run.attempt, val_step
+        ).where(or_(*cond))
+        with self._read() as s:
+            return [tuple(r) for r in _fetch_raw(s.connection(), q)]  # type: ignore[misc]
+
     def running_here(self, besides: int | None = None) -> int:
         """How many runs other than `besides` processes of this host are training now (live
         leases, status running): the runs that share this machine's cores."""
