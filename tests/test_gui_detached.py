@@ -408,3 +408,30 @@ def test_step_to_screen_latency_of_a_run_in_another_process(
         f"p95 {p95:.2f} s, max {lat[-1]:.2f} s; follower poll median "
         f"{statistics.median(window.follower.poll_ms):.1f} ms"
     )
+
+
+def test_resume_in_its_own_process_from_the_browser_continues_the_run_to_the_end(
+    qtbot, window: MainWindow, catalog: Catalog, children: list[int]
+) -> None:
+    fill(window, {**SMALL, "steps": 1000, "val_every": 250, "ckpt_every": 100})
+    (rid,) = window.start_in_app()
+    qtbot.waitUntil(
+        lambda: window.queue.worker is not None and window.queue.worker.trainer.step >= 30,
+        timeout=HANG_MS,
+    )
+    window.stop()
+    qtbot.waitUntil(lambda: not window.queue.running, timeout=HANG_MS)
+    stopped_at = catalog.get_run(rid).step
+    assert catalog.get_run(rid).status == "cancelled" and stopped_at < 1000
+    window.browser.reload()
+    window.browser.select_ids([rid])
+    assert window.browser.resume_detached_button.isEnabled()
+    with qtbot.waitSignal(window.detachedLaunched, timeout=HANG_MS) as sig:
+        window.browser.resume_selected(detached=True)
+    assert sig.args == [rid]  # from its latest checkpoint: the same run, a new attempt
+    children.append(int(window.runs[rid]["pid"]))
+    assert window.runs[rid]["detached"]
+    qtbot.waitUntil(lambda: state(window, rid) == "finished", timeout=HANG_MS)
+    assert [a["status"] for a in catalog.attempts(rid)] == ["cancelled", "finished"]
+    assert list(window.live.traces[rid].curves["loss"].xData) == list(range(1, 1001))
+    assert catalog_points(catalog, rid) == 1000

@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     win.form.set_field("seed", "4,5")
     win.form.set_field("steps", 3000)
     win.form.set_field("name", "maml-sinusoid-proc")
+    win.live.clear_ended()  # the two runs alone in the list (and in its first colours)
     launched: list[int] = []
     win.detachedLaunched.connect(launched.append)
     win.start_detached()

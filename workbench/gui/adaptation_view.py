@@ -121,6 +121,7 @@ class AdaptationView(QWidget):
         """Say why the view shows nothing for the selected run (a run in its own process sends
         no adaptation data); None shows the last data again."""
         if text:
+            self.title.setText("<b>Adaptation on a fixed validation task</b>")
             self.placeholder.setText(text)
             self.stack.setCurrentWidget(self.placeholder)
         elif self.last is not None:

@@ -115,6 +115,8 @@ def mean_band(
 
 class ExperimentsBrowser(QWidget):
     resumeRequested = Signal(int, object)  # run id, CheckpointRecord
+    # run id, CheckpointRecord: continue it in its own process (it outlives the app)
+    resumeDetachedRequested = Signal(int, object)
     cloneRequested = Signal(dict)  # a RunConfig dict
     log = Signal(str, str)  # level, message
 
@@ -221,6 +223,12 @@ class ExperimentsBrowser(QWidget):
             "Resume",
             "Continue the selected run from the checkpoint selected below (default: latest)",
             self.resume_selected,
+        )
+        self.resume_detached_button = button(
+            "Resume in own process",
+            "Continue the selected run in a separate process that keeps training when the app "
+            "closes (from the checkpoint selected below, default: latest)",
+            lambda: self.resume_selected(detached=True),
         )
         self.eval_button = button(
             "Evaluate",
@@ -591,6 +599,7 @@ class ExperimentsBrowser(QWidget):
             self.ckpt_table.setRowCount(0)
             self.eval_table.setRowCount(0)
         self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE)
+        self.resume_detached_button.setEnabled(self.resume_button.isEnabled())
         self.clone_button.setEnabled(len(recs) == 1)
 
     def _fill_metric_combo(self, recs: list[RunRecord]) -> None:
@@ -740,7 +749,7 @@ class ExperimentsBrowser(QWidget):
             return cks[rows[0].row()]
         return self.catalog.checkpoint(run_id, default) or self.catalog.checkpoint(run_id, "latest")  # type: ignore[arg-type]
 
-    def resume_selected(self) -> None:
+    def resume_selected(self, detached: bool = False) -> None:
         r = self._one()
         if r is None:
             return
@@ -751,7 +760,8 @@ class ExperimentsBrowser(QWidget):
         if ck is None and r.status not in ("interrupted", "failed", "cancelled"):
             self.log.emit("error", f"run #{r.id} has no checkpoint to resume from")
             return
-        self.resumeRequested.emit(r.id, ck)  # None: killed before its first checkpoint, from 0
+        # None: killed before its first checkpoint, from 0
+        (self.resumeDetachedRequested if detached else self.resumeRequested).emit(r.id, ck)
 
     def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
         r = self._one()

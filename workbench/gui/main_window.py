@@ -325,6 +325,7 @@ class MainWindow(QMainWindow):
         s.adaptation_wanted = self.adapt.isVisible()
         self.browser.log.connect(self.log.add)
         self.browser.resumeRequested.connect(self.resume_run)
+        self.browser.resumeDetachedRequested.connect(self.resume_detached)
         self.browser.cloneRequested.connect(self.clone_config)
         f = self.follower
         f.steps.connect(self._steps)
@@ -578,6 +579,29 @@ class MainWindow(QMainWindow):
             return
         self.tabs.setCurrentIndex(0)
 
+    def resume_detached(self, run_id: int, checkpoint: Any) -> bool:
+        """Continue a run in its own process (`workbench resume` detached): from its latest
+        checkpoint the same run, from an older one a child run (as the CLI does). The launch
+        is polled like a new run's; False when it could not begin."""
+        try:
+            from workbench.launcher import spawn_resume
+
+            latest = self.catalog.checkpoint(run_id, "latest")
+            which = (
+                "latest"
+                if checkpoint is None or latest is None or checkpoint.step >= latest.step
+                else str(checkpoint.step)
+            )
+            pending = spawn_resume(run_id, self.catalog.path, checkpoint=which)
+        except Exception as exc:
+            self.log.add("error", f"cannot resume run #{run_id} in its own process: {exc}")
+            return False
+        self._launches.append((pending, f"resume of run #{run_id}"))
+        self.log.add("info", f"resuming run #{run_id} in its own process…")
+        self.launch_timer.start()
+        self.tabs.setCurrentIndex(0)
+        return True
+
     def clone_config(self, config: dict[str, Any]) -> None:
         self.form.set_config(config)
         self.show_setup()
@@ -644,7 +668,7 @@ class MainWindow(QMainWindow):
             b.setEnabled(has_pending)
 
     def _preset_changed(self, preset: Any) -> None:
-        if not self.queue.running and not self.live.traces:
+        if self._target() is None:  # no live run selected: show the new preset's number
             metric = (
                 "accuracy"
                 if self.form.config is not None and self.form.config.task_kind == "classification"
