@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from workbench import launcher
 from workbench.catalog import Catalog, RunRecord
 from workbench.catalog.errors import CatalogError
 from workbench.core.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
@@ -392,15 +393,10 @@ class MainWindow(QMainWindow):
         if refused:
             self.log.add("error", f"not started: {refused}")
             return 0
-        try:
-            from workbench.launcher import spawn_config
-        except ImportError as exc:  # a build without the launcher
-            self.log.add("error", f"cannot start runs in their own processes: {exc}")
-            return 0
         begun = 0
         for c in seed_configs(cfg, seeds):
             try:
-                pending = spawn_config(c, self.catalog.path)
+                pending = launcher.spawn_config(c, self.catalog.location)
             except Exception as exc:  # LaunchError: no run was created
                 self.log.add("error", f"{c.name}: not started in its own process: {exc}")
                 continue
@@ -584,15 +580,13 @@ class MainWindow(QMainWindow):
         checkpoint the same run, from an older one a child run (as the CLI does). The launch
         is polled like a new run's; False when it could not begin."""
         try:
-            from workbench.launcher import spawn_resume
-
             latest = self.catalog.checkpoint(run_id, "latest")
             which = (
                 "latest"
                 if checkpoint is None or latest is None or checkpoint.step >= latest.step
                 else str(checkpoint.step)
             )
-            pending = spawn_resume(run_id, self.catalog.path, checkpoint=which)
+            pending = launcher.spawn_resume(run_id, self.catalog.location, checkpoint=which)
         except Exception as exc:
             self.log.add("error", f"cannot resume run #{run_id} in its own process: {exc}")
             return False
