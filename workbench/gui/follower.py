@@ -173,6 +173,8 @@ class RunFollower(QObject):
             return
         now = time.monotonic()
         discover = now >= self._discover_at
+        if not discover and not self.followed:
+            return  # nothing to read: the reader stays asleep (a wake-up costs training the GIL)
         if discover:
             self._discover_at = now + DISCOVER_S
         snapshot = [(f, f.after_id, f.attempt) for f in self.followed.values()]

@@ -65,6 +65,7 @@ def versions() -> dict[str, str]:
 # process is getting ready; "stopping": asked to stop, not stopped yet)
 LIVE_STATES = ("queued", "starting", "running", "paused", "stopping")
 SETTING_DETACHED = "run/detached_default"
+LABELS_EVERY_S = 2.0  # the run list's step counts refresh this often
 
 
 def keep_training_note(n: int) -> str:
@@ -97,7 +98,8 @@ class MainWindow(QMainWindow):
         super().__init__(parent)
         self.catalog = catalog
         self.confirm: Callable[[str, str], bool] = self._ask
-        self.setWindowTitle(f"Meta-Learning Workbench — {catalog.path.name}")
+        where = catalog.path.name if catalog.path is not None else catalog.display
+        self.setWindowTitle(f"Meta-Learning Workbench — {where}")
         self._process = psutil.Process(os.getpid())
         # the runs in the live view: id -> {id, name, state, step, total, rate, device,
         # detached (trains in another process), pid, reference}
@@ -125,6 +127,7 @@ class MainWindow(QMainWindow):
 
         self._sb_texts: dict[int, str] = {}
         self._mem_at = 0.0
+        self._labels_at = 0.0
         self.status_timer = QTimer(
             self, interval=500
         )  # coalesced: step/rate/ETA at 2 Hz, memory at 0.5 Hz
@@ -140,7 +143,7 @@ class MainWindow(QMainWindow):
             )
         self.log.add(
             "info",
-            f"catalog {catalog.path} ({self.browser.model.rowCount()} runs, loaded in {self.browser.load_ms:.0f} ms)",
+            f"catalog {catalog.display} ({self.browser.model.rowCount()} runs, loaded in {self.browser.load_ms:.0f} ms)",
         )
         self.resize(1500, 950)
         if restore:
@@ -760,7 +763,7 @@ class MainWindow(QMainWindow):
             self.runs[run_id]["state"] = status
         self.queue.paused = status == "paused"
         self._update_buttons()
-        self.update_status_bar()
+        self._state_changed()
         self.browser.poll()
 
     def _notice(self, run_id: int, reason: str) -> None:
@@ -778,7 +781,7 @@ class MainWindow(QMainWindow):
         r["step"] = fin.step
         self.live.set_ended(run_id)
         self.live.redraw(force=True)
-        self.update_status_bar()
+        self._state_changed()
         if fin.test is not None:
             t = fin.test
             self.log.add(
@@ -803,7 +806,7 @@ class MainWindow(QMainWindow):
         if before not in (None, "queued") and rec.status in ("paused", "running"):
             self.log.add("info", f"run #{run_id} {rec.status}")
         self._update_buttons()
-        self.update_status_bar()
+        self._state_changed()
         self.browser.poll()
 
     def _detached_ended(self, run_id: int, rec: RunRecord | None) -> None:
@@ -821,7 +824,7 @@ class MainWindow(QMainWindow):
             msg += f": {rec.error}"
         self.log.add("error" if status in ("failed", "interrupted") else "info", msg)
         self._update_buttons()
-        self.update_status_bar()
+        self._state_changed()
         self.browser.poll()
 
     def _detached_restarted(self, run_id: int) -> None:
@@ -840,7 +843,7 @@ class MainWindow(QMainWindow):
             else None
         )
         self._sb_texts.clear()
-        self.update_status_bar()
+        self._state_changed()
         self._update_buttons()
 
     @property
@@ -878,11 +881,14 @@ class MainWindow(QMainWindow):
             self._sb_texts[id(label)] = text
             label.setText(text)
 
-    def update_status_bar(self, force: bool = False) -> None:
-        running, paused = self.live_count()
-        parts = [f"{running} running"] if running else []
-        parts += [f"{paused} paused"] if paused else []
-        self._set_text(self.sb_count, ", ".join(parts))
+    def _state_changed(self) -> None:
+        """A run's state changed: the list and the status bar say so now."""
+        self._update_run_labels()
+        self.update_status_bar()
+
+    def _update_run_labels(self) -> None:
+        """The run list's texts (state, step): every LABELS_EVERY_S and on state changes; each
+        text change repaints the list, on the GUI thread an in-app run shares the GIL with."""
         for run_id, run in self.runs.items():
             where = (
                 f"trains in its own process (pid {run.get('pid')})"
@@ -890,6 +896,16 @@ class MainWindow(QMainWindow):
                 else "trains in the app's thread"
             )
             self.live.set_run_text(run_id, self._run_label(run_id), f"#{run_id} {where}")
+
+    def update_status_bar(self, force: bool = False) -> None:
+        running, paused = self.live_count()
+        parts = [f"{running} running"] if running else []
+        parts += [f"{paused} paused"] if paused else []
+        self._set_text(self.sb_count, ", ".join(parts))
+        now = time.monotonic()
+        if force or now - self._labels_at >= LABELS_EVERY_S:
+            self._labels_at = now
+            self._update_run_labels()
         r = self._run
         if r:
             state = r.get("state", "")
@@ -929,7 +945,7 @@ class MainWindow(QMainWindow):
         return (f"<h3>Meta-Learning Workbench {v['workbench']}</h3>"
                 "<p>MAML, first-order MAML, Meta-LSTM, ProtoNet and a fine-tuning baseline, "
                 "with a run catalog.</p>"
-                f"<table>{rows}</table><p>Catalog: {self.catalog.path}</p>")  # fmt: skip
+                f"<table>{rows}</table><p>Catalog: {self.catalog.display}</p>")  # fmt: skip
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About the Meta-Learning Workbench", self.about_text())
