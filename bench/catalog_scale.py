@@ -14,7 +14,12 @@ and tags), bulk-inserted with `executemany` in large transactions on the catalog
 
 Medians and interquartile ranges of repeated measurements.
 
+On SQLite (a temporary file, or `--db FILE`) by default; `--url postgresql+psycopg://...` runs
+the same on PostgreSQL, in an empty database (bulk-built with COPY; checkpoints of the logging
+runs in a temporary folder).
+
     .venv/bin/python bench/catalog_scale.py [--runs 10000] [--points 10000000] [--write]
+    .venv/bin/python bench/catalog_scale.py --url postgresql+psycopg://user@host/db [--write]
     .venv/bin/python bench/catalog_scale.py --tiny
 """
 
@@ -27,6 +32,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -51,16 +57,87 @@ def fmt(xs: list[float], unit: str = "ms", scale: float = 1000.0, digits: int = 
     return f"{m:.{digits}f} {unit} (IQR {q1:.{digits}f}-{q3:.{digits}f})"
 
 
-def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int, float]:
-    """Fill the catalog at `path`; returns (id of the long run, points written, seconds)."""
+class _SQLiteBulk:
+    """Bulk rows into a SQLite catalog: executemany in large transactions."""
+
+    def __init__(self, path: Path) -> None:
+        self.db = sqlite3.connect(path)
+        self.db.execute("PRAGMA journal_mode = WAL")
+        self.db.execute("PRAGMA synchronous = NORMAL")
+        self.path = path
+
+    def columns(self, table: str) -> list[str]:
+        return [r[1] for r in self.db.execute(f"PRAGMA table_info({table})")]
+
+    def insert(self, table: str, cols: list[str], rows: list) -> None:
+        with self.db:
+            self.db.executemany(
+                f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                rows,
+            )
+
+    def run_ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM runs ORDER BY id")]
+
+    def finish(self) -> None:
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("ANALYZE")
+        self.db.close()
+
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 2**20
+
+
+class _PostgresBulk:
+    """Bulk rows into a PostgreSQL catalog: COPY."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url).set(drivername="postgresql")
+        self.db = psycopg.connect(u.render_as_string(hide_password=False), autocommit=True)
+
+    def columns(self, table: str) -> list[str]:
+        rows = self.db.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = "
+            "current_schema() AND table_name = %s ORDER BY ordinal_position",
+            (table,),
+        )
+        return [r[0] for r in rows]
+
+    def insert(self, table: str, cols: list[str], rows: list) -> None:
+        with self.db.transaction(), self.db.cursor() as cur:
+            with cur.copy(f"COPY {table} ({', '.join(f'{c!s}' for c in cols)}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+
+    def run_ids(self) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT id FROM runs ORDER BY id")]
+
+    def finish(self) -> None:
+        self.db.execute("ANALYZE")
+
+    def size_mb(self) -> float:
+        return self.db.execute("SELECT pg_database_size(current_database())").fetchone()[0] / 2**20
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def build(
+    path: Path | str, runs: int, points: int, long_steps: int, checkpoint_root: Path | None = None
+) -> tuple[int, int, float, float]:
+    """Fill the catalog at `path` (a SQLite file or an empty PostgreSQL database's URL);
+    returns (id of the long run, points written, seconds, size in MiB)."""
     from workbench.catalog import Catalog
 
-    Catalog.open(path).close()  # schema and migrations
+    with Catalog.open(path, checkpoint_root=checkpoint_root) as cat:  # schema and migrations
+        if cat.list_runs(limit=1):
+            raise SystemExit(f"{cat.display} already has runs: give an empty database")
     t0 = time.perf_counter()
-    db = sqlite3.connect(path)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.execute("PRAGMA synchronous = NORMAL")
-    cols = [r[1] for r in db.execute("PRAGMA table_info(runs)") if r[1] != "id"]
+    db: Any = _SQLiteBulk(path) if isinstance(path, Path) else _PostgresBulk(path)
+    cols = [c for c in db.columns("runs") if c != "id"]
     now = time.time()
     algos, datasets = (
         ("maml", "protonet", "fomaml", "meta-lstm"),
@@ -76,11 +153,8 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
                  started_at=now - 60 * (runs - i), ended_at=now - 60 * (runs - i) + 50, heartbeat_at=now - 60 * (runs - i) + 50,
                  notes="", attempt=1, total_steps=total, step=total)  # fmt: skip
         rows.append([r[c] for c in cols])
-    with db:
-        db.executemany(
-            f"INSERT INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})", rows
-        )
-    ids = [r[0] for r in db.execute("SELECT id FROM runs ORDER BY id")]
+    db.insert("runs", cols, rows)
+    ids = db.run_ids()
     long_id = ids[0]
     other = max(1, (points - long_steps * len(NAMES)) // max(1, (len(ids) - 1) * len(NAMES)))
     steps_of = {rid: (long_steps if rid == long_id else other) for rid in ids}
@@ -96,27 +170,25 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
             base = 1.0 / (1.0 + 0.01 * step)
             e = noise[(rid * 7 + step) & 4095]
             wall = w0 + step * 0.005
-            yield (rid, 1, step, "loss", base + e, wall)
-            yield (rid, 1, step, "mse", base * 0.9 + e, wall)
-            yield (rid, 1, step, "meta_lr", 0.001, wall)
-            yield (rid, 1, step, "steps_per_s", 200.0 + 10 * e, wall)
+            yield (rid, 1, step, "loss", base + e, wall, False)
+            yield (rid, 1, step, "mse", base * 0.9 + e, wall, False)
+            yield (rid, 1, step, "meta_lr", 0.001, wall, False)
+            yield (rid, 1, step, "steps_per_s", 200.0 + 10 * e, wall, False)
 
-    sql = "INSERT INTO metrics (run_id, attempt, step, name, value, wall_time, superseded) VALUES (?, ?, ?, ?, ?, ?, 0)"
+    mcols = ["run_id", "attempt", "step", "name", "value", "wall_time", "superseded"]
     batch: list[tuple] = []
     for rid in ids:
         batch.extend(points_of(rid))
         if len(batch) >= 1_000_000:
-            with db:
-                db.executemany(sql, batch)
+            db.insert("metrics", mcols, batch)
             written += len(batch)
             batch = []
     if batch:
-        with db:
-            db.executemany(sql, batch)
+        db.insert("metrics", mcols, batch)
         written += len(batch)
 
     # what the writer keeps beside the points: one summary row per (run, metric), some tags
-    scols = {r[1] for r in db.execute("PRAGMA table_info(run_summary)")}
+    scols = set(db.columns("run_summary"))
     summ = []
     for rid in ids:
         n = steps_of[rid]
@@ -125,19 +197,17 @@ def build(path: Path, runs: int, points: int, long_steps: int) -> tuple[int, int
             summ.append({"run_id": rid, "name": name, "latest_value": latest, "latest_step": n, "latest_wall_time": now,
                          "best_value": best, "best_step": n, "count": n})  # fmt: skip
     keys = [k for k in summ[0] if k in scols]
-    with db:
-        db.executemany(
-            f"INSERT INTO run_summary ({', '.join(keys)}) VALUES ({', '.join('?' * len(keys))})",
-            [[s[k] for k in keys] for s in summ],
-        )
-        db.executemany(
-            "INSERT INTO run_tags (run_id, tag) VALUES (?, ?)",
-            [(rid, ("paper", "sweep", "debug")[rid % 3]) for rid in ids if rid % 4 == 0],
-        )
-    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    db.execute("ANALYZE")
-    db.close()
-    return long_id, written, time.perf_counter() - t0
+    db.insert("run_summary", keys, [[s[k] for k in keys] for s in summ])
+    db.insert(
+        "run_tags",
+        ["run_id", "tag"],
+        [(rid, ("paper", "sweep", "debug")[rid % 3]) for rid in ids if rid % 4 == 0],
+    )
+    db.finish()
+    size = db.size_mb()
+    if hasattr(db, "close"):
+        db.close()
+    return long_id, written, time.perf_counter() - t0, size
 
 
 def logging_cost(catalog, steps: int, pairs: int) -> dict:
@@ -242,6 +312,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--db", type=Path, help="catalog file (default: a temporary one, deleted)")
     p.add_argument(
+        "--url",
+        help="an empty PostgreSQL database to run on instead (postgresql+psycopg://user@host/db)",
+    )
+    p.add_argument(
         "--tiny", action="store_true", help="200 runs, 20,000 points: checks that the script works"
     )
     p.add_argument(
@@ -261,17 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.catalog import Catalog
 
     tmp = Path(tempfile.mkdtemp(prefix="wb-catalog-scale-"))
-    path = args.db or tmp / "scale.db"
-    if path.exists():
-        path.unlink()
-    long_id, written, build_s = build(path, args.runs, args.points, args.long)
-    size_mb = path.stat().st_size / 2**20
+    path: Path | str
+    if args.url:
+        path, backend = args.url, "PostgreSQL"
+    else:
+        path, backend = args.db or tmp / "scale.db", "SQLite"
+        if path.exists():
+            path.unlink()
+    root = tmp / "checkpoints"
+    long_id, written, build_s, size_mb = build(path, args.runs, args.points, args.long, root)
     print(
-        f"built a catalog of {args.runs:,} runs and {written:,} metric points in {build_s:.1f} s ({size_mb:.0f} MiB)",
+        f"built a catalog of {args.runs:,} runs and {written:,} metric points in {build_s:.1f} s ({size_mb:.0f} MiB, {backend})",
         flush=True,
     )
 
-    cat = Catalog.open(path)
+    cat = Catalog.open(path, checkpoint_root=root)
     try:
         list_s, load_s = [], []
         n_listed = n_loaded = 0
@@ -304,14 +382,23 @@ def main(argv: list[str] | None = None) -> int:
         lm, _, _ = iqr([x * 1000 for x in list_s])
         cm, _, _ = iqr([x * 1000 for x in load_s])
         am, _, _ = iqr([x * 100 for x in log["ab"]])
+        pg = backend == "PostgreSQL"
+        how = "COPY" if pg else "`executemany` in 1M-row transactions"
+        flag = " --url postgresql+psycopg://..." if pg else ""
         lines = [
-            "## Catalog at scale",
+            "## Catalog at scale" + (" (PostgreSQL)" if pg else ""),
             "",
-            f"{stamp()}; `bench/catalog_scale.py --runs {args.runs} --points {args.points}`.",
+            f"{stamp()}; `bench/catalog_scale.py --runs {args.runs} --points {args.points}{flag}`"
+            + (
+                " (PostgreSQL 15 on this machine, default settings: fsync and synchronous_commit on; "
+                "psycopg 3 over TCP to 127.0.0.1)."
+                if pg
+                else "."
+            ),
             "",
-            f"Synthetic catalog: {args.runs:,} runs, {written:,} metric points ({size_mb:.0f} MiB; one run with a {args.long:,}-step "
+            f"Synthetic {backend} catalog: {args.runs:,} runs, {written:,} metric points ({size_mb:.0f} MiB; one run with a {args.long:,}-step "
             f"curve, the others a few hundred steps of 4 metrics), 8 summary rows per run, tags on a quarter of the runs; bulk-built "
-            f"with `executemany` in 1M-row transactions in {build_s:.1f} s. Timings through the `Catalog` API on a fresh connection; "
+            f"with {how} in {build_s:.1f} s. Timings through the `Catalog` API on a fresh connection; "
             f"median (IQR) of {args.repeats} repeats. Logging cost: sinusoid MAML (1 torch thread, {args.steps} steps a run, "
             f"{args.pairs} alternating pairs) into this catalog: the change of the mean step time with the listener attached vs "
             "not (the measure of the target); for comparison, the training thread's time in `CatalogListener.on_step` plus the "
@@ -325,12 +412,14 @@ def main(argv: list[str] | None = None) -> int:
             f"| metric logging: step time with vs without the listener (step {step_ms}) | {ab} | < 1% | {'ok' if am < 1 else 'missed'} |",
             f"| metric logging: CPU time of `on_step` + writer thread per step | {share} | | |",
         ]
-        write_section("catalog-scale", "\n".join(lines))
-        print("wrote the catalog-scale section of bench/RESULTS.md")
+        key = "catalog-scale-postgresql" if pg else "catalog-scale"
+        write_section(key, "\n".join(lines))
+        print(f"wrote the {key} section of bench/RESULTS.md")
+    import shutil
+
+    shutil.rmtree(root, ignore_errors=True)  # the logging runs' checkpoint folders
     if args.db is None:
-        for f in tmp.glob("*"):
-            if f.is_file():
-                f.unlink()
+        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

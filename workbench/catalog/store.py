@@ -10,7 +10,10 @@ Where
 - Checkpoints of run N live in `<checkpoint root>/N/` (`Catalog.checkpoint_dir(N)`); the root
   is `<db path>.checkpoints/` beside a SQLite file, or the `checkpoint_root` given to `open`
   (else `$WORKBENCH_CHECKPOINT_ROOT`, else `./<database>.checkpoints`) for a server catalog:
-  storage every machine that trains or resumes must reach. `delete_run` removes the folder.
+  storage every machine that trains or resumes must reach. Rows keep checkpoint paths relative
+  to the root (files outside it, and rows of older releases, absolute), so a catalog can move
+  with its checkpoint folder and each machine may mount the root at its own path; the API
+  always gives absolute paths. `delete_run` removes the folder.
 
 Concurrency
 -----------
@@ -64,7 +67,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import Session
 
-from workbench.catalog.dialects import is_url, server_backend, sqlite_path_of
+from workbench.catalog.dialects import is_url, raw_cursor, server_backend, sqlite_path_of
 from workbench.catalog.dialects.sqlite import (  # APPLICATION_ID: re-exported
     APPLICATION_ID,  # noqa: F401
     SQLiteBackend,
@@ -273,16 +276,16 @@ def _fetch_raw(conn: Connection, stmt: Any) -> list[tuple[Any, ...]]:
     compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
     params = compiled.construct_params()
     args: Any = [params[k] for k in compiled.positiontup or ()] if compiled.positional else params
-    cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    cur = raw_cursor(conn)
     try:
         return cur.execute(str(compiled), args).fetchall()
     finally:
         cur.close()
 
 
-def _checkpoint_record(c: Checkpoint) -> CheckpointRecord:
+def _checkpoint_record(c: Checkpoint, path: str) -> CheckpointRecord:
     return CheckpointRecord(
-        id=c.id, run_id=c.run_id, step=c.step, kind=c.kind, path=c.path, bytes=c.bytes,
+        id=c.id, run_id=c.run_id, step=c.step, kind=c.kind, path=path, bytes=c.bytes,
         sha256=c.sha256, metrics=json.loads(c.metrics_json) if c.metrics_json else {},
         created_at=c.created_at,
     )  # fmt: skip
@@ -669,6 +672,29 @@ class Catalog:
                 ) from None
         return d
 
+    def _stored(self, path: str | os.PathLike[str]) -> str:
+        """How a checkpoint path is kept in the catalog: relative to the checkpoint root when it
+        lies below it (so a catalog moved with its checkpoint folder, or a root mounted at
+        another path, still finds its files), else absolute."""
+        p = Path(path)
+        try:
+            return p.relative_to(self.checkpoint_root).as_posix()
+        except ValueError:
+            pass
+        try:
+            return p.resolve().relative_to(self.checkpoint_root).as_posix()
+        except (ValueError, OSError):
+            return os.path.abspath(p)  # outside the root: absolute (never read as relative)
+
+    def _absolute(self, stored: str) -> str:
+        """The file a stored checkpoint path names (absolute paths: rows of older releases or
+        files outside the root)."""
+        return stored if os.path.isabs(stored) else str(self.checkpoint_root / stored)
+
+    def _path_forms(self, path: str | os.PathLike[str]) -> list[str]:
+        """Both ways a row may name the file at `path` (relative now, absolute before)."""
+        return list(dict.fromkeys([self._stored(path), self._absolute(self._stored(path))]))
+
     def check_checkpoint_folder(self) -> None:
         """CatalogError unless checkpoints can be written beside the catalog: a run that could
         never checkpoint is refused before it exists (one line), not paused after it starts."""
@@ -896,7 +922,10 @@ class Catalog:
         checkpoint folder. Child runs keep existing, without a parent."""
         with self._write() as s:
             self._run_or_raise(s, run_id)
-            paths = list(s.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id)))
+            paths = [
+                self._absolute(p)
+                for p in s.scalars(select(Checkpoint.path).where(Checkpoint.run_id == run_id))
+            ]
             s.execute(delete(Run).where(Run.id == run_id))
         for p in paths:
             try:
@@ -1451,13 +1480,15 @@ class Catalog:
             self._run_or_raise(s, run_id, lock=True)
             values["created_at"] = self._now(s)
             existing = s.scalars(
-                select(Checkpoint).where(Checkpoint.run_id == run_id, Checkpoint.path == str(path))
+                select(Checkpoint).where(
+                    Checkpoint.run_id == run_id, Checkpoint.path.in_(self._path_forms(path))
+                )
             ).first()
             if existing is not None:
                 for k, v in values.items():
                     setattr(existing, k, v)
                 return existing.id
-            ck = Checkpoint(run_id=run_id, path=str(path), **values)
+            ck = Checkpoint(run_id=run_id, path=self._stored(path), **values)
             s.add(ck)
             s.flush()
             return ck.id
@@ -1486,9 +1517,9 @@ class Catalog:
             self._run_or_raise(s, run_id)
             self._owned(s, run_id, owner)
             ck = Checkpoint(
-                run_id=run_id, step=step, kind=kind, path=str(path), bytes=bytes, sha256=sha256,
+                run_id=run_id, step=step, kind=kind, path=self._stored(path), bytes=bytes, sha256=sha256,
                 metrics_json=json.dumps(metrics or {}, sort_keys=True), created_at=self._now(s),
-                state="pending", temp_path=str(temp_path),
+                state="pending", temp_path=self._stored(temp_path),
             )  # fmt: skip
             s.add(ck)
             s.flush()
@@ -1508,7 +1539,7 @@ class Catalog:
             self._owned(s, ck.run_id, owner)
             s.execute(
                 delete(Checkpoint).where(
-                    Checkpoint.path == ck.path,
+                    Checkpoint.path.in_(self._path_forms(self._absolute(ck.path))),
                     Checkpoint.id != ck.id,
                     Checkpoint.run_id == ck.run_id,
                 )
@@ -1527,7 +1558,7 @@ class Catalog:
                 )
                 .order_by(Checkpoint.step.desc(), Checkpoint.id.desc())
             ).all()
-            old = rows[max(keep, 1) :]
+            old = [(i, self._absolute(p)) for i, p in rows[max(keep, 1) :]]
             if old:
                 s.execute(delete(Checkpoint).where(Checkpoint.id.in_([r[0] for r in old])))
         fault_point("ckpt.retired")
@@ -1561,7 +1592,14 @@ class Catalog:
                     Checkpoint.id, Checkpoint.path, Checkpoint.temp_path, Checkpoint.sha256
                 ).where(Checkpoint.run_id.in_(ids), Checkpoint.state == "pending")
             ).all()
-            known = set(s.scalars(select(Checkpoint.path).where(Checkpoint.run_id.in_(ids))))
+            pending = [
+                (i, self._absolute(p), self._absolute(t) if t else None, sha)
+                for i, p, t, sha in pending
+            ]
+            known = {
+                self._absolute(p)
+                for p in s.scalars(select(Checkpoint.path).where(Checkpoint.run_id.in_(ids)))
+            }
         for ck_id, path, temp, sha in pending:
             state = "gone"
             if complete(path, sha):
@@ -1599,7 +1637,9 @@ class Catalog:
     def remove_checkpoint(self, path: str | os.PathLike[str], *, delete_file: bool = False) -> bool:
         """Forget the checkpoint at `path` (and delete the file if asked); False if unknown."""
         with self._write() as s:
-            n = s.execute(delete(Checkpoint).where(Checkpoint.path == str(path))).rowcount
+            n = s.execute(
+                delete(Checkpoint).where(Checkpoint.path.in_(self._path_forms(path)))
+            ).rowcount
         if delete_file:
             Path(path).unlink(missing_ok=True)
         return n > 0
@@ -1612,7 +1652,7 @@ class Catalog:
                 .where(Checkpoint.run_id == run_id, Checkpoint.state == "ready")
                 .order_by(Checkpoint.step, Checkpoint.id)
             )
-            return [_checkpoint_record(c) for c in rows]
+            return [_checkpoint_record(c, self._absolute(c.path)) for c in rows]
 
     def checkpoint(
         self, run_id: int, which: Literal["best", "final", "latest"] | int = "latest"
@@ -1632,7 +1672,7 @@ class Catalog:
             raise ValueError(f"which must be 'best', 'final', 'latest' or a step, not {which!r}")
         with self._read() as s:
             c = s.scalars(q.limit(1)).first()
-            return None if c is None else _checkpoint_record(c)
+            return None if c is None else _checkpoint_record(c, self._absolute(c.path))
 
     # ---- evaluations ----
     def add_evaluation(

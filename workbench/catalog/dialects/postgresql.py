@@ -144,6 +144,11 @@ class PostgresBackend:
             return None
 
     @staticmethod
+    def raw_cursor(driver: Any) -> Any:
+        """The driver's cursor for `store._fetch_raw`'s bulk reads."""
+        return driver.cursor(binary=True)
+
+    @staticmethod
     def busy(exc: BaseException) -> bool:
         return _sqlstate(exc) in BUSY_SQLSTATES
 

@@ -236,6 +236,11 @@ class SQLiteBackend:
                 return None
 
     @staticmethod
+    def raw_cursor(driver: Any) -> Any:
+        """The driver's cursor for `store._fetch_raw`'s bulk reads."""
+        return driver.cursor()
+
+    @staticmethod
     def busy(exc: BaseException) -> bool:
         """Another process holds the lock past the busy timeout (worth retrying)."""
         return sqlite_error_code(exc) in (5, 6)
