@@ -224,9 +224,11 @@ def report(results: dict, seeds: list[int], peers_line: str) -> list[str]:
         "noise, alternated in one process). Seed 0: 2.4e-3 -> 4.8e-5. What remains at 15 "
         "queries on one thread (median above 2x, worst within): not batch norm any more (making "
         "the query pass's batch norm exact, or running it NCHW, leaves the seeds with the "
-        "largest ratios unchanged) but oneDNN's channels-last convolution, whose forward rounds "
-        "about 3x more than the NCHW one (6-8e-7 against 2-3e-7 of the largest output on the "
-        "run's activations); the whole model in NCHW matches plain on every seed but costs "
+        "largest ratios unchanged) but mostly oneDNN's channels-last convolution, whose forward "
+        "rounds about 3x more than the NCHW one (6-8e-7 against 2-3e-7 of the largest output on "
+        "the run's activations): convolutions alone in NCHW bring seeds 17 and 19 to plain's "
+        "error (7.0e-4 -> 9.4e-5, 1.1e-3 -> 8.9e-5), seed 13 halfway, seed 7 only with batch "
+        "norm in NCHW too; the whole model in NCHW matches plain on every seed tried but costs "
         "5-28% of the step (20% at 15 queries), beyond the 3% this fix may cost. Users who want "
         "the peers' rounding exactly: `--set model.channels_last=false`.",
     ]
