@@ -193,7 +193,7 @@ class SweepDriver:
         if record.status not in TERMINAL:
             return False
         summary = record.summary.get(self.metric)
-        value = None if summary is None else (summary.best if summary.best is not None else None)
+        value = None if summary is None else summary.best
         if trial.status == "pruned":
             self._told(trial, None, keep="pruned")
             return True

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, model_validator
@@ -299,7 +298,3 @@ def budget(spec: SweepSpec, base: dict[str, Any]) -> int:
         n = len(grid(spec, base))
         return min(n, spec.trials) if spec.trials else n
     return int(spec.trials or 0)
-
-
-def finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
