@@ -43,9 +43,9 @@ def _bad_urls(pg_server: PgServer) -> dict[str, tuple[str, str]]:
     """name -> (url, a phrase its one-line error must contain)."""
     h, p = pg_server.host, pg_server.port
     closed = _closed_port()
-    pg_server.sql(
-        "CREATE DATABASE wb_not_mine"
-    )  # owned by postgres: the plain role cannot create tables
+    if not pg_server.sql("SELECT 1 FROM pg_database WHERE datname = 'wb_not_mine'"):
+        # owned by postgres: the plain role cannot create tables in it
+        pg_server.sql("CREATE DATABASE wb_not_mine")
     return {
         "unknown database": ("mysql://u@localhost/db", "unknown database 'mysql'"),
         "unknown driver": (f"postgresql+pg8000://postgres@{h}:{p}/x", "driver 'pg8000'"),

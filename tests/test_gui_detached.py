@@ -260,9 +260,10 @@ def test_run_in_its_own_process_button_launches_without_blocking_and_follows_it_
     x, _ = window.live.traces[rid].curves["loss"].getData()
     assert list(x) == list(range(1, 61))
     assert any(f"run #{rid} trains in its own process" in m for _lv, m in window.log.entries)
-    # step -> screen: from a step's wall time (before its writer's 0.5 s commit batching)
+    # step -> screen: from a step's wall time (before its writer's 0.5 s commit batching);
+    # the last redraw is painted later in the event loop (late on a busy machine)
+    qtbot.waitUntil(lambda: any(r == rid for r, _w, _a in window.live.shown_log), timeout=HANG_MS)
     lat = sorted(at - wall for r, wall, at in window.live.shown_log if r == rid)
-    assert lat
     print(
         f"\nstep -> screen latency of a real run: median {statistics.median(lat):.2f} s, "
         f"max {lat[-1]:.2f} s over {len(lat)} redraws"

@@ -437,7 +437,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], datasets=datasets)
     _report(catalog, run_id, args.config)
     print(
-        f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.path}"
+        f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.display}"
     )
     return _train(catalog, trainer, run_id)
 
@@ -604,7 +604,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    driver = SweepDriver(catalog, spec, LocalExecutor(_db(args) or catalog.path), on_change=show)
+    driver = SweepDriver(
+        catalog, spec, LocalExecutor(_db(args) or catalog.location), on_change=show
+    )
     if spec.reproducible_note:
         print(f"note: {spec.reproducible_note}")
 
@@ -627,7 +629,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _known_run(catalog: Any, run_id: int) -> None:
     if not catalog.has_run(run_id):
-        raise ConfigError("RUN_ID", f"no run {run_id} in {catalog.path}")
+        raise ConfigError("RUN_ID", f"no run {run_id} in {catalog.display}")
 
 
 def _fmt(v: float | None, pct: bool) -> str:
@@ -647,7 +649,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         runs = catalog.list_runs(
             status=args.status, algorithm=args.algorithm, dataset=args.dataset, tag=args.tag
         )
-        path = catalog.path
+        path = catalog.display
     rows = [
         (
             "id",

@@ -125,10 +125,9 @@ def _failure(log: Path, code: int | None) -> str:
 def log_folder(db: str | os.PathLike[str] | None) -> Path:
     """Where a child's output goes until its run exists: the catalog's checkpoint root
     (same file system as the run's folder, so the log moves there with a rename)."""
-    from workbench.catalog.store import default_db_path
+    from workbench.catalog.store import default_checkpoint_root
 
-    path = Path(db).expanduser().resolve() if db else default_db_path().resolve()
-    return path.with_name(path.name + ".checkpoints")
+    return default_checkpoint_root(db)
 
 
 def spawn(args: Sequence[str], db: str | os.PathLike[str] | None = None) -> Pending:

@@ -1,4 +1,4 @@
-"""Run catalog: SQLite (SQLAlchemy ORM + Alembic) store of runs, metrics, checkpoints and
+"""Run catalog: SQLite or PostgreSQL (SQLAlchemy ORM + Alembic) store of runs, metrics, checkpoints and
 evaluations, and the Trainer listener that fills it. Never imports Qt or torch."""
 
 from workbench.catalog.errors import CatalogError, LeaseLost, NotRunningError, RunBusyError
@@ -11,7 +11,9 @@ from workbench.catalog.store import (
     MetricSummary,
     RunRecord,
     UnknownRunError,
+    default_checkpoint_root,
     default_db_path,
+    default_db_target,
 )
 from workbench.catalog.writer import CatalogListener
 
@@ -29,5 +31,7 @@ __all__ = [
     "MetricSummary",
     "RunRecord",
     "UnknownRunError",
+    "default_checkpoint_root",
     "default_db_path",
+    "default_db_target",
 ]

@@ -140,6 +140,24 @@ def default_db_target() -> str | Path:
     return env if env and is_url(env) else default_db_path()
 
 
+def default_checkpoint_root(target: str | os.PathLike[str] | None = None) -> Path:
+    """Where the catalog `target` (default: `default_db_target()`) keeps checkpoints unless
+    `Catalog.open` is given another root: `<file>.checkpoints/` beside a SQLite file; for a
+    server, `$WORKBENCH_CHECKPOINT_ROOT`, else `./<database>.checkpoints`. Opens nothing, so a
+    launcher can put a child's log there before the child opens the catalog."""
+    target = default_db_target() if target is None else target
+    file = sqlite_path_of(str(target)) if is_url(target) else Path(target)
+    if file is None:
+        from sqlalchemy.engine import make_url
+
+        env = os.environ.get("WORKBENCH_CHECKPOINT_ROOT")
+        root = Path(env) if env else Path.cwd() / f"{make_url(str(target)).database}.checkpoints"
+    else:
+        file = file.expanduser().resolve()
+        root = file.with_name(file.name + ".checkpoints")
+    return root.expanduser().resolve()
+
+
 def inspect_file(path: Path) -> Literal["new", "catalog"]:
     """Say whether the SQLite file `path` is a catalog this release can open ("catalog") or a
     place to make a new one ("new"); anything else is a CatalogError. Only reads."""
@@ -461,17 +479,18 @@ class Catalog:
                 raise CatalogError(
                     f"catalog folder {self.path.parent} cannot be made: {exc.strerror}"
                 ) from None
-            root = self.path.with_name(self.path.name + ".checkpoints")
         else:
             self.path = None
             self.readonly = bool(readonly)
-            root = Path.cwd() / f"{backend.url.database}.checkpoints"
-            root = Path(os.environ.get("WORKBENCH_CHECKPOINT_ROOT") or root)
         self._backend = backend
         self.server: bool = backend.server
         self.location: str = backend.location
         self.display: str = backend.display
-        self._checkpoint_root = Path(checkpoint_root or root).expanduser().resolve()
+        self._checkpoint_root = (
+            Path(checkpoint_root).expanduser().resolve()
+            if checkpoint_root
+            else default_checkpoint_root(self.path or backend.location)
+        )
         self.stale_s = stale_s if stale_s is not None else HEARTBEAT_STALE_S
         self._write_engine, self._read_engine = backend.make_engines(busy_timeout_s, self.readonly)
         self._closed = False

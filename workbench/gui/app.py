@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication
@@ -72,16 +73,57 @@ def check_xcb(
 def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     p = argparse.ArgumentParser(prog="workbench", description="Meta-Learning Workbench desktop app")
     p.add_argument(
-        "--db", metavar="PATH", help="run catalog (default: $WORKBENCH_DB or ./experiments.db)"
+        "--db",
+        metavar="PATH|URL",
+        help="run catalog: a SQLite file or postgresql+psycopg://user@host/db "
+        "(default: $WORKBENCH_DB or ./experiments.db)",
     )
     return p.parse_known_args(argv)
+
+
+class Shown:
+    """The app's one window and the catalog it shows. File → Open catalog (the window's
+    `catalogOpened`) replaces both: the old window saves its layout and stops, its catalog
+    closes, a new window opens on the new catalog."""
+
+    def __init__(self, window_type: Any, handler_type: Any) -> None:
+        self._window_type, self._handler_type = window_type, handler_type
+        self.window: Any = None
+        self.catalog: Any = None
+        self._handler: logging.Handler | None = None
+
+    def open(self, catalog: Any) -> None:
+        old = self.window
+        if old is not None:
+            old.save_settings()
+        self.close()
+        self.catalog = catalog
+        self.window = self._window_type(catalog)
+        self.window.catalogOpened.connect(self.open)
+        self._handler = self._handler_type(self.window.log)
+        logging.getLogger("workbench").addHandler(self._handler)
+        if old is not None:
+            old.close()
+            old.deleteLater()
+        self.window.show()
+
+    def close(self) -> None:
+        if self.window is not None:
+            self.window.shutdown()
+        if self._handler is not None:
+            logging.getLogger("workbench").removeHandler(self._handler)
+            self._handler = None
+        if self.catalog is not None:
+            self.catalog.close()
+            self.catalog = None
 
 
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = parse_args(list(sys.argv[1:] if argv is None else argv))
     if QApplication.instance() is None and (rc := check_xcb()) is not None:
         return rc
-    from workbench.catalog import Catalog, default_db_path
+    from workbench.catalog import Catalog
+    from workbench.gui.catalog_dialog import open_error
     from workbench.gui.log_pane import QtLogHandler
     from workbench.gui.main_window import MainWindow
 
@@ -90,30 +132,26 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APPLICATION)
     app.setApplicationVersion(__version__)
     try:
-        catalog = Catalog.open(args.db or default_db_path())
+        catalog = Catalog.open(args.db)
     except Exception as exc:
-        print(f"workbench: cannot open the catalog: {exc}", file=sys.stderr)
+        print(f"workbench: cannot open the catalog: {open_error(exc)}", file=sys.stderr)
         return 2
-    window = MainWindow(catalog)
-    handler = QtLogHandler(window.log)
-    logging.getLogger("workbench").addHandler(handler)
+    shown = Shown(MainWindow, QtLogHandler)
+    shown.open(catalog)
 
     # Ctrl+C in the terminal closes the window cleanly (the run ends cancelled)
     def on_sigint(*_: object) -> None:
-        window.confirm = lambda *_a: True
-        window.close()
+        shown.window.confirm = lambda *_a: True
+        shown.window.close()
 
     signal.signal(signal.SIGINT, on_sigint)
     pump = QTimer(interval=200)  # lets Python run its signal handlers while Qt's loop waits
     pump.timeout.connect(lambda: None)
     pump.start()
-    window.show()
     try:
         rc = app.exec()
     finally:
-        window.shutdown()
-        logging.getLogger("workbench").removeHandler(handler)
-        catalog.close()
+        shown.close()
     return int(rc)
 
 

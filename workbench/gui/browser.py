@@ -1,8 +1,9 @@
 """The experiments browser: every run in the catalog, filters, details, comparison, actions.
 
-The table is a `RunTableModel` behind a `RunFilterProxy`. A 1 s QTimer polls SQLite's
-`PRAGMA data_version` (one tiny query; it changes whenever any connection, in this process or
-another, commits). On a change one small read-only query (`LIVE_SQL`) returns the live runs
+The table is a `RunTableModel` behind a `RunFilterProxy`. A 1 s QTimer polls the catalog's
+`change_token()` (one tiny query: SQLite's `PRAGMA data_version`, PostgreSQL's snapshot; it
+changes whenever any connection, in this process or another, commits). On a change one small
+read-only query (`Catalog.live_rows`) returns the live runs
 (queued/running/paused), those that just left that state and any newer ids, with the step of
 their latest validation: a run that only made progress has its row's step and duration
 updated in place; only a new status, attempt or validation re-reads that run's record, and
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any
@@ -69,13 +69,6 @@ from workbench.gui.worker import EvalWorker, start_in_thread
 POLL_MS = 1000
 FULL_RELOAD_S = 30.0
 IGNORED_IN_GROUP = ("seed", "name", "tags", "notes", "preset")
-# id, status, step, heartbeat, end, attempt, step of the latest validation; params: newest id known,
-# then the ids that were live at the last poll (filled in as "?, ?, ...")
-LIVE_SQL = (
-    "SELECT r.id, r.status, r.step, r.heartbeat_at, r.ended_at, r.attempt, "
-    "(SELECT max(s.latest_step) FROM run_summary s WHERE s.run_id = r.id AND s.name LIKE 'val\\_%' ESCAPE '\\') "
-    "FROM runs r WHERE r.id > ? OR r.status IN ('queued', 'running', 'paused') OR r.id IN ({ids})"
-)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -128,7 +121,7 @@ class ExperimentsBrowser(QWidget):
         self.proxy = RunFilterProxy(self)
         self.proxy.setSourceModel(self.model)
         self.load_ms = 0.0
-        self._version: int | None = None
+        self._version: str | None = None
         self._last_full = 0.0
         self._max_id = 0
         self._live_ids: set[int] = set()
@@ -137,7 +130,6 @@ class ExperimentsBrowser(QWidget):
         self.eval_thread: QThread | None = None
         self.eval_worker: EvalWorker | None = None
         self.last_eval: tuple[Any, Any] | None = None
-        self._version_db: sqlite3.Connection | None = None
         self._details_stale = False  # the shown runs changed while the browser was hidden
 
         lay = QVBoxLayout(self)
@@ -347,18 +339,8 @@ class ExperimentsBrowser(QWidget):
         self.show_details()
         return ids
 
-    def data_version(self) -> int | None:
-        try:
-            if self._version_db is None:
-                self._version_db = sqlite3.connect(
-                    f"file:{self.catalog.path}?mode=ro", uri=True, check_same_thread=False
-                )
-            return int(self._version_db.execute("PRAGMA data_version").fetchone()[0])
-        except sqlite3.Error:
-            return None
-
     def poll(self) -> None:
-        v = self.data_version()
+        v = self.catalog.change_token()
         if v is not None and v == self._version:
             return
         self._version = v
@@ -438,13 +420,9 @@ class ExperimentsBrowser(QWidget):
                 self._details_stale = True
 
     def _live_rows(self) -> list[tuple[Any, ...]] | None:
-        db = self._version_db
-        if db is None:
-            return None
         try:
-            sql = LIVE_SQL.format(ids=", ".join("?" * len(self._live_ids)) or "NULL")
-            return db.execute(sql, [self._max_id, *sorted(self._live_ids)]).fetchall()
-        except sqlite3.Error:
+            return self.catalog.live_rows(self._max_id, self._live_ids)
+        except Exception:  # busy or gone: the catalog API's path below reports it
             return None
 
     def _refresh_records(self) -> None:
@@ -490,9 +468,6 @@ class ExperimentsBrowser(QWidget):
         if self.eval_thread is not None:
             self.eval_thread.wait()
             self._eval_cleanup()
-        if self._version_db is not None:
-            self._version_db.close()
-            self._version_db = None
 
     # ---- filters ---------------------------------------------------------------------
     def _refresh_filter_choices(self) -> None:

@@ -91,6 +91,7 @@ def fmt_eta(seconds: float) -> str:
 
 class MainWindow(QMainWindow):
     detachedLaunched = Signal(int)  # run id of a run started in its own process
+    catalogOpened = Signal(object)  # a Catalog the user opened (File → Open catalog)
 
     def __init__(
         self, catalog: Catalog, parent: QWidget | None = None, restore: bool = True
@@ -255,6 +256,13 @@ class MainWindow(QMainWindow):
         mb = self.menuBar()
         f = mb.addMenu("&File")
         self._action(f, "&New run setup", self.show_setup, QKeySequence("Ctrl+N"))
+        self._action(
+            f,
+            "&Open catalog…",
+            self.open_catalog,
+            QKeySequence("Ctrl+O"),
+            "Switch to another catalog: a SQLite file or a PostgreSQL URL",
+        )
         self._action(f, "Export curves &CSV…", self.browser.export_csv)
         self._action(f, "Export plot &PNG…", self.browser.export_png)
         f.addSeparator()
@@ -986,6 +994,27 @@ class MainWindow(QMainWindow):
         s.setValue(SETTING_DETACHED, self.detached_default)
         s.sync()
         qs.save_json("form/last_config", self.form.to_dict())
+
+    def open_catalog(self, dialog: Any = None) -> Catalog | None:
+        """File → Open catalog: ask for a file or URL, open it (errors stay in the dialog) and
+        hand it to the app, which replaces this window. Refused while a run trains here; runs in
+        their own processes go on, in the catalog they were started in."""
+        if self.queue.running:
+            self.log.add(
+                "warning", "stop the run training in this window before opening another catalog"
+            )
+            return None
+        if dialog is None:
+            from workbench.gui.catalog_dialog import OpenCatalogDialog
+
+            dialog = OpenCatalogDialog(
+                self.catalog.display if self.catalog.server else self.catalog.location, self
+            )
+        if not dialog.exec() or dialog.catalog is None:
+            return None
+        self.log.add("info", f"opened catalog {dialog.catalog.display}")
+        self.catalogOpened.emit(dialog.catalog)
+        return dialog.catalog
 
     def _ask(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes

@@ -206,7 +206,7 @@ def base_config(spec: SweepSpec, catalog: Any = None) -> dict[str, Any]:
         if catalog is None:
             raise ConfigError("base_run", "cloning a run needs the catalog")
         if not catalog.has_run(spec.base_run):
-            raise ConfigError("base_run", f"no run {spec.base_run} in {catalog.path}")
+            raise ConfigError("base_run", f"no run {spec.base_run} in {catalog.display}")
         return RunConfig.from_json(catalog.get_run(spec.base_run).config_json).to_dict()
     return default_config().to_dict()
 
