@@ -89,6 +89,8 @@ def test_migrations_create_schema_and_reopen_is_noop(
             "run_summary",
             "checkpoints",
             "evaluations",
+            "sweeps",
+            "sweep_trials",
             "alembic_version",
         } <= names
         assert MigrationContext.configure(conn).get_current_revision() == store_module.HEAD_REVISION

@@ -225,6 +225,18 @@ def parser() -> Parser:
     st.add_argument("--executor", choices=["local"], default="local")
     st.add_argument("--max-concurrent", type=int_in(1, 256), help="trials at once")
     st.add_argument("--db", dest="db_sub", type=db_arg)
+    sl = swsub.add_parser("list", help="the catalog's sweeps, newest first")
+    sl.add_argument("--db", dest="db_sub", type=db_arg)
+    for name, what in (
+        ("show", "a sweep's trials, best first, and its best configuration as a run config"),
+        ("resume", "continue a sweep whose driver stopped: adopt, resume, finish the budget"),
+        ("cancel", "stop a sweep and its running trials (stop checkpoints)"),
+    ):
+        c = swsub.add_parser(name, help=what)
+        c.add_argument("sweep_id", type=RUN_ID, metavar="SWEEP_ID")
+        if name == "resume":
+            c.add_argument("--max-concurrent", type=int_in(1, 256), help="trials at once")
+        c.add_argument("--db", dest="db_sub", type=db_arg)
 
     lg = sub.add_parser("logs", help="print the output of a run started with --detach")
     lg.add_argument("run_id", type=RUN_ID)
@@ -582,16 +594,21 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """`sweep start`: trials as detached runs, a line each time one changes, the best
-    configuration at the end; Ctrl-C stops the running trials cleanly (stop checkpoints)."""
+    """`sweep start|resume`: trials as detached runs, a line each time one changes, the best
+    configuration at the end; Ctrl-C stops the running trials cleanly (stop checkpoints).
+    `sweep list|show|cancel` read or ask through the catalog."""
+    if args.sweep_command == "list":
+        return _sweep_list(args)
+    if args.sweep_command == "show":
+        return _sweep_show(args)
+    if args.sweep_command == "cancel":
+        return _sweep_cancel(args)
     from workbench.sweeps.driver import LocalExecutor, SweepDriver
     from workbench.sweeps.spec import load_spec
 
-    spec = load_spec(args.spec)
-    if args.max_concurrent:
-        spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
     catalog = _open_catalog(args)
     catalog.check_checkpoint_folder()
+    executor = LocalExecutor(_db(args) or catalog.location)
 
     def show(t: Any) -> None:
         params = " ".join(
@@ -604,9 +621,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             flush=True,
         )
 
-    driver = SweepDriver(
-        catalog, spec, LocalExecutor(_db(args) or catalog.location), on_change=show
-    )
+    if args.sweep_command == "resume":
+        _known_sweep(catalog, args.sweep_id)
+        driver = SweepDriver.resume(catalog, args.sweep_id, executor, on_change=show)
+        if args.max_concurrent:
+            driver.spec = driver.spec.model_copy(update={"max_concurrent": args.max_concurrent})
+        spec = driver.spec
+        over = sum(t.status not in ("starting", "running") for t in driver.result.trials)
+        print(
+            f"sweep {driver.sweep_id}: resumed, {over} trials over, {len(driver._active)} adopted"
+        )
+    else:
+        spec = load_spec(args.spec)
+        if args.max_concurrent:
+            spec = spec.model_copy(update={"max_concurrent": args.max_concurrent})
+        driver = SweepDriver(catalog, spec, executor, on_change=show)
+        print(f"sweep {driver.sweep_id}: {spec.method}, {driver.metric} "
+              f"({'max' if driver.maximize else 'min'}imized)", flush=True)  # fmt: skip
     if spec.reproducible_note:
         print(f"note: {spec.reproducible_note}")
 
@@ -625,6 +656,99 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         print(config_for(driver.base, best.point, best.seed).to_json())
     return 130 if result.cancelled else 0
+
+
+def _known_sweep(catalog: Any, sweep_id: int) -> Any:
+    from workbench.catalog.sweep_store import UnknownSweepError
+
+    try:
+        return catalog.sweeps.get(sweep_id)
+    except UnknownSweepError:
+        raise ConfigError("SWEEP_ID", f"no sweep {sweep_id} in {catalog.display}") from None
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _sweep_list(args: argparse.Namespace) -> int:
+    with _open_catalog(args) as catalog:
+        sweeps = catalog.sweeps.list()
+        where = catalog.display
+    if not sweeps:
+        print(f"(no sweeps in {where})")
+        return 0
+    rows = [("id", "name", "method", "status", "trials", "objective", "best", "created")]
+    for sw in sweeps:
+        rows.append((
+            str(sw.id), sw.name[:24], sw.method, sw.status, f"{sw.done}/{sw.trials}",
+            f"{sw.metric} ({'max' if sw.maximize else 'min'})", _fmt(sw.best, False),
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(sw.created_at)),
+        ))  # fmt: skip
+    _table(rows)
+    return 0
+
+
+def _sweep_show(args: argparse.Namespace) -> int:
+    from workbench.sweeps.spec import config_for
+
+    with _open_catalog(args) as catalog:
+        sw = _known_sweep(catalog, args.sweep_id)
+        trials = catalog.sweeps.trials(args.sweep_id)
+    print(f"sweep {sw.id} {sw.name!r}: {sw.method}, {sw.status}, {sw.done} of {sw.trials} "
+          f"trials finished, {sw.metric} {'max' if sw.maximize else 'min'}imized")  # fmt: skip
+    sign = -1.0 if sw.maximize else 1.0
+    ranked = sorted(
+        trials,
+        key=lambda t: (t.objective is None, sign * (t.objective or 0.0), t.number, t.seed),
+    )
+    rows = [("trial", "seed", "run", "status", sw.metric, "parameters")]
+    for t in ranked:
+        rows.append((
+            str(t.number), str(t.seed), "-" if t.run_id is None else str(t.run_id), t.status,
+            _fmt(t.objective, False), _params_text(t.params),
+        ))  # fmt: skip
+    if trials:
+        _table(rows)
+    best = ranked[0] if ranked and ranked[0].objective is not None else None
+    if best is not None:
+        print(f"best: trial {best.number} seed {best.seed} (run {best.run_id}), "
+              f"{sw.metric} {best.objective:.4f}")  # fmt: skip
+        print(config_for(sw.spec["base"], best.params, best.seed).to_json())
+    return 0
+
+
+def _sweep_cancel(args: argparse.Namespace) -> int:
+    from workbench.catalog.errors import NotRunningError
+
+    with _open_catalog(args) as catalog:
+        _known_sweep(catalog, args.sweep_id)
+        if catalog.sweeps.request_cancel(args.sweep_id):
+            print(f"sweep {args.sweep_id}: cancel asked of its driver (it stops its trials)")
+            return 0
+        stopped = []
+        for t in catalog.sweeps.trials(args.sweep_id):
+            if t.run_id is None or t.status not in ("starting", "running"):
+                continue
+            try:
+                catalog.request(t.run_id, "stop")
+                stopped.append(t.run_id)
+            except NotRunningError:
+                pass
+            catalog.sweeps.update_trial(t.id, status="cancelled")
+    what = (
+        f"asked runs {', '.join(map(str, stopped))} to stop" if stopped else "no trial was running"
+    )
+    print(f"sweep {args.sweep_id}: cancelled (its driver was gone); {what}")
+    return 0
 
 
 def _known_run(catalog: Any, run_id: int) -> None:

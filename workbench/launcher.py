@@ -130,13 +130,22 @@ def log_folder(db: str | os.PathLike[str] | None) -> Path:
     return default_checkpoint_root(db)
 
 
-def spawn(args: Sequence[str], db: str | os.PathLike[str] | None = None) -> Pending:
-    """Start `workbench [--db DB] <args>` (a `run` or `resume` command line) detached."""
+def spawn(
+    args: Sequence[str],
+    db: str | os.PathLike[str] | None = None,
+    mark: tuple[str, str] | None = None,
+) -> Pending:
+    """Start `workbench [--db DB] <args>` (a `run` or `resume` command line) detached. `mark`
+    (name, value) is set in the child's environment, where `marked` finds it again: a sweep
+    driver killed right after a launch, before it could record which process it started, must
+    not start the trial twice."""
     folder = log_folder(db)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"launch-{uuid.uuid4().hex[:12]}.log"
     read_end, write_end = os.pipe()
     env = {**os.environ, REPORT_FD: str(write_end), LAUNCH_LOG: str(log)}
+    if mark is not None:
+        env[mark[0]] = mark[1]
     argv = [sys.executable, "-m", "workbench", *(["--db", str(db)] if db else []), *args]
     try:
         with open(log, "wb") as out:
@@ -160,7 +169,10 @@ def spawn(args: Sequence[str], db: str | os.PathLike[str] | None = None) -> Pend
 
 
 def spawn_config(
-    config: Any, db: str | os.PathLike[str] | None = None, extra: Sequence[str] = ()
+    config: Any,
+    db: str | os.PathLike[str] | None = None,
+    extra: Sequence[str] = (),
+    mark: tuple[str, str] | None = None,
 ) -> Pending:
     """A new run of `config` (a RunConfig, its dict or its JSON) in its own process."""
     text = (
@@ -174,7 +186,7 @@ def spawn_config(
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
     # the child reads the file before it creates its run, and removes it (`report_run`)
-    return spawn(["run", "--config", path, "--quiet", *extra], db)
+    return spawn(["run", "--config", path, "--quiet", *extra], db, mark)
 
 
 def spawn_resume(
@@ -189,6 +201,22 @@ def spawn_resume(
     return spawn(
         ["resume", str(int(run_id)), "--checkpoint", str(checkpoint), "--quiet", *more], db
     )
+
+
+def marked(name: str, value: str) -> list[int]:
+    """Pids of this machine's live processes (of this user) whose environment has `name=value`
+    (Linux /proc; elsewhere none are found)."""
+    want = f"{name}={value}".encode()
+    pids = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            env = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and want in env.split(b"\0"):
+            pids.append(int(entry.name))
+    return pids
 
 
 def launch_config(config: Any, db: str | os.PathLike[str] | None = None) -> Launched:

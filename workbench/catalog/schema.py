@@ -200,3 +200,77 @@ class Evaluation(Base):
     ci95: Mapped[float | None] = mapped_column(Float, nullable=True)
     values_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
+SWEEP_STATUSES: tuple[str, ...] = ("running", "finished", "cancelled", "interrupted")
+TRIAL_STATUSES: tuple[str, ...] = (
+    "starting",  # recorded, its process launched or about to be; no run yet
+    "running",
+    "finished",
+    "failed",
+    "cancelled",
+    "interrupted",
+    "pruned",
+)
+
+
+class Sweep(Base):
+    """A search over configurations (`workbench.sweeps`); each trial is an ordinary run. The
+    driver process holds the sweep like a run's owner: `owner` and a `heartbeat_at` it renews,
+    so `sweep resume` knows a driver that died from one still at work."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False, default="")
+    spec_json: Mapped[str] = mapped_column(Text, nullable=False)
+    method: Mapped[str] = mapped_column(String, nullable=False)
+    metric: Mapped[str] = mapped_column(String, nullable=False)
+    maximize: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    executor: Mapped[str] = mapped_column(String, nullable=False, default="local")
+    status: Mapped[str] = mapped_column(String, nullable=False, index=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    owner: Mapped[str | None] = mapped_column(String, nullable=True)
+    heartbeat_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    request: Mapped[str | None] = mapped_column(String, nullable=True)  # "cancel"
+
+    @validates("status")
+    def _validate_status(self, _key: str, value: str) -> str:
+        if value not in SWEEP_STATUSES:
+            raise ValueError(f"unknown sweep status {value!r}; expected one of {SWEEP_STATUSES}")
+        return value
+
+
+class SweepTrial(Base):
+    """One configuration of a sweep at one seed, and the run that trains it. Recorded before
+    its process starts, so a driver killed at any point leaves a row to resume from; the run
+    carries the tag `sweep-trial:<id>`, so one started just before the kill is found again."""
+
+    __tablename__ = "sweep_trials"
+    __table_args__ = (Index("ix_sweep_trials_sweep_number", "sweep_id", "number", "seed"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sweep_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("sweeps.id", ondelete="CASCADE"), nullable=False
+    )
+    number: Mapped[int] = mapped_column(Integer, nullable=False)  # the search's trial number
+    seed: Mapped[int] = mapped_column(BIG_INT, nullable=False)
+    params_json: Mapped[str] = mapped_column(Text, nullable=False)
+    run_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    status: Mapped[str] = mapped_column(String, nullable=False)
+    objective: Mapped[float | None] = mapped_column(Float, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # "host:pid" of the process launched for it, until its run exists: a resumed driver waits
+    # for a live one instead of launching the trial twice
+    process: Mapped[str | None] = mapped_column(String, nullable=True)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+    @validates("status")
+    def _validate_status(self, _key: str, value: str) -> str:
+        if value not in TRIAL_STATUSES:
+            raise ValueError(f"unknown trial status {value!r}; expected one of {TRIAL_STATUSES}")
+        return value

@@ -51,7 +51,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from sqlalchemy import (
@@ -93,6 +93,9 @@ from workbench.catalog.schema import (
 from workbench.core.faults import fault_point
 from workbench.files import complete, fsync_dir
 
+if TYPE_CHECKING:
+    from workbench.catalog.sweep_store import SweepStore
+
 HEARTBEAT_S = 5.0
 """Seconds between heartbeats of a live run."""
 HEARTBEAT_STALE_S = 30.0
@@ -102,9 +105,9 @@ BUSY_TIMEOUT_S = 10.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
-REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4}
+REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4, "0005": 5}
 """Alembic revision -> schema version, for every revision this release knows."""
 HEAD_REVISION = max(REVISION_VERSIONS, key=REVISION_VERSIONS.__getitem__)
 """The newest revision (a test checks it is the migration scripts' single head)."""
@@ -672,6 +675,13 @@ class Catalog:
         if run is None:
             raise UnknownRunError(run_id)
         return run
+
+    @property
+    def sweeps(self) -> SweepStore:
+        """The catalog's sweeps and their trials (`sweep_store.py`)."""
+        from workbench.catalog.sweep_store import SweepStore
+
+        return SweepStore(self)
 
     @property
     def checkpoint_root(self) -> Path:

@@ -26,6 +26,12 @@ LAUNCH_POINTS: tuple[str, ...] = (
     "launch.spawned",  # the launcher started the run's process and has not heard from it
     "launch.reported",  # the launcher read the run id, before it returned it
 )
+SWEEP_POINTS: tuple[str, ...] = (
+    "sweep.recorded",  # a trial's row is committed, its process not launched
+    "sweep.launched",  # its process is launched, which process it is not recorded yet
+    "sweep.started",  # its run id is recorded
+    "sweep.told",  # a trial's result is recorded, the search not told yet
+)
 _passes: dict[str, int] = {}
 
 
