@@ -58,6 +58,26 @@ class PgServer:
     port: int
     folder: Path
     _names: itertools.count
+    pg_ctl: str = ""
+    options: str = ""
+
+    def stop(self) -> None:
+        """Stop the server (`-m fast`: connections cut at once, as in a restart; not
+        `immediate`, which with this test server's synchronous_commit=off drops commits already
+        acknowledged), to test what clients do while it is gone; `start` brings it back."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self._ctl(
+            "-o", self.options, "-l", str(self.folder / "server.log"), "-w", "-t", "120", "start"
+        )
+
+    def _ctl(self, *args: str) -> None:
+        out = subprocess.run(
+            _as_postgres([self.pg_ctl, "-D", str(self.folder / "data"), *args]),
+            capture_output=True, text=True, timeout=300, cwd=self.folder,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
 
     def admin_url(self, database: str = "postgres", user: str = "postgres") -> str:
         return f"postgresql+psycopg://{user}@{self.host}:{self.port}/{database}"
@@ -139,7 +159,7 @@ def pg_server() -> Iterator[PgServer]:
         shutil.rmtree(folder, ignore_errors=True)
         pytest.fail(f"PostgreSQL did not start: {out.stderr.strip()} {log[-2000:]}")
     try:
-        server = PgServer("127.0.0.1", port, folder, itertools.count(1))
+        server = PgServer("127.0.0.1", port, folder, itertools.count(1), pg_ctl, opts)
         server.sql(f"CREATE ROLE {PASSWORD_ROLE} LOGIN PASSWORD '{PASSWORD}'")
         server.sql(f"CREATE ROLE {PLAIN_ROLE} LOGIN")  # no right to create tables anywhere
         yield server

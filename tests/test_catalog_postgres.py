@@ -390,3 +390,43 @@ def test_killed_while_starting_resumes_from_scratch_with_the_cli(pg_url: str) ->
         r = cat.get_run(1)
         assert (r.status, r.step) == ("finished", crash.STEPS)
         assert [a["number"] for a in cat.attempts(1)] == [1]
+
+
+# ---- the server goes away and comes back ------------------------------------------------------
+def test_a_run_rides_out_a_server_outage_and_loses_nothing(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    """The server stops (restarted by its admin) while a run trains and comes back: the
+    run keeps training, says once that writes are delayed and once that they went through,
+    and every step's point and the run's end reach the catalog."""
+    steps = 2000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workbench.cli", "--db", pg_url, "run", "--preset",
+         "maml-sinusoid", "--set", f"steps={steps}", "--set", "ckpt_every=1000", "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=_env(),
+    )  # fmt: skip
+    try:
+        with Catalog.open(pg_url) as cat:
+            deadline = time.monotonic() + 900
+            while time.monotonic() < deadline and not (
+                (runs := cat.list_runs()) and runs[0].step > 20
+            ):
+                time.sleep(0.2)
+            (run,) = cat.list_runs()
+        pg_server.stop()
+        try:
+            time.sleep(4)  # the run trains on, its points waiting in memory
+            assert proc.poll() is None, proc.communicate()
+        finally:
+            pg_server.start()
+        out, err = proc.communicate(timeout=1800)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert err.count("catalog write delayed") == 1, err
+    assert err.count("catalog reachable again") == 1, err
+    with Catalog.open(pg_url) as cat:
+        assert cat.get_run(run.id).status == "finished"
+        assert cat.metrics(run.id, "loss")[0].tolist() == list(range(1, steps + 1))

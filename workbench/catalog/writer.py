@@ -131,6 +131,7 @@ class CatalogListener(Listener):
         self.stopped: str | None = None  # why this listener stopped the run (lease, file gone)
         self.control: Any = None  # the Trainer (pause/resume/abort), set by `attach`
         self._held: str | None = None  # why this listener paused the run
+        self._delayed = False  # a write failed on a busy or unreachable catalog, not retried yet
         self._started = False
         self._status: Status = "running"
         self._pending: deque[StepMetrics | list[MetricPoint] | _Op] = deque()
@@ -406,7 +407,14 @@ class CatalogListener(Listener):
             except OperationalError as exc:
                 code = sqlite_error_code(exc)
                 if code in STORAGE_CODES:
-                    self._hold(storage_reason(exc, self.catalog.path.parent))
+                    self._hold(
+                        storage_reason(
+                            exc,
+                            self.catalog.path.parent
+                            if self.catalog.path
+                            else self.catalog.checkpoint_root,
+                        )
+                    )
                     time.sleep(RETRY_S)
                 elif code in BUSY_CODES or code is None:
                     time.sleep(delay)
@@ -459,13 +467,22 @@ class CatalogListener(Listener):
                 except OperationalError as exc:
                     code = sqlite_error_code(exc)
                     if code in STORAGE_CODES:
-                        self._hold(storage_reason(exc, self.catalog.path.parent))
+                        self._hold(
+                            storage_reason(
+                                exc,
+                                self.catalog.path.parent
+                                if self.catalog.path
+                                else self.catalog.checkpoint_root,
+                            )
+                        )
                     elif code not in BUSY_CODES and code is not None:
                         what = f"{len(job)} metric points" if isinstance(job, list) else job[0]
                         self._fail(f"catalog could not record {what} of run {self.run_id}: {exc!r}")
                         continue
-                    else:
-                        self._fail(f"catalog write delayed ({exc.orig}); will retry")
+                    elif not self._delayed:  # once per outage, not once per try
+                        self._delayed = True
+                        reason = " ".join(str(exc.orig).split())
+                        self._fail(f"catalog write delayed ({reason}); will retry, points kept")
                     waiting = jobs[i:]
                     if final:  # the process is ending: keep trying a while, then say what is lost
                         waiting = self._last_tries(waiting)
@@ -486,6 +503,11 @@ class CatalogListener(Listener):
                 except Exception as exc:
                     what = f"{len(job)} metric points" if isinstance(job, list) else job[0]
                     self._fail(f"catalog could not record {what} of run {self.run_id}: {exc!r}")
+            if self._delayed:
+                self._delayed = False
+                log.warning(
+                    "catalog reachable again: the delayed points of run %s are written", self.run_id
+                )
             self._release()
 
     def _write_job(self, job: list[MetricPoint] | _Op) -> None:
