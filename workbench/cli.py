@@ -222,7 +222,17 @@ def parser() -> Parser:
     swsub = sw.add_subparsers(dest="sweep_command", parser_class=Parser, required=True)
     st = swsub.add_parser("start", help="run a sweep spec (JSON) to its budget")
     st.add_argument("spec", help="sweep spec JSON file")
-    st.add_argument("--executor", choices=["local"], default="local")
+    st.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        default="local",
+        help="local: detached processes here; ray: Ray tasks (pip install '.[ray]')",
+    )
+    st.add_argument(
+        "--address",
+        help="with --executor ray: join the Ray cluster at auto or HOST:PORT (default: start "
+        "Ray here); a cluster needs a PostgreSQL catalog",
+    )
     st.add_argument("--max-concurrent", type=int_in(1, 256), help="trials at once")
     st.add_argument("--db", dest="db_sub", type=db_arg)
     sl = swsub.add_parser("list", help="the catalog's sweeps, newest first")
@@ -608,7 +618,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     catalog = _open_catalog(args)
     catalog.check_checkpoint_folder()
-    executor = LocalExecutor(_db(args) or catalog.location)
+    executor: Any = LocalExecutor(_db(args) or catalog.location)
+    if getattr(args, "address", None) and args.executor != "ray":
+        raise ConfigError("--address", "only with --executor ray")
+    if getattr(args, "executor", "local") == "ray":
+        from workbench.sweeps.ray_executor import RayExecutor
+
+        executor = RayExecutor(catalog, args.address, db=_db(args) or catalog.location)
 
     def show(t: Any) -> None:
         params = " ".join(
