@@ -40,6 +40,7 @@ from workbench.gui.log_pane import LogPane
 from workbench.gui.presets import reference_value
 from workbench.gui.run_form import RunForm
 from workbench.gui.run_queue import RunQueue, memory_refusal, seed_configs
+from workbench.gui.sweep_view import SweepView
 from workbench.gui.worker import Job
 
 
@@ -213,6 +214,9 @@ class MainWindow(QMainWindow):
         self.train_split.setSizes([800, 330])
         self.tabs.addTab(self.train_split, "Training")
         self.tabs.addTab(self.browser, "Experiments")
+        self.sweeps = SweepView(self.catalog)
+        self.tabs.addTab(self.sweeps, "Sweeps")
+        self.sweeps.useConfig.connect(self.clone_config)
         self.setCentralWidget(self.tabs)
 
     def _build_log_dock(self) -> None:
@@ -1050,3 +1054,4 @@ class MainWindow(QMainWindow):
         self.launch_timer.stop()
         self.queue.shutdown()
         self.browser.shutdown()
+        self.sweeps.shutdown()
