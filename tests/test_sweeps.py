@@ -108,3 +108,34 @@ def test_a_bad_spec_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
         "than 0 (in the sweep point algorithm.inner_lr=-1)"
     ]
     assert not db.exists() or Catalog.open(db).list_runs() == []
+
+
+def test_optuna_with_the_median_pruner_prunes_a_trial_and_keeps_its_checkpoints(
+    tmp_path: Path,
+) -> None:
+    """TPE, seeded, one trial at a time (reproducible): inner learning rates over four decades,
+    so that some trials' validation curves lie above the median of the earlier ones at the same
+    step; such a trial is stopped early and recorded pruned, its run keeping its checkpoints."""
+    db = tmp_path / "p.db"
+    path = spec(
+        tmp_path, 400, method="optuna", trials=8, max_concurrent=1, pruner="median",
+        sampler_seed=3,
+        parameters=[{"key": "algorithm.inner_lr", "loguniform": [1e-4, 1.0]}],
+    )  # fmt: skip
+    data = json.loads(path.read_text())
+    data["base"].update(val_every=20, ckpt_every=20)
+    path.write_text(json.dumps(data))
+    proc = sweep(db, str(path))
+    out, err = proc.communicate(timeout=3600)
+    assert proc.returncode == 0, err
+    with Catalog.open(db) as cat:
+        (sw,) = cat.sweeps.list()
+        trials = cat.sweeps.trials(sw.id)
+        pruned = [t for t in trials if t.status == "pruned"]
+        assert pruned, [(t.number, t.status, t.objective) for t in trials]
+        for t in pruned:
+            run = cat.get_run(t.run_id)
+            assert run.status == "cancelled" and run.step < 400  # stopped early
+            assert cat.checkpoint(t.run_id, "latest") is not None  # kept
+        assert sum(t.status == "finished" for t in trials) + len(pruned) == 8
+    assert "pruned" in out
