@@ -407,14 +407,7 @@ class CatalogListener(Listener):
             except OperationalError as exc:
                 code = sqlite_error_code(exc)
                 if code in STORAGE_CODES:
-                    self._hold(
-                        storage_reason(
-                            exc,
-                            self.catalog.path.parent
-                            if self.catalog.path
-                            else self.catalog.checkpoint_root,
-                        )
-                    )
+                    self._storage_hold(exc)
                     time.sleep(RETRY_S)
                 elif code in BUSY_CODES or code is None:
                     time.sleep(delay)
@@ -467,14 +460,7 @@ class CatalogListener(Listener):
                 except OperationalError as exc:
                     code = sqlite_error_code(exc)
                     if code in STORAGE_CODES:
-                        self._hold(
-                            storage_reason(
-                                exc,
-                                self.catalog.path.parent
-                                if self.catalog.path
-                                else self.catalog.checkpoint_root,
-                            )
-                        )
+                        self._storage_hold(exc)
                     elif code not in BUSY_CODES and code is not None:
                         what = f"{len(job)} metric points" if isinstance(job, list) else job[0]
                         self._fail(f"catalog could not record {what} of run {self.run_id}: {exc!r}")
@@ -509,6 +495,11 @@ class CatalogListener(Listener):
                     "catalog reachable again: the delayed points of run %s are written", self.run_id
                 )
             self._release()
+
+    def _storage_hold(self, exc: BaseException) -> None:
+        """Pause the run for a storage fault (full, read-only), naming the catalog's folder."""
+        where = self.catalog.path.parent if self.catalog.path else self.catalog.checkpoint_root
+        self._hold(storage_reason(exc, where))
 
     def _write_job(self, job: list[MetricPoint] | _Op) -> None:
         """One queued job in its own transaction: a batch of points (with this run's lease) or
