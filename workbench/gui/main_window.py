@@ -178,6 +178,13 @@ class MainWindow(QMainWindow):
         top.addWidget(self.start_button)
         top.addWidget(self.detached_button)
         lay.addLayout(top)
+        self.sweep_button = QPushButton("New sweep…")
+        self.sweep_button.setToolTip(
+            "Vary fields of this setup over values or ranges (grid, random, Optuna); every "
+            "trial is a run in its own process, followed in the Sweeps tab"
+        )
+        self.sweep_button.clicked.connect(lambda _=False: self.new_sweep())
+        lay.addWidget(self.sweep_button)
         for b in (self.pause_button, self.stop_button):
             buttons.addWidget(b)
         lay.addLayout(buttons)
@@ -1019,6 +1026,31 @@ class MainWindow(QMainWindow):
         self.log.add("info", f"opened catalog {dialog.catalog.display}")
         self.catalogOpened.emit(dialog.catalog)
         return dialog.catalog
+
+    def new_sweep(self, dialog: Any = None) -> Any:
+        """Run setup → New sweep…: the form's configuration is the base; the sweep's driver
+        starts as a process of its own and the Sweeps tab shows it. Returns the process."""
+        if self.form.config is None:
+            self.log.add("error", f"fix the run setup first: {self.form.error}")
+            return None
+        if dialog is None:
+            from workbench.gui.sweep_dialog import SweepDialog
+
+            dialog = SweepDialog(self.form.config.to_dict(), self)
+        if not dialog.exec():
+            return None
+        from workbench.gui.sweep_dialog import start_sweep
+
+        spec = dialog.spec_dict()
+        proc = start_sweep(
+            spec,
+            self.catalog.location,
+            dialog.executor.currentText(),
+            self.catalog.checkpoint_root / "sweeps",
+        )
+        self.log.add("info", f"sweep {spec['name']!r} started (driver process {proc.pid})")
+        self.tabs.setCurrentWidget(self.sweeps)
+        return proc
 
     def _ask(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
