@@ -246,6 +246,8 @@ def parser() -> Parser:
         c.add_argument("sweep_id", type=RUN_ID, metavar="SWEEP_ID")
         if name == "resume":
             c.add_argument("--max-concurrent", type=int_in(1, 256), help="trials at once")
+            c.add_argument("--executor", choices=["local", "ray"], default="local")
+            c.add_argument("--address", help="a Ray cluster to join (with --executor ray)")
         c.add_argument("--db", dest="db_sub", type=db_arg)
 
     lg = sub.add_parser("logs", help="print the output of a run started with --detach")
@@ -625,6 +627,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         from workbench.sweeps.ray_executor import RayExecutor
 
         executor = RayExecutor(catalog, args.address, db=_db(args) or catalog.location)
+        try:  # Ray that cannot start or be joined: one line, exit 2, before any trial
+            executor.connect()
+        except RuntimeError as exc:
+            raise ConfigError("--executor", str(exc)) from None
 
     def show(t: Any) -> None:
         params = " ".join(
