@@ -215,3 +215,52 @@ def test_a_killed_trial_is_interrupted_the_others_finish_and_resume_completes_it
     assert json.loads(shown.stdout[shown.stdout.index("{") :])["algorithm"]["inner_lr"] in LRS
     listed = _cli(db, "list")
     assert f"{sw.id}" in listed.stdout and "finished" in listed.stdout and "4/4" in listed.stdout
+
+
+def _running(db: Path, n: int) -> list[int]:
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        if db.exists():
+            with Catalog.open(db) as cat:
+                live = [r.id for r in cat.live_runs() if r.status == "running" and r.step > 0]
+                if len(live) >= n:
+                    return live
+        time.sleep(0.3)
+    raise AssertionError(f"{n} trials not running after 900 s")
+
+
+def test_sweep_cancel_from_another_shell_with_and_without_its_driver(tmp_path: Path) -> None:
+    # with a live driver: it takes the request, stops its trials (stop checkpoints), ends cancelled
+    db = tmp_path / "c.db"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "--db", str(db), "sweep", "start",
+         str(spec(tmp_path, 10**7))],
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    live = _running(db, 2)
+    asked = _cli(db, "cancel", "1")
+    assert asked.returncode == 0 and "cancel asked of its driver" in asked.stdout, asked
+    out, err = driver.communicate(timeout=1800)
+    assert driver.returncode == 130, err
+    with Catalog.open(db) as cat:
+        assert cat.sweeps.get(1).status == "cancelled"
+        assert len(cat.list_runs()) == 2  # nothing started after the cancel
+        for rid in live:
+            assert cat.get_run(rid).status == "cancelled"
+            assert cat.checkpoint(rid, "latest").kind == "stop"
+    # with its driver killed: the trials still train; cancel stops them itself
+    db2 = tmp_path / "d.db"
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "workbench", "--db", str(db2), "sweep", "start",
+         str(spec(tmp_path, 10**7))],
+        cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    live = _running(db2, 2)
+    killed.kill()
+    killed.wait()
+    done = _cli(db2, "cancel", "1")
+    assert done.returncode == 0 and "its driver was gone" in done.stdout, done
+    _wait_until_over(db2)
+    with Catalog.open(db2) as cat:
+        assert cat.sweeps.get(1).status == "cancelled"
+        assert all(cat.get_run(rid).status == "cancelled" for rid in live)
