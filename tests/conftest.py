@@ -7,7 +7,25 @@ import os
 
 os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before anything imports Qt
 
+import gc
+
 import pytest
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gc_on_the_main_thread_only() -> object:
+    """As the app does (`gui/gc_guard.py`): no automatic cyclic collection, which could run in
+    a follower or worker thread and destroy a Qt object there (a deadlock with the GUI
+    thread); each test's garbage is collected on the main thread after it."""
+    gc.disable()
+    yield
+    gc.enable()
+
+
+@pytest.fixture(autouse=True)
+def _collect_after_each_test() -> object:
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

@@ -136,8 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"workbench: cannot open the catalog: {open_error(exc)}", file=sys.stderr)
         return 2
+    from workbench.gui.gc_guard import GuiThreadGC
+
     shown = Shown(MainWindow, QtLogHandler)
     shown.open(catalog)
+    collector = GuiThreadGC(app)
+    collector.start()
 
     # Ctrl+C in the terminal closes the window cleanly (the run ends cancelled)
     def on_sigint(*_: object) -> None:
@@ -152,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = app.exec()
     finally:
         shown.close()
+        collector.stop()
     return int(rc)
 
 
