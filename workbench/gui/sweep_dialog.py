@@ -27,22 +27,20 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.core.errors import ConfigError
+from workbench.gui.browser import flatten
 
 KINDS = ("values", "loguniform", "uniform", "int")
 SKIPPED = ("seed", "name", "notes", "tags", "preset", "device", "threads")
 """Config keys a sweep does not vary from this dialog (seeds have their own field)."""
 
 
-def leaves(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def leaves(config: dict[str, Any]) -> dict[str, Any]:
     """The numeric and boolean fields of a run config, by dotted key: what a sweep can vary."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(leaves(v, key + "."))
-        elif isinstance(v, bool | int | float) and k not in SKIPPED:
-            out[key] = v
-    return out
+    return {
+        k: v
+        for k, v in flatten(config).items()
+        if isinstance(v, bool | int | float) and k.rsplit(".", 1)[-1] not in SKIPPED
+    }
 
 
 def _numbers(text: str, key: str) -> list[Any]:
@@ -66,14 +64,15 @@ class SweepDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("New sweep")
         self.base = base
-        self.keys = list(leaves(base))
+        fields = leaves(base)
+        self.keys = list(fields)
         self.table = QTableWidget(len(self.keys), 4)
         self.table.setHorizontalHeaderLabels(
             ["Vary", "Field (current value)", "Kind", "Values or low, high"]
         )
         self.rows: dict[str, tuple[QCheckBox, QComboBox, QLineEdit]] = {}
         for i, key in enumerate(self.keys):
-            value = leaves(base)[key]
+            value = fields[key]
             tick = QCheckBox()
             kind = QComboBox()
             kind.addItems(["values"] if isinstance(value, bool) else list(KINDS))
