@@ -633,9 +633,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise ConfigError("--executor", str(exc)) from None
 
     def show(t: Any) -> None:
-        params = " ".join(
-            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.point.items()
-        )
+        params = _params_text(t.point)
         run = f"run {t.run_id} " if t.run_id is not None else ""
         value = "" if t.objective is None else f" {driver.metric} {t.objective:.4f}"
         print(
