@@ -436,3 +436,36 @@ def test_resume_in_its_own_process_from_the_browser_continues_the_run_to_the_end
     assert [a["status"] for a in catalog.attempts(rid)] == ["cancelled", "finished"]
     assert list(window.live.traces[rid].curves["loss"].xData) == list(range(1, 1001))
     assert catalog_points(catalog, rid) == 1000
+
+
+def test_the_device_picker_starts_a_data_parallel_run_in_its_own_processes(
+    qtbot, window: MainWindow, catalog: Catalog, children: list[int]
+) -> None:
+    """ "cpu, N processes, data-parallel": a meta-batch smaller than N is refused at the
+    meta-batch field; Start then launches the run on N ranks, followed live to its end."""
+    combo = window.form.device_combo
+    labels = [combo.itemText(i) for i in range(combo.count())]
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: no data-parallel choice")
+    choice = f"cpu, {cores} processes, data-parallel"
+    assert choice in labels
+    fill(window, {**SMALL, "steps": 20, "val_every": 10})
+    combo.setCurrentIndex(labels.index(choice))
+    window.form.set_field("train.meta_batch", 1)
+    assert not window.start_button.isEnabled()
+    meta_batch = window.form.editors["train.meta_batch"]
+    assert (
+        f"{cores} processes cannot share a meta-batch of 1 task"
+        in meta_batch.toolTip() + window.form.error_label.text()
+    )
+    window.form.set_field("train.meta_batch", cores)
+    assert window.start_button.isEnabled() and window.form.to_dict()["device"] == "cpu"
+    with qtbot.waitSignal(window.detachedLaunched, timeout=HANG_MS) as sig:
+        qtbot.mouseClick(window.start_button, Qt.MouseButton.LeftButton)
+    (rid,) = sig.args
+    children.append(int(window.runs[rid]["pid"]))
+    qtbot.waitUntil(lambda: state(window, rid) == "finished", timeout=HANG_MS)
+    run = catalog.get_run(rid)
+    assert run.status == "finished" and run.environment["world_size"] == cores
+    assert window.live.point_count("loss", rid) == catalog_points(catalog, rid) == 20

@@ -18,6 +18,8 @@ FORBIDDEN = {
     # and the launcher torch-free (the app calls it on its GUI thread)
     "sweeps": QT,
     "launcher": QT + ("torch",),
+    # `run --nproc`: the agent of a multi-process run (torch only once it launches)
+    "ranks": QT,
 }
 
 

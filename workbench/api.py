@@ -152,12 +152,14 @@ def trainer_for(
     resume: Any = None,
     datasets: Any = None,
     owner: str | None = None,
+    group: Any = None,
 ) -> tuple[Trainer, int]:
     """A Trainer wired to the catalog: a new run (or `run_id`), resumed from a checkpoint record
     (None with `run_id`: started again from step 0, for a run that has no checkpoint).
 
     Resuming from the run's latest checkpoint continues the same run (a new attempt); from an
-    older one, it creates a child run linked to its parent. The run is leased to this process
+    older one, it creates a child run linked to its parent. `group`: this process is rank 0 of
+    a multi-process run (`core.distributed`). The run is leased to this process
     (`owner`, made here if not given) before anything else: a run another live process owns
     is refused with RunBusyError, and the new run's row is owned from its creation, so a
     process killed while starting leaves it to be marked interrupted.
@@ -183,7 +185,7 @@ def trainer_for(
         config, [writer, *listeners], ckpt_dir,
         resume_from=Path(resume.path) if resume is not None else None,
         resume_sha256=resume.sha256 if resume is not None else None, datasets=datasets,
-        checkpoints=writer,
+        checkpoints=writer, group=group,
     )  # fmt: skip
     return trainer, run_id
 

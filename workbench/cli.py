@@ -179,6 +179,7 @@ def parser() -> Parser:
         action="store_true",
         help="train in its own process: print the run id and the log path, and return",
     )
+    _add_nproc(r)
     r.add_argument("--db", dest="db_sub", type=db_arg)
 
     e = sub.add_parser("eval", help="evaluate a run's checkpoint on test episodes")
@@ -208,6 +209,7 @@ def parser() -> Parser:
     s.add_argument("--steps", type=int_in(1, INT64_MAX), help="new total step budget")
     s.add_argument("--quiet", action="store_true")
     s.add_argument("--detach", action="store_true", help="continue it in its own process")
+    _add_nproc(s)
     s.add_argument("--db", dest="db_sub", type=db_arg)
 
     for name, what in (
@@ -310,6 +312,15 @@ def build_config(args: argparse.Namespace) -> Any:
     return RunConfig.from_dict(apply_overrides(data, args.set))
 
 
+def _add_nproc(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--nproc",
+        type=int_in(1, 1024),
+        default=1,
+        help="train on N processes of this machine (torch.distributed: gloo on CPU, NCCL on GPUs)",
+    )
+
+
 def _read_config(path: str) -> str:
     """The --config file's text; unreadable, a folder or not UTF-8 is a ConfigError."""
     if not path.strip():
@@ -386,10 +397,15 @@ class ProgressBar:
 
 
 @contextlib.contextmanager
-def _stopping(what: str, cancel: Callable[[], None]) -> Iterator[None]:
-    """Ctrl-C / SIGTERM call `cancel` (a clean stop: checkpoints written) instead of killing."""
+def _stopping(what: str, cancel: Callable[[], None], ranked: Any = None) -> Iterator[None]:
+    """Ctrl-C / SIGTERM call `cancel` (a clean stop: checkpoints written) instead of killing.
+    `ranked`: the Trainer of rank 0 of a multi-process run, which torchrun's SIGTERM aborts."""
 
     def stop(signum: int, _frame: Any) -> None:
+        if ranked and signum == signal.SIGTERM:
+            print("\nworkbench: SIGTERM from torchrun: ending this rank", file=sys.stderr)
+            ranked.abort(TORCHRUN_ENDED)
+            return
         print(f"\nworkbench: {signal.Signals(signum).name}: {what}", file=sys.stderr)
         cancel()
 
@@ -401,10 +417,21 @@ def _stopping(what: str, cancel: Callable[[], None]) -> Iterator[None]:
             signal.signal(sg, h)
 
 
+TORCHRUN_ENDED = (
+    "torchrun ended the run's processes (SIGTERM): another rank failed or its launcher was stopped"
+)
+
+
 def _train(catalog: Any, trainer: Any, run_id: int) -> int:
-    """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled)."""
+    """Run with Ctrl-C / SIGTERM turned into a clean cancel (checkpoint written, run cancelled).
+    Rank 0 of a multi-process run first hands the other ranks the configuration; there SIGTERM
+    is torchrun ending the ranks (another one failed): the run ends failed, never cancelled."""
+    group = trainer.group
+    if group is not None:
+        group.share(("train", trainer.config.to_json()))
+        group.started = True
     try:
-        with _stopping("stopping after this step", trainer.cancel):
+        with _stopping("stopping after this step", trainer.cancel, group is not None and trainer):
             result = trainer.run()
     finally:
         for listener in trainer.listeners:
@@ -449,21 +476,105 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(config.to_json())
         return 0
+    group = getattr(args, "group", None)
+    _check_world(config, group.world if group is not None else args.nproc)
     if args.detach:
         from workbench import launcher
 
-        return _detached(launcher.spawn_config(config, _db(args)))
+        return _detached(launcher.spawn_config(config, _db(args), extra=_nproc_flag(args)))
     resolve_device(config.device)
     datasets = load_datasets(
         config, ("train", "val", "test")
     )  # fails before the catalog is touched
+    if args.nproc > 1 and group is None:
+        from workbench import ranks
+
+        return ranks.launch(_without_nproc(args.argv), args.nproc, _db(args))
     catalog = open_catalog(_db(args))
-    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], datasets=datasets)
+    trainer, run_id = trainer_for(
+        catalog, config, [ProgressBar(args.quiet)], datasets=datasets, group=group
+    )
     _report(catalog, run_id, args.config)
     print(
         f"run {run_id}: {config.algorithm.name} on {config.dataset.name}, {config.steps} steps, db {catalog.display}"
     )
     return _train(catalog, trainer, run_id)
+
+
+def _in_torchrun() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _check_world(config: Any, world: int) -> None:
+    """Every rank trains on at least one task of the meta-batch: more ranks are refused."""
+    if world > config.train.meta_batch:
+        raise ConfigError(
+            "--nproc",
+            f"{world} processes cannot share a meta-batch of {config.train.meta_batch} tasks; "
+            f"use at most {config.train.meta_batch} or a larger train.meta_batch",
+        )
+
+
+def _nproc_flag(args: argparse.Namespace) -> list[str]:
+    return ["--nproc", str(args.nproc)] if args.nproc > 1 else []
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line the ranks run: this one without --nproc (they are the processes)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
+def _ranked(args: argparse.Namespace, command: Callable[[argparse.Namespace], int]) -> int:
+    """One rank of a multi-process run (torchrun's environment). Rank 0 runs the command: it
+    alone opens the catalog, creates or resumes the run and writes checkpoints, then hands the
+    configuration to the other ranks (`_train`); if it refuses the run, they end with it."""
+    from workbench.core import distributed
+
+    group = distributed.join(getattr(args, "device", None) or "auto")
+    try:
+        if group.rank != 0:
+            rc = _other_rank(group, args)
+        else:
+            args.group = group
+            rc = 2
+            try:
+                rc = command(args)
+            finally:
+                if not group.started:
+                    group.share(("end", rc))
+    finally:
+        group.close()
+    # a stopped run ended cleanly: torchrun takes any other status for a failed rank and
+    # ends the others (the agent of `--nproc` reads the run's status from the catalog)
+    return 0 if rc == 130 else rc
+
+
+def _other_rank(group: Any, args: argparse.Namespace) -> int:
+    """A rank other than 0: train with rank 0's configuration, no catalog, no checkpoints;
+    pause and stop come from rank 0 with the steps."""
+    from workbench.core.config import RunConfig
+    from workbench.core.engine import Trainer, load_datasets
+
+    what, value = group.share(None)
+    if what == "end":
+        return int(value)
+    config = RunConfig.from_json(value)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # rank 0 decides when the run stops
+    trainer = Trainer(config, [], datasets=load_datasets(config, ("train", "val", "test")),
+                      group=group)  # fmt: skip
+    result = trainer.run()
+    print(f"rank {group.rank}: {result.status} at step {result.step}", file=sys.stderr)
+    if result.error:
+        print(f"rank {group.rank}: error: {result.error.splitlines()[0]}", file=sys.stderr)
+    return {"finished": 0, "cancelled": 130}.get(result.status, 1)
 
 
 def _report(catalog: Any, run_id: int, config_file: str | None = None) -> None:
@@ -482,7 +593,7 @@ def _detached(pending: Any) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from workbench.api import open_catalog, resolve_checkpoint, trainer_for
+    from workbench.api import open_catalog, resolve_checkpoint, run_config, trainer_for
     from workbench.core.checkpoint import load_checkpoint
     from workbench.core.config import RunConfig
 
@@ -493,11 +604,21 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print(f"run {args.run_id}: resume requested (its process continues it)")
         return 0
     catalog.ensure_free(args.run_id)  # owned by a live process: one line, before anything
+    group = getattr(args, "group", None)
+    if args.nproc > 1 or group is not None:
+        _check_world(run_config(catalog, args.run_id), group.world if group else args.nproc)
     if args.detach:
         from workbench import launcher
 
         catalog.close()
-        return _detached(launcher.spawn_resume(args.run_id, _db(args), args.checkpoint, args.steps))
+        return _detached(
+            launcher.spawn_resume(args.run_id, _db(args), args.checkpoint, args.steps, args.nproc)
+        )
+    if args.nproc > 1 and group is None:
+        from workbench import ranks
+
+        catalog.close()
+        return ranks.launch(_without_nproc(args.argv), args.nproc, _db(args))
     if args.checkpoint == "latest" and catalog.checkpoint(args.run_id, "latest") is None:
         return _restart(catalog, args)  # killed before its first checkpoint: from step 0
     rec = resolve_checkpoint(catalog, args.run_id, args.checkpoint)
@@ -518,8 +639,9 @@ def cmd_resume(args: argparse.Namespace) -> int:
             f"the run already reached its budget of {config.steps} steps; pass a larger --steps",
         )
     trainer, run_id = trainer_for(
-        catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec
-    )
+        catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id, resume=rec,
+        group=getattr(args, "group", None),
+    )  # fmt: skip
     _report(catalog, run_id)
     print(
         f"run {run_id}: resuming from step {rec.step} ({rec.kind} checkpoint){' as a child of run ' + str(args.run_id) if run_id != args.run_id else ''}"
@@ -539,7 +661,10 @@ def _restart(catalog: Any, args: argparse.Namespace) -> int:
     config = RunConfig.from_json(record.config_json)
     if args.steps is not None:
         config = RunConfig.from_dict({**config.to_dict(), "steps": args.steps})
-    trainer, run_id = trainer_for(catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id)
+    trainer, run_id = trainer_for(
+        catalog, config, [ProgressBar(args.quiet)], run_id=args.run_id,
+        group=getattr(args, "group", None),
+    )  # fmt: skip
     _report(catalog, run_id)
     print(f"run {run_id}: it has no checkpoint; starting it again from step 0")
     return _train(catalog, trainer, run_id)
@@ -914,9 +1039,13 @@ def main(argv: list[str] | None = None) -> int:
         args = parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or an argument error (2, already printed)
         return exc.code if isinstance(exc.code, int) else 0
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         _threads_from_env(args)
-        rc = COMMANDS[args.command](args)
+        if args.command in ("run", "resume") and _in_torchrun():
+            rc = _ranked(args, COMMANDS[args.command])
+        else:
+            rc = COMMANDS[args.command](args)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
         return rc
     except BrokenPipeError:

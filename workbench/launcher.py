@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.core.faults import fault_point
+from workbench.ranks import RANK_REPORT, write_report
 
 REPORT_FD = "WORKBENCH_REPORT_FD"
 """The child writes "<run id>\\t<log path>\\n" to this inherited descriptor once its run exists."""
@@ -194,10 +195,13 @@ def spawn_resume(
     db: str | os.PathLike[str] | None = None,
     checkpoint: str = "latest",
     steps: int | None = None,
+    nproc: int = 1,
 ) -> Pending:
     """Resume run `run_id` (from `checkpoint`, optionally to a new step budget) in its own
-    process."""
+    process (`nproc` > 1: on that many ranks)."""
     more = ["--steps", str(int(steps))] if steps is not None else []
+    if nproc > 1:
+        more += ["--nproc", str(int(nproc))]
     return spawn(
         ["resume", str(int(run_id)), "--checkpoint", str(checkpoint), "--quiet", *more], db
     )
@@ -229,20 +233,18 @@ def report_run(catalog: Any, run_id: int, config_file: str | None = None) -> Non
     launcher that is gone (killed while waiting) is not an error: the run trains on."""
     fd_text = os.environ.pop(REPORT_FD, None)
     log_text = os.environ.pop(LAUNCH_LOG, None)
+    rank_report = os.environ.pop(RANK_REPORT, None)  # rank 0 of `run --nproc`: its agent's file
     if config_file and Path(config_file).name.startswith("launch-"):
         with contextlib.suppress(OSError):
             os.unlink(config_file)
+    if rank_report:
+        log = _move_log(catalog, run_id, log_text)
+        with contextlib.suppress(OSError):
+            write_report(rank_report, f"{run_id}\t{log or ''}\n")
+        return
     if fd_text is None or not fd_text.isdigit():
         return
-    log = Path(log_text) if log_text else None
-    if log is not None:
-        final = catalog.checkpoint_dir(run_id, create=True) / "run.log"
-        try:
-            os.replace(log, final)  # the open descriptors follow the file
-            log = final
-        except OSError:
-            pass
-        catalog.set_log_path(run_id, log)
+    log = _move_log(catalog, run_id, log_text)
     try:
         os.write(int(fd_text), f"{run_id}\t{log or ''}\n".encode())
     except OSError:  # the launcher is gone: nobody to tell
@@ -250,3 +252,18 @@ def report_run(catalog: Any, run_id: int, config_file: str | None = None) -> Non
     finally:
         with contextlib.suppress(OSError):
             os.close(int(fd_text))
+
+
+def _move_log(catalog: Any, run_id: int, log_text: str | None) -> Path | None:
+    """The launch log moved beside the run's checkpoints (the open descriptors follow it) and
+    recorded as the run's log."""
+    log = Path(log_text) if log_text else None
+    if log is not None:
+        final = catalog.checkpoint_dir(run_id, create=True) / "run.log"
+        try:
+            os.replace(log, final)
+            log = final
+        except OSError:
+            pass
+        catalog.set_log_path(run_id, log)
+    return log

@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import getpass
 import math
+import os
 import platform
 import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,7 @@ from workbench.core.checkpoint import (
 from workbench.core.config import RunConfig
 from workbench.core.device_policy import deterministic_algorithms, pin_enabled, policy_for
 from workbench.core.devices import device_name, out_of_memory_message, resolve_device
+from workbench.core.distributed import GO, HOLD, HOLD_TICK_S, STOP, Group, RankLost, rank_device
 from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import CheckpointError, ConfigError, DataError
 from workbench.core.evaluate import Score, evaluate
@@ -154,11 +157,15 @@ class Trainer:
         resume_sha256: str | None = None,
         datasets: dict[str, TaskDistribution] | None = None,
         checkpoints: CheckpointStore | None = None,
+        group: Group | None = None,
     ) -> None:
         """`datasets` (train/val/test) may be passed when the caller already loaded them.
         `checkpoints` records and retires the checkpoint files (the catalog's listener does,
-        in two phases); without it a `FolderCheckpoints` keeps them in `checkpoint_dir`."""
+        in two phases); without it a `FolderCheckpoints` keeps them in `checkpoint_dir`.
+        `group`: this process is one rank of a multi-process run (`core.distributed`); only
+        rank 0 gets listeners, a checkpoint folder and the resume checkpoint."""
         self.config = config
+        self.group = group
         self.datasets = datasets
         self.listeners = list(listeners or [])
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
@@ -256,7 +263,7 @@ class Trainer:
             # settings the run makes for its device (deterministic algorithms) end with it
             with contextlib.ExitStack() as self._scope:
                 finished = self._run()
-        except (ConfigError, DataError, CheckpointError, NonFiniteLoss) as exc:
+        except (ConfigError, DataError, CheckpointError, NonFiniteLoss, RankLost) as exc:
             finished = RunFinished("failed", self.step, str(exc))
         except torch.OutOfMemoryError as exc:  # the device's memory, not a bug: say what to change
             oom = True
@@ -290,7 +297,18 @@ class Trainer:
         cfg = self.config
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = device = resolve_device(cfg.device)
+        group = self.group
+        self.device = device = rank_device(resolve_device(cfg.device), group)
+        if group is not None:
+            if cfg.train.meta_batch < group.world:
+                raise ConfigError(
+                    "--nproc",
+                    f"{group.world} ranks cannot share a meta-batch of {cfg.train.meta_batch} "
+                    f"tasks; use at most {cfg.train.meta_batch} processes or a larger train.meta_batch",
+                )
+            if not cfg.threads and device.type == "cpu":  # the machine's cores, shared out
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_world))
+            self._threads_fixed = True
         policy = policy_for(device)
         if device.type == "cuda":  # the status bar's peak is this run's
             torch.cuda.reset_peak_memory_stats(device)
@@ -320,8 +338,18 @@ class Trainer:
             torch.Generator().manual_seed(cfg.seed),
             pin=pin_enabled(device),
         )
-        if self.resume_from is not None:
-            self._restore(load_checkpoint(self.resume_from, self.resume_sha256), opt, tasks)
+        state = load_checkpoint(self.resume_from, self.resume_sha256) if self.resume_from else None
+        if group is not None:
+            # a checkpoint does not depend on the world size: rank 0 reads it, every rank
+            # continues from it; a fresh run starts from rank 0's initial weights
+            state = group.share(state)
+        if state is not None:
+            self._restore(state, opt, tasks)
+        if group is not None:
+            group.sync_parameters(t for t in algo.state_dict().values() if t.is_floating_point())
+        env = environment(device)
+        if group is not None:
+            env.update(group.describe(device))
         self._emit(
             "on_start",
             RunStarted(
@@ -330,29 +358,39 @@ class Trainer:
                 cfg.steps,
                 str(device),
                 device_name(device),
-                environment(device),
+                env,
             ),
         )
 
         t_last = time.perf_counter()
         rate = 0.0
+        agreed = GO  # a multi-process run's control code, as rank 0 sent it with the last step
         while self.step < cfg.steps:
-            if not self._running.is_set():
+            if group is not None:
+                if agreed == HOLD:
+                    agreed = self._held_together(group)
+                    t_last = time.perf_counter()
+                if agreed == STOP:
+                    return self._stop(opt, tasks)
+            elif not self._running.is_set():
                 self._wait_while_held()
                 t_last = time.perf_counter()
-            if self._cancel.is_set():
+            if group is None and self._cancel.is_set():
                 return self._stop(opt, tasks)
             share, self._share = self._share, None
             if share is not None and not self._threads_fixed and device.type == "cpu":
                 torch.set_num_threads(share)
             lr = self._lr()
-            for group in opt.param_groups:
-                group["lr"] = lr
+            for param_group in opt.param_groups:
+                param_group["lr"] = lr
             batch = tasks.next().to(device)  # the meta-batch's one transfer (non-blocking)
             opt.zero_grad(set_to_none=True)
             algo.train()
+            part = batch if group is None else batch.tasks(group.shard(len(batch)))
             with self._autocast():
-                values = algo.meta_train_step(batch, cfg.train)
+                values = algo.meta_train_step(part, cfg.train)
+            if group is not None:  # the meta-gradient of the whole meta-batch, on every rank
+                agreed = group.combine(params, values, len(part) / len(batch), self._code())
             if not math.isfinite(values["loss"]):
                 raise NonFiniteLoss(f"non-finite loss ({values['loss']}) at step {self.step + 1}")
             if cfg.algorithm.grad_clip > 0:
@@ -374,11 +412,33 @@ class Trainer:
         fault_point("run.finishing")
         return RunFinished("finished", self.step, None, test)
 
-    def _wait_while_held(self) -> None:
+    def _code(self) -> int:
+        """Rank 0's control code for the step just taken (the other ranks' is ignored)."""
+        if self._cancel.is_set():
+            return STOP
+        return GO if self._running.is_set() else HOLD
+
+    def _held_together(self, group: Group) -> int:
+        """All ranks wait while rank 0 is held, rank 0 saying HOLD every HOLD_TICK_S (no
+        collective runs into its timeout however long the pause), then GO or STOP."""
+        if group.rank != 0:
+            code = HOLD
+            while code == HOLD:
+                code = group.say(HOLD)
+            return code
+        self._wait_while_held(lambda: group.say(HOLD))
+        return group.say(STOP if self._cancel.is_set() else GO)
+
+    def _wait_while_held(self, tick: Callable[[], object] | None = None) -> None:
         """Wait, paused, until nobody holds the run. The user's pause is announced here,
-        between steps (other holds announce themselves)."""
+        between steps (other holds announce themselves). `tick` is called every HOLD_TICK_S
+        while waiting."""
         user = False
+        last = time.monotonic()
         while not self._running.wait(0.05):
+            if tick is not None and time.monotonic() - last >= HOLD_TICK_S:
+                tick()
+                last = time.monotonic()
             with self._hold_lock:
                 mine = "user" in self._holds and not user
             if mine:
@@ -401,8 +461,9 @@ class Trainer:
     def _score(self, dist: TaskDistribution, split: str, episodes: int) -> Score:
         assert self.algo is not None and self.device is not None
         return evaluate(
-            self.algo, dist, self.config.eval, episodes, self.device, split, self._autocast
-        )
+            self.algo, dist, self.config.eval, episodes, self.device, split, self._autocast,
+            group=self.group,
+        )  # fmt: skip
 
     def _validate(
         self, dist: TaskDistribution, opt: torch.optim.Optimizer, tasks: EpisodeStream
@@ -427,10 +488,15 @@ class Trainer:
         assert self.algo is not None
         ckpt_step = self.step
         best = self.checkpoints.newest("best") if self.checkpoints is not None else None
+        picked = None
         if best is not None:
             state = load_checkpoint(best.path, best.sha256)
-            self.algo.load_state_dict(state["algorithm"])
-            ckpt_step = int(state["step"])
+            picked = (state["algorithm"], int(state["step"]))
+        if self.group is not None:  # rank 0's checkpoint is every rank's
+            picked = self.group.share(picked)
+        if picked is not None:
+            self.algo.load_state_dict(picked[0])
+            ckpt_step = picked[1]
         s = self._score(dist, "test", self.config.test_episodes)
         values = dict(s.values)
         if self.config.task_kind == "regression":  # the MAML paper's protocol: K = 5 and K = 10
@@ -444,6 +510,7 @@ class Trainer:
                     self.device,
                     "test",
                     self._autocast,
+                    group=self.group,
                 )
                 values.update(
                     {

@@ -11,6 +11,7 @@ import torch
 
 from workbench.core.algorithms.base import Algorithm, score_name
 from workbench.core.config import TaskShape
+from workbench.core.distributed import Group, gather_ordered, owns
 from workbench.core.tasks.base import TaskDistribution
 
 # Fixed episode seeds, independent of the run's seed, so every run of a dataset is scored on
@@ -56,25 +57,39 @@ def evaluate(
     split: str = "test",
     autocast: Callable[[], contextlib.AbstractContextManager[None]] = contextlib.nullcontext,
     should_stop: Callable[[], bool] = lambda: False,
+    group: Group | None = None,
 ) -> Score:
-    """Score `episodes` tasks drawn from a generator seeded by the split name."""
+    """Score `episodes` tasks drawn from a generator seeded by the split name.
+
+    Each draw of episodes is scored with the global RNG seeded by the split and the draw's
+    index (an algorithm that draws at random while it adapts, as Meta-LSTM's support
+    mini-batches, draws the same whoever scores it), and the training run's RNG is left as it
+    was. With `group`, the draws are shared round-robin among the ranks and their scores
+    gathered in draw order: every rank gets the score one process would."""
     gen = episode_generator(split)
     chunk = max(1, min(episodes_per_draw(shape), episodes))
-    parts: dict[str, list[torch.Tensor]] = {}
-    done = 0
+    mine: dict[int, dict[str, torch.Tensor]] = {}
+    done = index = 0
     was_training = algo.training
     algo.eval()
     try:
-        while done < episodes and not should_stop():
-            n = min(chunk, episodes - done)
-            batch = dist.sample(shape, n, gen).to(device)
-            with autocast():
-                res = algo.evaluate(batch, shape)
-            for k, v in res.items():
-                parts.setdefault(k, []).append(v.detach().float().cpu())
-            done += n
+        with torch.random.fork_rng(devices=[]):
+            while done < episodes and not should_stop():
+                n = min(chunk, episodes - done)
+                batch = dist.sample(shape, n, gen)  # every rank draws: the generator moves on
+                if owns(group, index):
+                    torch.default_generator.manual_seed(EPISODE_SEEDS.get(split, 0) * 7919 + index)
+                    with autocast():
+                        res = algo.evaluate(batch.to(device), shape)
+                    mine[index] = {k: v.detach().float().cpu() for k, v in res.items()}
+                done += n
+                index += 1
     finally:
         algo.train(was_training)
+    parts: dict[str, list[torch.Tensor]] = {}
+    for res in gather_ordered(group, mine):
+        for k, v in res.items():
+            parts.setdefault(k, []).append(v)
     name = score_name(dist.kind)
     if not parts:
         return Score(name, float("nan"), float("nan"), 0)

@@ -369,7 +369,7 @@ class MainWindow(QMainWindow):
         """Start the configured run, one per seed, the default way: in the app (queued while
         one trains; returns the new run ids) or in their own processes (ids come later,
         through `detachedLaunched`; returns [])."""
-        if self.detached_default:
+        if self.detached_default or self.form.nproc() > 1:
             self.start_detached()
             return []
         return self.start_in_app()
@@ -396,6 +396,10 @@ class MainWindow(QMainWindow):
 
     def start_in_app(self) -> list[int]:
         """Queue the configured run (one per seed) on the app's training thread."""
+        if self.form.nproc() > 1:
+            self.log.add("info", "a run on several processes trains in its own processes")
+            self.start_detached()
+            return []
         got = self._validated()
         if got is None:
             return []
@@ -416,9 +420,11 @@ class MainWindow(QMainWindow):
             self.log.add("error", f"not started: {refused}")
             return 0
         begun = 0
+        n = self.form.nproc()
+        nproc = ["--nproc", str(n)] if n > 1 else []
         for c in seed_configs(cfg, seeds):
             try:
-                pending = launcher.spawn_config(c, self.catalog.location)
+                pending = launcher.spawn_config(c, self.catalog.location, extra=nproc)
             except Exception as exc:  # LaunchError: no run was created
                 self.log.add("error", f"{c.name}: not started in its own process: {exc}")
                 continue

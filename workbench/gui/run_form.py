@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from typing import Any
 
@@ -97,6 +98,23 @@ def preferred_device(ids: list[str]) -> str:
 
 SEED_HELP = "use e.g. 0 or 0,1,2 or 0-4"
 _SEED_RANGE = re.compile(r"([+-]?\d+)\s*-\s*([+-]?\d+)")
+
+
+PARALLEL = "*"
+"""In the device picker's data: "cpu*2" is the CPU on 2 processes, "cuda*4" 4 GPUs."""
+
+
+def parallel_choices(ids: list[str], cores: int | None = None) -> list[tuple[str, int, str]]:
+    """The picker's data-parallel entries: all GPUs (one process each) where there are
+    several, and N processes on the CPU where it has N > 1 cores."""
+    out = []
+    gpus = [i for i in ids if i.startswith("cuda:")]
+    if len(gpus) > 1:
+        out.append(("cuda", len(gpus), f"all {len(gpus)} GPUs, data-parallel"))
+    cores = (os.cpu_count() or 1) if cores is None else cores
+    if cores > 1:
+        out.append(("cpu", cores, f"cpu, {cores} processes, data-parallel"))
+    return out
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -351,6 +369,9 @@ class RunForm(QWidget):
         for d in available_devices():
             self.device_combo.addItem(d.label, d.id)
             ids.append(d.id)
+        # one run on several processes (torch.distributed): started in its own processes
+        for device, n, label in parallel_choices(ids):
+            self.device_combo.addItem(label, f"{device}{PARALLEL}{n}")
         self.device_combo.setCurrentIndex(self.device_combo.findData(preferred_device(ids)))
         self.device_combo.currentIndexChanged.connect(lambda _: self._edited())
         self.device_combo.setToolTip(RunConfig.model_fields["device"].description or "")
@@ -524,6 +545,11 @@ class RunForm(QWidget):
     def seeds(self) -> list[int]:
         return parse_seeds(self.editors["seed"].text())
 
+    def nproc(self) -> int:
+        """Processes the run trains on (the device picker's data-parallel choices), else 1."""
+        _, sep, n = (self.device_combo.currentData() or "").partition(PARALLEL)
+        return int(n) if sep else 1
+
     def to_dict(self) -> dict[str, Any]:
         """The form as a RunConfig dict (not validated; the seed is the first of the list)."""
         out: dict[str, Any] = {}
@@ -536,7 +562,7 @@ class RunForm(QWidget):
                 node = node.setdefault(p, {})
             node[parts[-1]] = ed.value()
         out["dataset"]["data_dir"] = self.data_dir.currentText().strip() or None
-        out["device"] = self.device_combo.currentData() or "auto"
+        out["device"] = (self.device_combo.currentData() or "auto").partition(PARALLEL)[0]
         try:
             out["seed"] = self.seeds()[0]
         except ValueError:
@@ -685,6 +711,14 @@ class RunForm(QWidget):
                     "without an inner loop)",
                 )
             self.shape_check.check(config)
+            n = self.nproc()
+            if n > config.train.meta_batch:
+                raise ConfigError(
+                    "train.meta_batch",
+                    f"{n} processes cannot share a meta-batch of {config.train.meta_batch} "
+                    f"task{'s' if config.train.meta_batch > 1 else ''}; use a meta-batch of at "
+                    f"least {n} or one device",
+                )
         except ConfigError as exc:
             return None, exc
         return config, None

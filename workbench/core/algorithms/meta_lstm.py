@@ -19,6 +19,7 @@ but the meta-gradient flows through theta_{t-1} in both the gates and the cell u
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -153,11 +154,24 @@ class MetaLSTM(Algorithm):
             theta, f, i = self.cell(hx, grad, theta, f, i)
         return theta
 
+    def support_seeds(self, batch: EpisodeBatch) -> Callable[[int], torch.Generator | None]:
+        """Task k's generator of support mini-batches (None: whole support sets). One seed per
+        batch from the global RNG, then one generator per task, indexed by the task's place in
+        the whole meta-batch (`batch.first`): the draws depend neither on which thread reaches
+        the RNG first nor on which rank of a multi-process run trains the task."""
+        if not self.params.support_batch:
+            return lambda _k: None
+        seed = int(torch.randint(2**62, (1,)))
+        return lambda k: torch.Generator().manual_seed(seed + batch.first + k)
+
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
         losses, scores = [], []
+        seeds = self.support_seeds(batch)
         for k in range(n):
-            theta = self.run_episode(batch.support_x[k], batch.support_y[k], shape.inner_steps)
+            theta = self.run_episode(
+                batch.support_x[k], batch.support_y[k], shape.inner_steps, seeds(k)
+            )
             loss, score = self.learner_loss(theta, batch.query_x[k], batch.query_y[k])
             (loss / n).backward()
             losses.append(loss.detach())
@@ -167,13 +181,12 @@ class MetaLSTM(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, torch.Tensor]:
-        # support mini-batches: one generator per task (seeded from the global RNG here), so
-        # the draws do not depend on which thread reaches the RNG first
-        seed = int(torch.randint(2**62, (1,))) if self.params.support_batch else None
+        seeds = self.support_seeds(batch)
 
         def score(k: int) -> float:
-            gen = None if seed is None else torch.Generator().manual_seed(seed + k)
-            theta = self.run_episode(batch.support_x[k], batch.support_y[k], shape.inner_steps, gen)
+            theta = self.run_episode(
+                batch.support_x[k], batch.support_y[k], shape.inner_steps, seeds(k)
+            )
             return float(self.learner_loss(theta, batch.query_x[k], batch.query_y[k])[1])
 
         return {score_name(self.kind): torch.tensor(self.per_task(batch, score))}

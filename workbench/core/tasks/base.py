@@ -22,7 +22,10 @@ class EpisodeBatch:
     classification: support_x [B, N*K, C, H, W] float in [0, 1], support_y [B, N*K] long in
     0..N-1 (labels remapped per task), query_x [B, N*Q, C, H, W], query_y [B, N*Q].
     regression: support_x [B, K, 1], support_y [B, K, 1] float; query likewise.
-    `info` carries per-task extras (sinusoid: "amplitude", "phase" tensors [B]).
+    `info` carries per-task extras (sinusoid: "amplitude", "phase" tensors [B]). `first`: the
+    index of task 0 in the meta-batch it was cut from (`tasks`): a rank of a multi-process run
+    trains on a slice, and what a task draws (its support mini-batches) follows its index in
+    the whole meta-batch, so it draws the same on any rank.
     """
 
     support_x: torch.Tensor
@@ -31,6 +34,7 @@ class EpisodeBatch:
     query_y: torch.Tensor
     ways: int
     info: dict[str, Any] = field(default_factory=dict)
+    first: int = 0
 
     def __len__(self) -> int:
         return int(self.support_x.shape[0])
@@ -42,21 +46,26 @@ class EpisodeBatch:
 
         tensors = to_device([self.support_x, self.support_y, self.query_x, self.query_y],
                             torch.device(device))  # fmt: skip
-        return EpisodeBatch(*tensors, self.ways, self.info)
+        return EpisodeBatch(*tensors, self.ways, self.info, self.first)
 
     def pin_memory(self) -> EpisodeBatch:
         """The batch in page-locked host memory (needs a CUDA runtime: `pin_enabled` asks)."""
         return EpisodeBatch(self.support_x.pin_memory(), self.support_y.pin_memory(),
                             self.query_x.pin_memory(), self.query_y.pin_memory(), self.ways,
-                            self.info)  # fmt: skip
+                            self.info, self.first)  # fmt: skip
 
     def task(self, i: int) -> EpisodeBatch:
         """Task i as a batch of one."""
-        s = slice(i, i + 1)
+        return self.tasks(range(i, i + 1))
+
+    def tasks(self, which: range) -> EpisodeBatch:
+        """Tasks which.start .. which.stop - 1 as a batch (views, no copy)."""
+        s = slice(which.start, which.stop)
         info = {k: (v[s] if isinstance(v, torch.Tensor) else v) for k, v in self.info.items()}
         return EpisodeBatch(
-            self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s], self.ways, info
-        )
+            self.support_x[s], self.support_y[s], self.query_x[s], self.query_y[s], self.ways,
+            info, self.first + which.start,
+        )  # fmt: skip
 
 
 class TaskDistribution(ABC):
