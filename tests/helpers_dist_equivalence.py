@@ -53,7 +53,7 @@ class Record(Listener):
         self.losses.append(e.values["loss"])
 
     def on_eval(self, e: Any) -> None:
-        self.scores.append(e.mean)
+        self.scores += [e.mean, e.ci95]
         self.scores.extend(v for k, v in sorted(e.values.items()) if not k.endswith("ci95"))
 
 

@@ -173,6 +173,21 @@ def test_a_checkpoint_resumes_on_another_world_size(tmp_path: Path) -> None:
             assert curve[step] == pytest.approx(value, rel=1e-4, abs=1e-6), (db.name, step)
 
 
+def test_bare_torchrun_runs_the_cli_unchanged(tmp_path: Path) -> None:
+    """The multi-machine recipe's command on one machine: torchrun's own launcher (no
+    `--nproc` agent) starting `-m workbench run` on 2 ranks."""
+    db = tmp_path / "c.db"
+    got = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "workbench", "--db", str(db), *SINUSOID, "--steps", "12"],
+        capture_output=True, text=True, cwd=ROOT, env=env(), timeout=1800,
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    run = run_of(db, only_run(db))
+    assert run.status == "finished" and run.step == 12, run.error
+    assert run.environment["world_size"] == 2
+
+
 def rank_pid(agent: int, rank: int) -> int:
     """The pid of rank `rank` among the children of the agent `agent`."""
     want = f"RANK={rank}".encode()

@@ -1,8 +1,10 @@
 """Render the main window offscreen to docs/screenshots/*.png in three states:
 configured (a preset chosen), training (mid-run, curves and adaptation view), two live runs
-in their own processes overlaid, and browsing (two finished runs compared). Uses a temporary catalog and temporary QSettings.
+in their own processes overlaid, browsing (two finished runs compared), and one run on 2
+processes picked in the device picker (data-parallel). Uses a temporary catalog and temporary
+QSettings.
 
-    .venv/bin/python tools/render_screenshots.py [--out docs/screenshots]
+    .venv/bin/python tools/render_screenshots.py [--out docs/screenshots] [--only data-parallel]
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ def wait(app: QApplication, cond, timeout: float = 300.0) -> None:  # type: igno
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    p.add_argument("--only", choices=["data-parallel"], help="render this state alone")
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     win.resize(*SIZE)
     win.show()
     pump(app, 0.3)
+
+    if args.only == "data-parallel":
+        data_parallel(app, win, out)
+        win.shutdown()
+        catalog.close()
+        return 0
 
     # 1. configured: the MAML sinusoid preset, its published number under the picker
     if any(pr.name == "maml-sinusoid" for pr in win.form.presets):
@@ -124,10 +133,37 @@ def main(argv: list[str] | None = None) -> int:
     win.grab().save(str(out / "browsing-compare.png"))
     print("browsing-compare.png")
 
+    data_parallel(app, win, out)
     win.shutdown()
     win.close()
     catalog.close()
     return 0
+
+
+def data_parallel(app: QApplication, win, out: Path) -> None:  # type: ignore[no-untyped-def]
+    """5. one run on 2 processes: "cpu, 2 processes, data-parallel" in the device picker."""
+    win.tabs.setCurrentIndex(0)
+    if any(pr.name == "maml-sinusoid" for pr in win.form.presets):
+        win.form.apply_preset("maml-sinusoid")
+    for k, v in {"steps": 4000, "val_every": 200, "val_episodes": 25, "ckpt_every": 1000,
+                 "train.meta_batch": 8, "name": "maml-sinusoid-2proc", "seed": "6"}.items():  # fmt: skip
+        win.form.set_field(k, v)
+    combo = win.form.device_combo
+    combo.setCurrentIndex(
+        next(i for i in range(combo.count()) if "data-parallel" in combo.itemText(i))
+    )
+    win.live.clear_ended()
+    launched: list[int] = []
+    win.detachedLaunched.connect(launched.append)
+    win.start()
+    wait(app, lambda: len(launched) == 1)
+    wait(app, lambda: win.live.point_count("loss", launched[0]) >= 1500)
+    win.form.scroll.ensureWidgetVisible(combo)  # the picker's choice in view
+    pump(app, 1.0)
+    win.grab().save(str(out / "data-parallel.png"))
+    print("data-parallel.png")
+    win.stop()
+    wait(app, lambda: win.runs[launched[0]]["state"] == "cancelled")
 
 
 if __name__ == "__main__":

@@ -107,6 +107,7 @@ class MainWindow(QMainWindow):
         # detached (trains in another process), pid, reference}
         self.runs: dict[int, dict[str, Any]] = {}
         self._launches: list[tuple[Any, str]] = []  # (launcher.Pending, run name) in flight
+        self._launch_ranks: dict[int, int] = {}  # launcher pid -> processes of its run
         self._launched: set[int] = set()  # runs this window started in their own processes
         self._closed = False
 
@@ -429,6 +430,7 @@ class MainWindow(QMainWindow):
                 self.log.add("error", f"{c.name}: not started in its own process: {exc}")
                 continue
             self._launches.append((pending, c.name or ""))
+            self._launch_ranks[pending.pid] = n
             begun += 1
         if begun:
             self.log.add(
@@ -455,12 +457,16 @@ class MainWindow(QMainWindow):
                 continue
             self._launches.remove(entry)
             self._launched.add(done.run_id)
+            ranks = self._launch_ranks.pop(done.pid, 1)
             self.log.add(
                 "info",
                 f"run #{done.run_id} trains in its own process (pid {done.pid}); "
                 f"its output: {done.log_path}",
             )
             self.follow_run(done.run_id, select=True)
+            if ranks > 1:
+                self.runs[done.run_id]["ranks"] = ranks
+                self._update_run_labels()
             self.detachedLaunched.emit(done.run_id)
         if not self._launches:
             self.launch_timer.stop()
@@ -500,6 +506,7 @@ class MainWindow(QMainWindow):
             "state": rec.status,
             "detached": True,
             "pid": owner_pid(rec.owner),
+            "ranks": int((rec.environment or {}).get("world_size") or 1),
             "metric": metric,
             "reference": reference,
         }
@@ -892,7 +899,10 @@ class MainWindow(QMainWindow):
 
     def _run_label(self, run_id: int) -> str:
         r = self.runs.get(run_id, {})
-        where = "own process" if r.get("detached") else "in app"
+        ranks = r.get("ranks", 1)
+        where = (
+            f"{ranks} processes" if ranks > 1 else "own process" if r.get("detached") else "in app"
+        )
         total = r.get("total") or "?"
         return (
             f"#{run_id} {r.get('name') or ''}\n"
@@ -915,8 +925,11 @@ class MainWindow(QMainWindow):
         """The run list's texts (state, step): every LABELS_EVERY_S and on state changes; each
         text change repaints the list, on the GUI thread an in-app run shares the GIL with."""
         for run_id, run in self.runs.items():
+            ranks = run.get("ranks", 1)
             where = (
-                f"trains in its own process (pid {run.get('pid')})"
+                f"trains on {ranks} processes, data-parallel (rank 0: pid {run.get('pid')})"
+                if ranks > 1
+                else f"trains in its own process (pid {run.get('pid')})"
                 if run.get("detached")
                 else "trains in the app's thread"
             )
