@@ -20,6 +20,7 @@ import torch.distributed as dist
 from test_detached import run_of, wait_for  # noqa: E402  (tests/ is on the path)
 
 from workbench.catalog import Catalog
+from workbench.core import distributed
 
 pytestmark = pytest.mark.skipif(
     not (dist.is_available() and dist.is_gloo_available()), reason="torch without gloo"
@@ -81,6 +82,35 @@ def losses(db: Path, run_id: int) -> dict[int, float]:
 
 SINUSOID = ["run", "--dataset", "sinusoid", "--meta-batch", "5", "--seed", "7", "--quiet",
             "--set", "val_every=10", "--set", "val_episodes=7", "--set", "test_episodes=9"]  # fmt: skip
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 7])
+def test_the_ranks_shares_cover_the_meta_batch_once_each(world: int) -> None:
+    for n in range(world, 40):
+        shares = [distributed.Group(r, world, r, world, "gloo").shard(n) for r in range(world)]
+        assert [i for s in shares for i in s] == list(range(n))
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    with pytest.raises(ValueError, match="cannot be shared"):
+        distributed.Group(0, world + 1, 0, world + 1, "gloo").shard(world)
+
+
+def test_backend_and_device_per_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCCL (with gloo for the small CPU objects) when every local rank has a GPU of its own,
+    gloo when ranks would share one or the run is on the CPU; a rank takes its local GPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.distributed, "is_nccl_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert distributed.backend_for("auto") == "cpu:gloo,cuda:nccl"
+    assert distributed.backend_for("cpu") == "gloo"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "3")
+    assert distributed.backend_for("cuda") == "gloo"
+    g = distributed.Group(3, 4, 1, 2, "cpu:gloo,cuda:nccl")
+    assert distributed.rank_device(torch.device("cuda", 0), g) == torch.device("cuda", 1)
+    assert distributed.rank_device(torch.device("cpu"), g) == torch.device("cpu")
+    assert distributed.rank_device(torch.device("cuda", 0), None) == torch.device("cuda", 0)
 
 
 def test_two_ranks_in_float64_equal_one_process_to_1e10() -> None:
