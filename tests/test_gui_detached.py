@@ -210,7 +210,7 @@ def test_the_default_mode_setting_persists_and_a_failed_launch_is_shown(
                 return None  # still starting: the GUI goes on meanwhile
             raise launcher.LaunchError("dataset folder /nowhere does not exist")
 
-    monkeypatch.setattr(launcher, "spawn_config", lambda cfg, db: FailingLaunch())
+    monkeypatch.setattr(launcher, "spawn_config", lambda cfg, db, extra=(): FailingLaunch())
     fill(win, {**SMALL, "seed": "1,2"})
     assert win.start() == []  # Start launches (one process per seed), it does not queue
     assert not win.queue.running and not win.queue.pending and len(win._launches) == 2

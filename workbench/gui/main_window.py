@@ -430,7 +430,8 @@ class MainWindow(QMainWindow):
                 self.log.add("error", f"{c.name}: not started in its own process: {exc}")
                 continue
             self._launches.append((pending, c.name or ""))
-            self._launch_ranks[pending.pid] = n
+            if n > 1:
+                self._launch_ranks[pending.pid] = n
             begun += 1
         if begun:
             self.log.add(
