@@ -176,11 +176,20 @@ def report(cost: dict[str, Any], gaps: dict[str, Any]) -> str:
         "losses / the validation and test scores / the weights). float64 is held to 1e-10 by "
         "tests/test_distributed.py; float32:",
         "",
-        "| configuration | losses | scores | weights |",
-        "|---|---|---|---|",
+        "| configuration | losses | scores | weights | weights with a structurally zero gradient |",
+        "|---|---|---|---|---|",
     ]
     for name, g in gaps.items():
-        lines.append(f"| {name} | {g['loss']:.1e} | {g['scores']:.1e} | {g['weights']:.1e} |")
+        lines.append(
+            f"| {name} | {g['loss']:.1e} | {g['scores']:.1e} | {g['weights']:.1e} | "
+            f"{g['still_weights']:.1e} |"
+        )
+    lines += [
+        "",
+        "The last column: biases of convolutions that batch norm follows. Their exact gradient is "
+        "zero; what reaches them is rounding noise, which Adam scales up to steps of the learning "
+        "rate's size, differently in each summation order. They move nothing the model computes.",
+    ]
     return "\n".join(lines)
 
 
