@@ -426,7 +426,7 @@ def test_ten_thousand_runs_load_scroll_sort_and_filter(qtbot, tmp_path: Path) ->
 
 def test_preset_fills_the_form_and_shows_the_published_number(qtbot, window: MainWindow) -> None:
     if not window.form.presets:
-        pytest.skip("no presets in resources/presets")
+        pytest.skip("no presets in workbench/resources/presets")
     preset = next(
         (p for p in window.form.presets if p.name == "maml-sinusoid"), window.form.presets[0]
     )

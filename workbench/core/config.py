@@ -396,7 +396,7 @@ def switch_algorithm(section: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 # Starting points by task kind and algorithm, so that a fresh form or a bare `workbench run`
-# is sensible (the papers' full settings are presets in resources/presets).
+# is sensible (the papers' full settings are presets in workbench/resources/presets).
 _START: dict[str, dict[str, Any]] = {
     "regression": {
         "train": {"ways": 1, "shots": 10, "queries": 10, "meta_batch": 25, "inner_steps": 1},

@@ -1,4 +1,5 @@
-"""The papers' configurations with the numbers they should reach (resources/presets/*.json)."""
+"""The papers' configurations with the numbers they should reach (workbench/resources/presets/*.json,
+package data: a wheel install has them too)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError
 
-PRESET_DIR = Path(__file__).resolve().parents[2] / "resources" / "presets"
+PRESET_DIR = Path(__file__).resolve().parents[1] / "resources" / "presets"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ log pane (dock), menus, shortcuts, status bar, and QSettings persistence."""
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +29,7 @@ from workbench import launcher
 from workbench.catalog import Catalog, RunRecord
 from workbench.catalog.errors import CatalogError
 from workbench.core.events import CheckpointSaved, EvalResult, RunFinished, RunStarted, StepMetrics
+from workbench.gui import help_menu
 from workbench.gui import settings as qs
 from workbench.gui.adaptation_view import AdaptationView
 from workbench.gui.browser import ExperimentsBrowser
@@ -42,25 +42,6 @@ from workbench.gui.run_form import RunForm
 from workbench.gui.run_queue import RunQueue, memory_refusal, seed_configs
 from workbench.gui.sweep_view import SweepView
 from workbench.gui.worker import Job
-
-
-def versions() -> dict[str, str]:
-    import pyqtgraph
-    import PySide6
-    import torch
-    from PySide6.QtCore import qVersion
-
-    from workbench import __version__
-
-    return {
-        "workbench": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "Qt": qVersion(),
-        "PySide6": PySide6.__version__,
-        "pyqtgraph": pyqtgraph.__version__,
-    }
-
 
 # a run in one of these states can still be paused or stopped ("starting": its thread or
 # process is getting ready; "stopping": asked to stop, not stopped yet)
@@ -319,6 +300,17 @@ class MainWindow(QMainWindow):
         )
         self._action(v, "&Reload catalog", self.browser.reload_catalog, QKeySequence("F5"))
         h = mb.addMenu("&Help")
+        self._action(
+            h, "User &guide", lambda: help_menu.guide_dialog(self).exec(), QKeySequence("F1")
+        )
+        self._action(
+            h, "&Keyboard shortcuts", lambda: help_menu.shortcuts_dialog(self).exec(),
+            QKeySequence("Ctrl+/"),
+        )  # fmt: skip
+        self._action(
+            h, "&Where files live", lambda: help_menu.files_dialog(self, self.catalog).exec()
+        )
+        h.addSeparator()
         self._action(h, "&About", self.show_about)
 
     def _connect(self) -> None:
@@ -979,15 +971,10 @@ class MainWindow(QMainWindow):
 
     # ---- about, settings, closing ----------------------------------------------------------
     def about_text(self) -> str:
-        v = versions()
-        rows = "".join(f"<tr><td>{k}</td><td>&nbsp;{val}</td></tr>" for k, val in v.items())
-        return (f"<h3>Meta-Learning Workbench {v['workbench']}</h3>"
-                "<p>MAML, first-order MAML, Meta-LSTM, ProtoNet and a fine-tuning baseline, "
-                "with a run catalog.</p>"
-                f"<table>{rows}</table><p>Catalog: {self.catalog.display}</p>")  # fmt: skip
+        return help_menu.about_text(self.catalog)
 
     def show_about(self) -> None:
-        QMessageBox.about(self, "About the Meta-Learning Workbench", self.about_text())
+        help_menu.show_about(self, self.catalog)
 
     def restore_settings(self) -> None:
         s = qs.settings()

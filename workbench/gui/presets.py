@@ -1,4 +1,4 @@
-"""Paper presets for the form: `workbench.core.presets` (resources/presets/*.json), loaded so
+"""Paper presets for the form: `workbench.core.presets` (workbench/resources/presets/*.json), loaded so
 that a broken file is reported instead of taking the app down."""
 
 from __future__ import annotations
