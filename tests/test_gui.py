@@ -686,3 +686,27 @@ def test_the_browser_shows_a_dead_owners_run_interrupted_without_a_reload(
     window.browser.reload()
     qtbot.waitUntil(lambda: _status_shown(window, rid) == "interrupted", timeout=HANG_MS)
     assert "no checkpoint" in catalog.get_run(rid).error
+
+
+def test_the_training_tab_is_current_when_the_user_returns_to_it(qtbot, window: MainWindow) -> None:
+    """Away on the Experiments tab while the run trains on, then paused: back on Training, the
+    curves reach the step the status bar says, without another step to trigger a redraw."""
+    fill(window, LONG)
+    window.start()
+    wait_step(qtbot, window, 10)
+    window.tabs.setCurrentIndex(1)
+    away = window.queue.worker.trainer.step
+    wait_step(qtbot, window, away + 150)
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: window._run.get("state") == "paused", timeout=HANG_MS)
+    step = window.queue.worker.trainer.step
+    window.tabs.setCurrentIndex(0)
+
+    def drawn() -> float:
+        x, _ = window.live.traces[window.live.current].curves["loss"].getData()
+        return float(x[-1]) if x is not None and len(x) else 0.0
+
+    qtbot.waitUntil(lambda: drawn() == step, timeout=60_000)
+    assert f"step {step}/" in window.sb_step.text()
+    window.stop()
+    wait_idle(qtbot, window)
