@@ -67,6 +67,7 @@ def run_tiny(script: str, timeout: int = HANG_GUARD_S) -> str:
                 "device check: all checks passed",
             ],
         ),
+        ("track_overhead.py", ["caller's time per `log` call", "µs", "writer's commit"]),
         (
             "profile_step.py --write",
             ["| maml-5w1s-q1-so |", "| maml-5w1s-q1-fo |", "| protonet-60w5s |", "convolution"],

@@ -13,3 +13,11 @@ if sys.platform.startswith("linux"):
     # 60-way ProtoNet step took 550 ms on a thread against 302 on the main thread (132k faults a
     # step); with huge pages 326 ms (3k faults). `core.memory` covers the main thread.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+
+def track(*args: object, **kwargs: object) -> object:
+    """Record your own training loop in the catalog: `with workbench.track(...) as run:`
+    (`workbench.tracking.track`; imported on first use, so `import workbench` stays light)."""
+    from workbench.tracking import track as _track
+
+    return _track(*args, **kwargs)  # type: ignore[arg-type]

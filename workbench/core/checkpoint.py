@@ -124,6 +124,44 @@ class CheckpointStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Saved:
+    path: Path
+    size: int
+    sha256: str
+    retired: list[str]
+
+
+def save_two_phase(
+    folder: Path,
+    store: CheckpointStore,
+    kind: str,
+    step: int,
+    state: dict[str, Any],
+    metrics: dict[str, float],
+    keep: int,
+) -> Saved:
+    """The checkpoint sequence: temporary file (fsynced) -> pending record -> rename -> ready
+    record, older ones of its kind retired (record first, file after). A kill at any point
+    leaves either the old usable checkpoints or the new one, never a listed file that is
+    missing (the catalog's repair finishes or undoes a cut sequence). The Trainer and tracked
+    scripts (`workbench.track`) both save through it."""
+    from workbench.core.faults import fault_point
+
+    path = unused_path(folder / f"{kind}-step{step:07d}.pt")
+    temp, size, sha = write_temp(folder, state)
+    try:
+        fault_point("ckpt.written")
+        token = store.prepare(step, kind, str(path), str(temp), size, sha, metrics)
+        fault_point("ckpt.prepared")
+        put_in_place(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    fault_point("ckpt.renamed")
+    return Saved(path, size, sha, store.commit(token, keep))
+
+
 _STEP = re.compile(r"^(periodic|best|final|stop)-step(\d+)(?:-\d+)?\.pt$")
 
 
