@@ -43,7 +43,7 @@ the app neither resumes nor evaluates it."""
 
 
 class TrackedRun:
-    """One run of the user's script; use as a context manager (`track`)."""
+    """One run of the user's script, used as a context manager (`track`, `workbench.track`)."""
 
     def __init__(
         self,
@@ -184,17 +184,10 @@ class TrackedRun:
         return False  # the script's exception goes on
 
 
-def track(
-    name: str = "",
-    config: dict[str, Any] | None = None,
-    tags: list[str] | tuple[str, ...] = (),
-    db: str | os.PathLike[str] | None = None,
-    notes: str = "",
-    total_steps: int | None = None,
-) -> TrackedRun:
-    """A run of your own training loop in the catalog the CLI uses (`db`, else
-    $WORKBENCH_DB, else ./experiments.db; a path or a SQLAlchemy URL). Use it with `with`."""
-    return TrackedRun(name, config, tags, db, notes, total_steps)
+track = TrackedRun
+"""`with workbench.track(name=..., config={...}, tags=[...], db=..., total_steps=...) as run:` a
+run of your own training loop in the catalog the CLI uses (`db`, else $WORKBENCH_DB, else
+./experiments.db; a path or a SQLAlchemy URL)."""
 
 
 def script_environment() -> dict[str, Any]:
