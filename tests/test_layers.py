@@ -20,6 +20,8 @@ FORBIDDEN = {
     "launcher": QT + ("torch",),
     # `run --nproc`: the agent of a multi-process run (torch only once it launches)
     "ranks": QT,
+    # `workbench.track` in a user's script: no Qt, and torch only for a checkpoint
+    "tracking": QT + ("torch",),
 }
 
 
