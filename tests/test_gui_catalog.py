@@ -125,3 +125,30 @@ def test_open_a_new_sqlite_file_and_a_folder_is_refused(qtbot, tmp_path: Path) -
         assert os.path.basename(str(opened.path)) in shown.window.windowTitle()
     finally:
         shown.close()
+
+
+def test_file_open_recent_lists_the_catalogs_opened_before_and_reopens_one(  # type: ignore[no-untyped-def]
+    qtbot, tmp_path: Path
+) -> None:
+    """Each window remembers its catalog; File → Open recent lists the others newest first and
+    opens one; an entry that cannot be opened any more is said in the log, the window stays."""
+    first, second, gone = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "gone" / "c.db"
+    gone.parent.mkdir()
+    for path in (gone, first):
+        with Catalog.open(path) as cat:
+            make_window(qtbot, cat).shutdown()
+    gone.parent.joinpath("c.db").unlink()
+    gone.parent.rmdir()  # the folder is gone: this catalog cannot be made again
+    with Catalog.open(second) as cat:
+        win = make_window(qtbot, cat)
+        win._fill_recent()
+        entries = [a.text() for a in win.recent_menu.actions()]
+        assert entries == [str(first), str(gone)]
+        opened: list[Catalog] = []
+        win.catalogOpened.connect(opened.append)
+        next(a for a in win.recent_menu.actions() if a.text() == str(first)).trigger()
+        assert [c.location for c in opened] == [str(first)]
+        opened[0].close()
+        assert win.open_recent(str(gone)) is None
+        assert any(f"cannot open {gone}" in m for m in win.log.errors())
+        win.shutdown()

@@ -98,6 +98,7 @@ class MainWindow(QMainWindow):
         self.live = LivePlots()
         self.adapt = AdaptationView()
         self.browser = ExperimentsBrowser(catalog)
+        qs.remember_catalog(self._catalog_target())
         self.follower = RunFollower(catalog, self)
         self.launch_timer = QTimer(self, interval=200)  # launches in flight, without blocking
         self.launch_timer.timeout.connect(self._poll_launches)
@@ -256,6 +257,8 @@ class MainWindow(QMainWindow):
             QKeySequence("Ctrl+O"),
             "Switch to another catalog: a SQLite file or a PostgreSQL URL",
         )
+        self.recent_menu = f.addMenu("Open &recent")
+        self.recent_menu.aboutToShow.connect(self._fill_recent)
         self._action(f, "Export curves &CSV…", self.browser.export_csv)
         self._action(f, "Export plot &PNG…", self.browser.export_png)
         f.addSeparator()
@@ -1033,6 +1036,41 @@ class MainWindow(QMainWindow):
         self.log.add("info", f"opened catalog {dialog.catalog.display}")
         self.catalogOpened.emit(dialog.catalog)
         return dialog.catalog
+
+    def _fill_recent(self) -> None:
+        """File → Open recent: the catalogs opened before, newest first, this one left out."""
+        self.recent_menu.clear()
+        here = self._catalog_target()
+        for target in [t for t in qs.recent_catalogs() if t != here]:
+            self._action(self.recent_menu, target, lambda t=target: self.open_recent(t))
+        if self.recent_menu.isEmpty():
+            self.recent_menu.addAction("(none yet)").setEnabled(False)
+
+    def _catalog_target(self) -> str:
+        """How this catalog is named in the recent list: the file, or the URL with no password."""
+        return self.catalog.display if self.catalog.server else self.catalog.location
+
+    def open_recent(self, target: str) -> Catalog | None:
+        """Open a catalog of the recent list; one that cannot be opened now (moved, server down)
+        is said in the log and the status bar, and this window stays on its catalog."""
+        if self.queue.running:
+            self.log.add(
+                "warning", "stop the run training in this window before opening another catalog"
+            )
+            return None
+        from workbench.gui.catalog_dialog import open_error
+
+        try:
+            if "://" not in target and not os.path.exists(target):  # moved: not made anew
+                raise FileNotFoundError(f"{target} no longer exists")
+            catalog = Catalog.open(target)
+        except Exception as exc:
+            self.log.add("error", f"cannot open {target}: {open_error(exc)}")
+            self.statusBar().showMessage(f"cannot open {target}: {open_error(exc)}", 10_000)
+            return None
+        self.log.add("info", f"opened catalog {catalog.display}")
+        self.catalogOpened.emit(catalog)
+        return catalog
 
     def new_sweep(self, dialog: Any = None) -> Any:
         """Run setup → New sweep…: the form's configuration is the base; the sweep's driver

@@ -35,13 +35,33 @@ def save_json(key: str, value: Any) -> None:
     s.sync()
 
 
-def recent_data_dirs() -> list[str]:
-    value = load_json("data/recent_dirs", [])
+def recent(key: str) -> list[str]:
+    """A most-recent-first list kept in the settings (data folders, catalogs)."""
+    value = load_json(key, [])
     return [str(v) for v in value] if isinstance(value, list) else []
 
 
+def remember(key: str, item: str, most: int = MAX_RECENT_DIRS) -> None:
+    if item:
+        save_json(key, ([item] + [d for d in recent(key) if d != item])[:most])
+
+
+def recent_data_dirs() -> list[str]:
+    return recent("data/recent_dirs")
+
+
 def remember_data_dir(path: str) -> None:
-    if not path:
-        return
-    dirs = [path] + [d for d in recent_data_dirs() if d != path]
-    save_json("data/recent_dirs", dirs[:MAX_RECENT_DIRS])
+    remember("data/recent_dirs", path)
+
+
+RECENT_CATALOGS = "catalog/recent"
+MAX_RECENT_CATALOGS = 8
+
+
+def recent_catalogs() -> list[str]:
+    """Catalogs opened in the app, newest first: files, or server URLs with no password."""
+    return recent(RECENT_CATALOGS)
+
+
+def remember_catalog(target: str) -> None:
+    remember(RECENT_CATALOGS, target, MAX_RECENT_CATALOGS)
