@@ -259,6 +259,10 @@ class MainWindow(QMainWindow):
         )
         self.recent_menu = f.addMenu("Open &recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent)
+        self._action(
+            f, "Export &figure…", self.export_figure, QKeySequence("Ctrl+Shift+E"),
+            "The Training tab's plots as SVG, PDF or PNG at a chosen size and DPI",
+        )  # fmt: skip
         self._action(f, "Export curves &CSV…", self.browser.export_csv)
         self._action(f, "Export plot &PNG…", self.browser.export_png)
         f.addSeparator()
@@ -1036,6 +1040,18 @@ class MainWindow(QMainWindow):
         self.log.add("info", f"opened catalog {dialog.catalog.display}")
         self.catalogOpened.emit(dialog.catalog)
         return dialog.catalog
+
+    def export_figure(self, dialog: Any = None) -> Any:
+        """File → Export figure…: the live view's grid of plots, as on screen (smoothing and
+        legend included), at the size and DPI the dialog asks for."""
+        if dialog is None:
+            from workbench.gui.figure_export import FigureDialog
+
+            run = self.runs.get(self.live.current or -1, {})
+            dialog = FigureDialog(self.live.view, str(run.get("name") or "training"), self)
+        if dialog.exec() and dialog.written is not None:
+            self.log.add("info", f"figure written to {dialog.written}")
+        return dialog.written
 
     def _fill_recent(self) -> None:
         """File → Open recent: the catalogs opened before, newest first, this one left out."""
