@@ -133,7 +133,7 @@ def test_eval_and_export(db: Path, tmp_path: Path, capsys: pytest.CaptureFixture
         assert evals[-1].episodes == 7 and evals[-1].protocol["ways"] == 3
     assert main(["export", "1", "--csv", str(tmp_path / "m.csv")]) == 0
     rows = list(csv.DictReader((tmp_path / "m.csv").open()))
-    assert rows[0].keys() == {"run_id", "step", "metric", "value", "wall_time"}
+    assert list(rows[0]) == ["run_id", "run_name", "step", "metric", "value", "wall_time"]
     assert sorted(int(r["step"]) for r in rows if r["metric"] == "loss") == list(range(1, 13))
 
 

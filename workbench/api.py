@@ -6,6 +6,9 @@ runs = api.list_runs(cat, algorithm="maml")
 steps, values = api.load_metric(cat, runs[0].id, "loss")
 algo, config = api.load_model(cat, runs[0].id, "best")
 score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600)
+path, points = api.write_metrics_csv(cat, runs[0].id)   # run-ID-NAME.csv, api.METRIC_COLUMNS
+rows = api.results(cat, [r.id for r in runs], group_seeds=True)
+print(api.results_table(rows, "latex"))                  # or "md", "csv"
 """
 
 from __future__ import annotations
@@ -26,6 +29,14 @@ from workbench.core.engine import Trainer, build_algorithm, load_datasets, proto
 from workbench.core.errors import CheckpointError, ConfigError
 from workbench.core.evaluate import Score, evaluate
 from workbench.core.events import Listener
+from workbench.exports import (
+    METRIC_COLUMNS,
+    ResultRow,
+    format_score,
+    results,
+    results_table,
+    write_metrics_csv,
+)
 
 
 def open_catalog(path: str | os.PathLike[str] | None = None) -> Catalog:
@@ -193,4 +204,6 @@ def trainer_for(
 __all__ = [
     "evaluate_checkpoint", "list_runs", "load_metric", "load_model", "open_catalog",
     "resolve_checkpoint", "resume_target", "run_config", "trainer_for",
+    # paper exports (workbench.exports): the CLI's `table` and `export` call the same
+    "METRIC_COLUMNS", "ResultRow", "format_score", "results", "results_table", "write_metrics_csv",
 ]  # fmt: skip

@@ -1,17 +1,17 @@
-"""`workbench` command line: the GUI by default; run / eval / resume / runs / export / presets.
+"""`workbench` command line: the GUI by default; run / eval / resume / runs / export / table /
+presets.
 
 Bad input exits with status 2 and one line naming the field and what is allowed; nothing in
 the catalog is touched before the input has been checked.
 
 Only what a command needs is imported: torch (about 2 s) for run / eval / resume, Qt for the
-app; `--help`, `runs`, `export` and argument errors import neither.
+app; `--help`, `runs`, `export`, `table` and argument errors import neither.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import os
 import signal
 import sys
@@ -267,9 +267,26 @@ def parser() -> Parser:
     x = sub.add_parser("export", help="export a run's metrics as CSV")
     x.add_argument("run_id", type=RUN_ID)
     x.add_argument(
-        "--csv", required=True, help="output file; columns run_id,step,metric,value,wall_time"
+        "--csv",
+        help="output file (default: run-ID-NAME.csv here); columns "
+        "run_id,run_name,step,metric,value,wall_time",
     )
     x.add_argument("--db", dest="db_sub", type=db_arg)
+
+    tb = sub.add_parser("table", help="a results table of runs or seed groups (test mean ± CI)")
+    tb.add_argument("run_ids", nargs="+", type=RUN_ID, metavar="RUN_ID")
+    tb.add_argument(
+        "--group-seeds",
+        action="store_true",
+        help="one row per seed group: mean over seeds, Student-t 95%% interval",
+    )
+    tb.add_argument(
+        "--format",
+        choices=("md", "latex", "csv"),
+        help="md (default), latex (booktabs) or csv; from --out's suffix (.tex, .csv) if not given",
+    )
+    tb.add_argument("--out", metavar="FILE", help="write to this file instead of printing")
+    tb.add_argument("--db", dest="db_sub", type=db_arg)
 
     sub.add_parser("presets", help="list the papers' presets and their published numbers")
     return top
@@ -376,9 +393,11 @@ class ProgressBar:
                 )
 
     def on_eval(self, e: Any) -> None:
-        self.last_val = f"{e.mean:.4f}±{e.ci95:.4f}"
+        from workbench.exports import format_score
+
+        self.last_val = format_score(e.mean, e.ci95, e.metric)
         if self.bar is not None and e.split == "test":
-            self.bar.write(f"test {e.metric}: {e.mean:.4f} ± {e.ci95:.4f} ({e.episodes} episodes)")
+            self.bar.write(f"test {e.metric}: {self.last_val} ({e.episodes} episodes)")
 
     def on_checkpoint(self, e: Any) -> None: ...
     def on_checkpoint_removed(self, e: Any) -> None: ...
@@ -444,13 +463,20 @@ def _train(catalog: Any, trainer: Any, run_id: int) -> int:
             for k, v in t.values.items()
             if k.startswith("mse_after") and not k.endswith("ci95")
         )
-        print(f"test {t.metric}: {t.mean:.4f} ± {t.ci95:.4f} over {t.episodes} episodes{extra}")
+        print(f"test {t.metric}: {_score(t)} over {t.episodes} episodes{extra}")
     if result.error:
         print(f"error: {result.error.splitlines()[0]}", file=sys.stderr)
     return {"finished": 0, "cancelled": 130}.get(result.status, 1)
 
 
 # ---- commands -------------------------------------------------------------------------
+def _score(s: Any) -> str:
+    """A Score as scores are printed everywhere (`exports.format_score`)."""
+    from workbench.exports import format_score
+
+    return format_score(s.mean, s.ci95, s.metric)
+
+
 def _db(args: argparse.Namespace) -> str | None:
     """The --db given after or before the command; a folder is refused before SQLite sees it."""
     db = getattr(args, "db_sub", None) or args.db
@@ -685,7 +711,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     extra = "".join(f", {k} {v:.4f}" for k, v in score.values.items() if not k.endswith("ci95"))
     print(
-        f"run {args.run_id} ({args.checkpoint}): test {score.metric} {score.mean:.4f} ± {score.ci95:.4f} over {score.episodes} episodes{extra}"
+        f"run {args.run_id} ({args.checkpoint}): test {score.metric} {_score(score)} over {score.episodes} episodes{extra}"
     )
     return 0
 
@@ -909,6 +935,7 @@ def _fmt(v: float | None, pct: bool) -> str:
 
 def cmd_runs(args: argparse.Namespace) -> int:
     from workbench.core.events import STATUSES
+    from workbench.exports import format_score
 
     if args.status is not None and args.status not in STATUSES:
         raise ConfigError(
@@ -934,53 +961,80 @@ def cmd_runs(args: argparse.Namespace) -> int:
     ]
     for r in runs:
         summ = r.summary
-        pct = any(k.endswith("accuracy") for k in summ)
-        metric = "accuracy" if pct else "mse"
+        metric = "accuracy" if any(k.endswith("accuracy") for k in summ) else "mse"
         val = summ.get(f"val_{metric}")
         test = summ.get(f"test_{metric}")
         test_ci = summ.get(f"test_{metric}_ci95")
-        test_s = (
-            f"{_fmt(test.latest, pct)} ± {_fmt(test_ci.latest if test_ci else None, pct)}"
-            if test
-            else "-"
+        test_s = format_score(
+            test.latest if test else None, test_ci.latest if test_ci else None, metric
         )
         rows.append((
             str(r.id), r.name[:24], r.status, r.algorithm, r.dataset, f"{r.step}/{r.total_steps or '?'}",
-            _fmt(val.best if val else None, pct), test_s, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
+            format_score(val.best if val else None, None, metric), test_s,
+            time.strftime("%Y-%m-%d %H:%M", time.localtime(r.created_at)),
         ))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    _table(rows)
     if not runs:
         print(f"(no runs in {path})")
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    """CSV columns: run_id, step, metric, value, wall_time (unix seconds); every stored point
-    of the current attempt, by metric then step."""
-    if not args.csv.strip():
-        raise ConfigError("--csv", "empty file name")
-    out = Path(args.csv)
-    if _is_dir(args.csv):
-        raise ConfigError("--csv", f"{args.csv} is a folder; give a file name")
+def _out_file(flag: str, text: str | None) -> Path | None:
+    """An output file named by `flag`, checked before the catalog is opened: not empty, not a
+    folder, in a folder that exists."""
+    if text is None:
+        return None
+    if not text.strip():
+        raise ConfigError(flag, "empty file name")
+    out = Path(text)
+    if _is_dir(text):
+        raise ConfigError(flag, f"{text} is a folder; give a file name")
     if not _is_dir(str(out.parent)):
-        raise ConfigError("--csv", f"folder {out.parent} does not exist")
-    n = 0
+        raise ConfigError(flag, f"folder {out.parent} does not exist")
+    return out
+
+
+@contextlib.contextmanager
+def _writing(flag: str, path: Path | str) -> Iterator[None]:
+    """An OSError while writing `flag`'s file is one line naming the flag."""
+    try:
+        yield
+    except OSError as exc:
+        raise ConfigError(flag, f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Every stored point of the run's current attempt, by metric then step, with the columns
+    of `exports.METRIC_COLUMNS`; without --csv the file is named after the run."""
+    from workbench import exports
+
+    out = _out_file("--csv", args.csv)
     with _open_catalog(args) as catalog:
-        _known_run(catalog, args.run_id)
-        try:
-            with out.open("w", newline="", encoding="utf-8") as f:
-                w = csv.writer(f)
-                w.writerow(["run_id", "step", "metric", "value", "wall_time"])
-                for name in catalog.metric_names(args.run_id):
-                    steps, values, walls = catalog.metrics(args.run_id, name)
-                    for s, v, t in zip(steps, values, walls, strict=True):
-                        w.writerow([args.run_id, int(s), name, repr(float(v)), f"{t:.3f}"])
-                        n += 1
-        except OSError as exc:
-            raise ConfigError("--csv", f"cannot write {args.csv}: {exc.strerror or exc}") from None
-    print(f"wrote {n} points to {out}")
+        run = exports.known_run(catalog, args.run_id)
+        path = out or Path(exports.metrics_csv_name(run))
+        with _writing("--csv", path):
+            path, n = exports.write_metrics_csv(catalog, args.run_id, path)
+    print(f"wrote {n} points to {path}")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    """Test score per run (mean ± 95% CI over its episodes) or per seed group (mean over seeds
+    ± Student-t 95% interval) as Markdown, LaTeX or CSV, printed or written to --out."""
+    from workbench import exports
+
+    out = _out_file("--out", args.out)
+    suffix = out.suffix.lower() if out is not None else ""
+    fmt = args.format or {".tex": "latex", ".csv": "csv"}.get(suffix, "md")
+    with _open_catalog(args) as catalog:
+        rows = exports.results(catalog, args.run_ids, args.group_seeds)
+    text = exports.results_table(rows, fmt)
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    with _writing("--out", out):
+        out.write_text(text, encoding="utf-8", newline="")
+    print(f"wrote {len(rows)} rows ({fmt}) to {out}")
     return 0
 
 
@@ -1007,7 +1061,7 @@ def cmd_gui(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str | None, Callable[[argparse.Namespace], int]] = {
     None: cmd_gui, "gui": cmd_gui, "run": cmd_run, "resume": cmd_resume, "eval": cmd_eval,
-    "runs": cmd_runs, "export": cmd_export, "presets": cmd_presets,
+    "runs": cmd_runs, "export": cmd_export, "table": cmd_table, "presets": cmd_presets,
     "pause": cmd_control, "stop": cmd_control, "logs": cmd_logs, "sweep": cmd_sweep,
 }  # fmt: skip
 
