@@ -99,6 +99,9 @@ class MainWindow(QMainWindow):
         self.adapt = AdaptationView()
         self.browser = ExperimentsBrowser(catalog)
         qs.remember_catalog(self._catalog_target())
+        from workbench.core.plugins import problems
+
+        self._plugin_problems = problems()  # said in the log once it exists
         self.follower = RunFollower(catalog, self)
         self.launch_timer = QTimer(self, interval=200)  # launches in flight, without blocking
         self.launch_timer.timeout.connect(self._poll_launches)
@@ -109,6 +112,8 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._build_menus()
         self._connect()
+        for line in self._plugin_problems:  # a broken plugin is said; the app starts all the same
+            self.log.add("warning", line)
 
         self._sb_texts: dict[int, str] = {}
         self._mem_at = 0.0

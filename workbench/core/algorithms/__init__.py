@@ -11,4 +11,9 @@ from workbench.core.algorithms import meta_lstm  # noqa: E402,F401  # isort: ski
 from workbench.core.algorithms import protonet  # noqa: E402,F401  # isort: skip
 from workbench.core.algorithms import pretrain_finetune  # noqa: E402,F401  # isort: skip
 
+# the user's own algorithms (and datasets, models): entry points and the plugins folder
+from workbench.core.plugins import load_plugins  # noqa: E402  # isort: skip
+
+load_plugins()
+
 __all__ = ["ALGORITHMS", "Algorithm"]
