@@ -70,6 +70,8 @@ __all__ = [  # the names callers import from here (main window, benches, tests)
     "swatch",
 ]
 
+LOG_KEYS = ("loss", "score", "val")  # the plots "Log scale" applies to
+
 pg.setConfigOptions(antialias=False, background="w", foreground="#333")
 
 
@@ -333,8 +335,8 @@ class LivePlots(RunListMixin, QWidget):
             fit_x(self.plots["loss"], x_bounds(shown, self.x_mode), tight=force)
             for key in ("loss", "score", "val", "speed"):
                 ref = self.reference if key == "val" else None  # the published number in view
-                b = y_bounds(shown, key, self._log)
-                fit_y(self.plots[key], b, self._log, ref, tight=force)
+                log = self._log and key in LOG_KEYS  # steps/s stays linear
+                fit_y(self.plots[key], y_bounds(shown, key, log), log, ref, tight=force)
         self.redraws += 1
         self.redrawn.emit()
         return True
@@ -371,7 +373,7 @@ class LivePlots(RunListMixin, QWidget):
 
     def set_log(self, on: bool) -> None:
         self._log = bool(on)
-        for key in ("loss", "score", "val"):
+        for key in LOG_KEYS:
             self.plots[key].setLogMode(y=self._log)
         self.redraw(force=True)  # refits y (in log10 units) while following
 
