@@ -1,112 +1,56 @@
 """The experiments browser: every run in the catalog, filters, details, comparison, actions.
 
-The table is a `RunTableModel` behind a `RunFilterProxy`. A 1 s QTimer polls the catalog's
-`change_token()` (one tiny query: SQLite's `PRAGMA data_version`, PostgreSQL's snapshot; it
-changes whenever any connection, in this process or another, commits). On a change one small
-read-only query (`Catalog.live_rows`) returns the live runs
-(queued/running/paused), those that just left that state and any newer ids, with the step of
-their latest validation: a run that only made progress has its row's step and duration
-updated in place; only a new status, attempt or validation re-reads that run's record, and
-new runs reload the table. While a run trains, that keeps the GUI thread's share of each
-second well under a millisecond. A full reload (and the detail pane's curves) waits while
-the browser is hidden; otherwise it happens after our own edits and at most every
-`FULL_RELOAD_S` seconds.
+This module puts the parts together and decides when to read the catalog; each part is a
+module of its own:
+
+- `browser_filters`: the filter bar;  `browser_table`: the runs table (its model and proxy
+  are in `browser_model`);  `browser_sync`: how the table follows the catalog cheaply;
+- `browser_details`: the tabs below the table (`browser_curves`, `browser_compare`,
+  `browser_config`, `browser_checkpoints`);  `browser_actions`: the action bar.
+
+A 1 s QTimer polls the catalog's `change_token()` (one tiny query: SQLite's
+`PRAGMA data_version`, PostgreSQL's snapshot; it changes whenever any connection, in this
+process or another, commits); on a change `TableSync.update` brings the table up to date. A
+full reload (and the detail pane's curves) waits while the browser is hidden; otherwise it
+happens after our own edits and at most every `FULL_RELOAD_S` seconds.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import pyqtgraph as pg
-from PySide6.QtCore import QItemSelection, QItemSelectionModel, Qt, QThread, QTimer, Signal
-from PySide6.QtWidgets import (
-    QAbstractItemView,
-    QCheckBox,
-    QComboBox,
-    QDialog,
-    QDialogButtonBox,
-    QFileDialog,
-    QFormLayout,
-    QHBoxLayout,
-    QHeaderView,
-    QInputDialog,
-    QLabel,
-    QLineEdit,
-    QMessageBox,
-    QPlainTextEdit,
-    QPushButton,
-    QSpinBox,
-    QSplitter,
-    QTableView,
-    QTableWidget,
-    QTableWidgetItem,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtCore import Qt, QThread, QTimer, Signal
+from PySide6.QtWidgets import QMessageBox, QSplitter, QVBoxLayout, QWidget
 
-from workbench.catalog import HEARTBEAT_S, Catalog, CheckpointRecord, RunRecord, UnknownRunError
-from workbench.core.events import STATUSES
+from workbench.catalog import HEARTBEAT_S, Catalog, CheckpointRecord, RunRecord
+from workbench.gui.browser_actions import ActionBar
+from workbench.gui.browser_curves import mean_band
+from workbench.gui.browser_details import DetailTabs
+from workbench.gui.browser_filters import FilterBar
 from workbench.gui.browser_model import (
-    COL,
-    COLUMNS,
-    LIVE,
-    Filters,
+    IGNORED_IN_GROUP,
     RunFilterProxy,
     RunTableModel,
-    fmt_value,
-    since_for,
-    test_metric,
-    val_metric,
+    flatten,
+    group_key,
 )
-from workbench.gui.worker import EvalWorker, start_in_thread
+from workbench.gui.browser_sync import TableSync
+from workbench.gui.browser_table import RunTableView
+from workbench.gui.worker import EvalWorker
+
+# re-exported: they lived here before the browser was split, and callers import them from here
+__all__ = ["ExperimentsBrowser", "IGNORED_IN_GROUP", "flatten", "group_key", "mean_band"]
 
 POLL_MS = 1000
 FULL_RELOAD_S = 30.0
-IGNORED_IN_GROUP = ("seed", "name", "tags", "notes", "preset")
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def group_key(config: dict[str, Any]) -> str:
-    """Runs whose configs differ only by seed (and name/tags/notes) form a seed group."""
-    return json.dumps(
-        {k: v for k, v in config.items() if k not in IGNORED_IN_GROUP}, sort_keys=True
-    )
-
-
-def mean_band(
-    curves: list[tuple[np.ndarray, np.ndarray]],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mean and std over runs, interpolated on the steps of the longest run."""
-    grid = max((s for s, _ in curves), key=len).astype(np.float64)
-    ys = []
-    for s, v in curves:
-        ok = np.isfinite(v)
-        if ok.sum() == 0:
-            continue
-        y = np.interp(grid, s[ok], v[ok], left=np.nan, right=np.nan)
-        ys.append(y)
-    arr = np.vstack(ys)
-    with np.errstate(all="ignore"):
-        return grid, np.nanmean(arr, axis=0), np.nanstd(arr, axis=0)
 
 
 class ExperimentsBrowser(QWidget):
+    """The Experiments tab. The window connects to its signals alone; the parts' widgets are
+    also reachable under their old flat names (`metric_combo`, `ckpt_table`, ...)."""
+
     resumeRequested = Signal(int, object)  # run id, CheckpointRecord
     # run id, CheckpointRecord: continue it in its own process (it outlives the app)
     resumeDetachedRequested = Signal(int, object)
@@ -120,51 +64,29 @@ class ExperimentsBrowser(QWidget):
         self.model = RunTableModel(self)
         self.proxy = RunFilterProxy(self)
         self.proxy.setSourceModel(self.model)
+        self.sync = TableSync(catalog, self.model)
         self.load_ms = 0.0
         self._version: str | None = None
-        self._last_full = 0.0
-        self._max_id = 0
-        self._live_ids: set[int] = set()
-        self._curve_items: dict[int, Any] = {}
-        self._shown_ids: list[int] = []
-        self.eval_thread: QThread | None = None
-        self.eval_worker: EvalWorker | None = None
-        self.last_eval: tuple[Any, Any] | None = None
+        self._stale_checked = 0.0
+        self.shown_ids: list[int] = []  # the runs the detail pane shows
         self._details_stale = False  # the shown runs changed while the browser was hidden
 
         lay = QVBoxLayout(self)
         lay.setContentsMargins(4, 4, 4, 4)
-        lay.addLayout(self._filter_bar())
-        lay.addLayout(self._action_bar())
-        split = QSplitter(Qt.Orientation.Vertical)
-        self.splitter = split
-        lay.addWidget(split, 1)
-
-        self.table = QTableView()
-        self.table.setModel(self.proxy)
-        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
-        self.table.setSortingEnabled(True)
-        self.table.setAlternatingRowColors(True)
-        self.table.setWordWrap(False)
-        self.table.setVerticalScrollMode(QAbstractItemView.ScrollMode.ScrollPerPixel)
-        vh = self.table.verticalHeader()
-        vh.setVisible(False)
-        vh.setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        vh.setDefaultSectionSize(22)
-        hh = self.table.horizontalHeader()
-        hh.setStretchLastSection(True)
-        widths = [50, 80, 200, 90, 80, 80, 120, 90, 70, 60, 120, 120]
-        for c, w in enumerate(widths):
-            self.table.setColumnWidth(c, w)
-        self.table.sortByColumn(COL["ID"], Qt.SortOrder.DescendingOrder)
+        self.filter_bar = FilterBar(self)
+        self.filter_bar.changed.connect(self.apply_filters)
+        lay.addWidget(self.filter_bar)
+        self.action_bar = ActionBar(self)
+        lay.addWidget(self.action_bar)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        lay.addWidget(self.splitter, 1)
+        self.table = RunTableView(self.model, self.proxy)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._details_timer.start())
-        split.addWidget(self.table)
-
-        self.tabs = QTabWidget()
-        split.addWidget(self.tabs)
-        split.setSizes([300, 400])
-        self._build_detail_tabs()
+        self.splitter.addWidget(self.table)
+        self.tabs = DetailTabs(catalog, self.selected_records)
+        self.splitter.addWidget(self.tabs)
+        self.splitter.setSizes([300, 400])
+        self._alias_parts()
 
         self._details_timer = QTimer(self, singleShot=True, interval=60)
         self._details_timer.timeout.connect(self.show_details)
@@ -173,152 +95,66 @@ class ExperimentsBrowser(QWidget):
         self.reload()
         self.poll_timer.start()
 
-    # ---- layout ----------------------------------------------------------------------
-    def _filter_bar(self) -> QHBoxLayout:
-        bar = QHBoxLayout()
-        self.text_filter = QLineEdit(
-            placeholderText="Search name, notes, tags, id…", clearButtonEnabled=True
-        )
-        self.text_filter.textChanged.connect(self.apply_filters)
-        bar.addWidget(self.text_filter, 2)
-        self.status_filter = self._combo(bar, "Status", ["", *STATUSES])
-        self.algo_filter = self._combo(bar, "Algorithm", [""])
-        self.dataset_filter = self._combo(bar, "Dataset", [""])
-        self.tag_filter = self._combo(bar, "Tag", [""])
-        self.date_filter = self._combo(bar, "Created", ["", "today", "7 days", "30 days"])
-        self.count_label = QLabel()
-        bar.addWidget(self.count_label)
-        return bar
+    def _alias_parts(self) -> None:
+        """The parts' widgets under the names they had when the browser was one class, for the
+        window, tests and scripts that reach for them."""
+        f, a, c, t = self.filter_bar, self.action_bar, self.tabs.curves, self.tabs
+        self.text_filter = f.text_filter
+        self.status_filter = f.status_filter
+        self.algo_filter = f.algo_filter
+        self.dataset_filter = f.dataset_filter
+        self.tag_filter = f.tag_filter
+        self.date_filter = f.date_filter
+        self.count_label = f.count_label
+        self.resume_button = a.resume_button
+        self.resume_detached_button = a.resume_detached_button
+        self.eval_button = a.eval_button
+        self.episodes_spin = a.episodes_spin
+        self.cancel_eval_button = a.cancel_eval_button
+        self.clone_button = a.clone_button
+        self.delete_button = a.delete_button
+        self.metric_combo = c.metric_combo
+        self.group_check = c.group_check
+        self.curve_plot = c.curve_plot
+        self.legend = c.legend
+        self.compare_table = t.compare
+        self.config_text = t.config
+        self.env_text = t.environment
+        self.ckpt_table = t.checkpoints
+        self.eval_table = t.evaluations
 
-    def _combo(self, bar: QHBoxLayout, label: str, items: list[str]) -> QComboBox:
-        bar.addWidget(QLabel(label))
-        c = QComboBox()
-        c.setMinimumContentsLength(7)
-        c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        for it in items:
-            c.addItem(it or "any", it)
-        c.currentIndexChanged.connect(self.apply_filters)
-        bar.addWidget(c)
-        return c
+    @property
+    def _curve_items(self) -> dict[int, Any]:
+        return self.tabs.curves.items
 
-    def _action_bar(self) -> QHBoxLayout:
-        bar = QHBoxLayout()
+    @property
+    def eval_thread(self) -> QThread | None:
+        return self.action_bar.eval_thread
 
-        def button(text: str, tip: str, slot: Callable[[], Any]) -> QPushButton:
-            b = QPushButton(text)
-            b.setToolTip(tip)
-            b.clicked.connect(lambda _=False: slot())
-            bar.addWidget(b)
-            return b
+    @property
+    def eval_worker(self) -> EvalWorker | None:
+        return self.action_bar.eval_worker
 
-        self.resume_button = button(
-            "Resume",
-            "Continue the selected run from the checkpoint selected below (default: latest)",
-            self.resume_selected,
-        )
-        self.resume_detached_button = button(
-            "Resume in own process",
-            "Continue the selected run in a separate process that keeps training when the app "
-            "closes (from the checkpoint selected below, default: latest)",
-            lambda: self.resume_selected(detached=True),
-        )
-        self.eval_button = button(
-            "Evaluate",
-            "Evaluate the selected checkpoint (default: best) on N test episodes, in the background",
-            self.evaluate_selected,
-        )
-        self.episodes_spin = QSpinBox(minimum=1, maximum=100_000, value=600, suffix=" episodes")
-        bar.addWidget(self.episodes_spin)
-        self.cancel_eval_button = button(
-            "Cancel eval", "Stop the running evaluation", self.cancel_evaluation
-        )
-        self.cancel_eval_button.setEnabled(False)
-        self.clone_button = button(
-            "Clone", "Copy the run's configuration into the setup panel", self.clone_selected
-        )
-        button("Rename…", "Rename the selected run", self.rename_selected)
-        button("Notes/tags…", "Edit the selected run's notes and tags", self.edit_notes_tags)
-        button(
-            "Seed group",
-            "Select every run that differs from the selected one only by seed",
-            self.select_seed_group,
-        )
-        self.delete_button = button(
-            "Delete…", "Delete the selected runs with their checkpoint files", self.delete_selected
-        )
-        button(
-            "Export CSV…",
-            "All metric points of the selected runs, one row per point",
-            self.export_csv,
-        )
-        button("Export PNG…", "The curve plot as a PNG image", self.export_png)
-        bar.addStretch(1)
-        return bar
-
-    def _build_detail_tabs(self) -> None:
-        curves = QWidget()
-        cl = QVBoxLayout(curves)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Metric"))
-        self.metric_combo = QComboBox()
-        self.metric_combo.setMinimumContentsLength(16)
-        self.metric_combo.currentIndexChanged.connect(lambda _: self.plot_curves())
-        row.addWidget(self.metric_combo)
-        self.group_check = QCheckBox("Mean ± std over seed groups")
-        self.group_check.toggled.connect(lambda _: self.plot_curves())
-        row.addWidget(self.group_check)
-        row.addStretch(1)
-        cl.addLayout(row)
-        self.curve_plot = pg.PlotWidget()
-        self.curve_plot.showGrid(x=True, y=True, alpha=0.25)
-        self.curve_plot.setLabel("bottom", "step")
-        self.legend = self.curve_plot.addLegend(offset=(-10, 10), labelTextSize="9pt")
-        cl.addWidget(self.curve_plot, 1)
-        self.tabs.addTab(curves, "Curves")
-
-        self.compare_table = QTableWidget()
-        self.compare_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.tabs.addTab(self.compare_table, "Compare")
-        self.config_text = QPlainTextEdit(readOnly=True)
-        self.config_text.setStyleSheet("font-family: monospace;")
-        self.tabs.addTab(self.config_text, "Config")
-        self.env_text = QPlainTextEdit(readOnly=True)
-        self.env_text.setStyleSheet("font-family: monospace;")
-        self.tabs.addTab(self.env_text, "Environment")
-        self.ckpt_table = self._table(["Step", "Kind", "Size", "Metrics", "Path"])
-        self.tabs.addTab(self.ckpt_table, "Checkpoints")
-        self.eval_table = self._table(
-            ["Split", "Checkpoint", "Episodes", "Result", "Values", "Created"]
-        )
-        self.tabs.addTab(self.eval_table, "Evaluations")
-
-    def _table(self, headers: list[str]) -> QTableWidget:
-        t = QTableWidget(0, len(headers))
-        t.setHorizontalHeaderLabels(headers)
-        t.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        t.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        t.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        t.horizontalHeader().setStretchLastSection(True)
-        t.verticalHeader().setVisible(False)
-        return t
+    @property
+    def last_eval(self) -> tuple[Any, Any] | None:
+        return self.action_bar.last_eval
 
     def _ask(self, title: str, text: str) -> bool:
         return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
 
     # ---- loading and polling ---------------------------------------------------------
-    def reload(self) -> None:
-        """Read every run (runs + summary tables) and keep the selection."""
+    def reload(self, details: bool = False) -> None:
+        """Read every run (runs + summary tables) and keep the selection; `details` refills
+        the detail pane too (after an edit, or when runs appeared)."""
         t0 = time.perf_counter()
         selected = self.selected_ids()
-        records = self.catalog.list_runs()
-        self.model.set_runs(records)
-        self._max_id = max((r.id for r in records), default=0)
-        self._live_ids = {r.id for r in records if r.status in LIVE}
-        self._last_full = time.monotonic()
+        self.sync.load()
         self.select_ids(selected, notify=False)
-        self._refresh_filter_choices()
+        self.filter_bar.refresh_choices(self.model)
         self._update_count()
         self.load_ms = (time.perf_counter() - t0) * 1000
+        if details:
+            self.show_details()
 
     def reload_catalog(self) -> list[int]:
         """Reload (F5): first mark runs whose process died (no heartbeat within the stale window)
@@ -335,8 +171,7 @@ class ExperimentsBrowser(QWidget):
                 f"run{'s' if len(ids) > 1 else ''} {', '.join(f'#{i}' for i in ids)} had no "
                 "heartbeat (their process stopped): marked interrupted",
             )
-        self.reload()
-        self.show_details()
+        self.reload(details=True)
         return ids
 
     def poll(self) -> None:
@@ -354,7 +189,7 @@ class ExperimentsBrowser(QWidget):
         run), since every millisecond on the GUI thread is taken from training; showing it polls."""
         if self.isVisible():
             now = time.monotonic()
-            if now - getattr(self, "_stale_checked", 0.0) >= HEARTBEAT_S:
+            if now - self._stale_checked >= HEARTBEAT_S:
                 # a dead process changes nothing in the file, so the data version cannot show it:
                 # look for runs whose owner stopped once per heartbeat (a read, no write lock)
                 self._stale_checked = now
@@ -367,85 +202,13 @@ class ExperimentsBrowser(QWidget):
 
     def refresh(self) -> None:
         """Cheap update: live runs in place; a full reload when runs were added."""
-        if self.isVisible() and time.monotonic() - self._last_full > FULL_RELOAD_S:
-            self.reload()
-            self.show_details()
+        if self.isVisible() and time.monotonic() - self.sync.last_full > FULL_RELOAD_S:
+            self.reload(details=True)
             return
-        rows = self._live_rows()
-        if rows is None:  # no fast path (e.g. an older schema): the catalog API
-            self._refresh_records()
-            return
-        if self._live_ids - {r[0] for r in rows}:  # a live run was deleted
-            self.reload()
-            return
-        m = self.model
-        changed: list[int] = []
-        progress: list[tuple[int, int, float | None]] = []
-        for run_id, status, step, heartbeat, ended, attempt, val_step in rows:
-            row = m.row_of.get(run_id)
-            if row is None:  # a new run (or one we never saw): reload everything
-                self.reload()
-                self.show_details()
-                return
-            r = m.rows[row]
-            summary_val = max(
-                (v.latest_step or 0 for k, v in r.summary.items() if k.startswith("val_")),
-                default=0,
-            )
-            if (
-                status != r.status
-                or attempt != r.attempt
-                or ended != r.ended_at
-                or (val_step or 0) != summary_val
-            ):
-                changed.append(run_id)
-            elif step != r.step or heartbeat != r.heartbeat_at:
-                progress.append((run_id, step, heartbeat))
-        records = []
-        for run_id in changed:
-            try:
-                records.append(self.catalog.get_run(run_id))
-            except UnknownRunError:
-                self.reload()
-                return
-        if m.update_runs(records):
-            self.reload()
-            return
-        m.update_progress(progress)
-        self._live_ids = {r[0] for r in rows if r[1] in LIVE}
-        if set(changed) & set(self._shown_ids):
-            if self.isVisible():
-                self.show_details(keep_items=True)
-            else:
-                self._details_stale = True
-
-    def _live_rows(self) -> list[tuple[Any, ...]] | None:
-        try:
-            return self.catalog.live_rows(self._max_id, self._live_ids)
-        except Exception:  # busy or gone: the catalog API's path below reports it
-            return None
-
-    def _refresh_records(self) -> None:
-        newest = self.catalog.list_runs(limit=1)
-        if newest and newest[0].id > self._max_id:
-            self.reload()
-            self.show_details()
-            return
-        live = self.catalog.list_runs(status=list(LIVE))
-        now_live = {r.id for r in live}
-        records = list(live)
-        for run_id in self._live_ids - now_live:
-            try:
-                records.append(self.catalog.get_run(run_id))
-            except UnknownRunError:
-                self.reload()
-                return
-        if self.model.update_runs(records):
-            self.reload()
-            return
-        self._live_ids = now_live
-        changed = {r.id for r in records}
-        if changed & set(self._shown_ids):
+        update = self.sync.update()
+        if update.reload:
+            self.reload(details=update.new_runs)
+        elif update.changed & set(self.shown_ids):
             if self.isVisible():
                 self.show_details(keep_items=True)
             else:
@@ -454,9 +217,8 @@ class ExperimentsBrowser(QWidget):
     def showEvent(self, ev: Any) -> None:
         super().showEvent(ev)
         self.poll()  # the timer does not poll while hidden
-        if time.monotonic() - self._last_full > FULL_RELOAD_S:
-            self.reload()
-            self.show_details()
+        if time.monotonic() - self.sync.last_full > FULL_RELOAD_S:
+            self.reload(details=True)
         elif self._details_stale:
             self.show_details(keep_items=True)
         self._details_stale = False
@@ -464,450 +226,71 @@ class ExperimentsBrowser(QWidget):
     def shutdown(self) -> None:
         self.poll_timer.stop()
         self._details_timer.stop()
-        self.cancel_evaluation()
-        if self.eval_thread is not None:
-            self.eval_thread.wait()
-            self._eval_cleanup()
+        self.action_bar.shutdown()
 
-    # ---- filters ---------------------------------------------------------------------
-    def _refresh_filter_choices(self) -> None:
-        for combo, what in (
-            (self.algo_filter, "algorithm"),
-            (self.dataset_filter, "dataset"),
-            (self.tag_filter, "tags"),
-        ):
-            current = combo.currentData()
-            values = self.model.distinct(what)
-            have = [combo.itemData(i) for i in range(1, combo.count())]
-            if have == values:
-                continue
-            combo.blockSignals(True)
-            combo.clear()
-            combo.addItem("any", "")
-            for v in values:
-                combo.addItem(v, v)
-            i = combo.findData(current)
-            combo.setCurrentIndex(max(i, 0))
-            combo.blockSignals(False)
-
+    # ---- filters and selection -------------------------------------------------------
     def apply_filters(self) -> None:
-        f = Filters(
-            text=self.text_filter.text().strip(),
-            status=self.status_filter.currentData() or "",
-            algorithm=self.algo_filter.currentData() or "",
-            dataset=self.dataset_filter.currentData() or "",
-            tag=self.tag_filter.currentData() or "",
-            since=since_for(self.date_filter.currentData() or ""),
-        )
-        self.proxy.set_filters(f)
+        self.proxy.set_filters(self.filter_bar.filters())
         self._update_count()
 
     def _update_count(self) -> None:
-        shown, total = self.proxy.rowCount(), self.model.rowCount()
-        self.count_label.setText(f"{shown} of {total} runs" if shown != total else f"{total} runs")
+        self.filter_bar.show_count(self.proxy.rowCount(), self.model.rowCount())
 
-    # ---- selection -------------------------------------------------------------------
     def selected_ids(self) -> list[int]:
-        rows = sorted({i.row() for i in self.table.selectionModel().selectedRows()})
-        return [
-            self.model.rows[self.proxy.mapToSource(self.proxy.index(r, 0)).row()].id for r in rows
-        ]
+        return self.table.selected_ids()
 
     def selected_records(self) -> list[RunRecord]:
-        return [
-            self.model.rows[self.model.row_of[i]]
-            for i in self.selected_ids()
-            if i in self.model.row_of
-        ]
+        return self.table.selected_records()
 
     def select_ids(self, ids: list[int], notify: bool = True) -> None:
-        sm = self.table.selectionModel()
-        sel = QItemSelection()
-        for run_id in ids:
-            row = self.model.row_of.get(run_id)
-            if row is None:
-                continue
-            p = self.proxy.mapFromSource(self.model.index(row, 0))
-            if p.isValid():
-                sel.select(p, self.proxy.index(p.row(), len(COLUMNS) - 1))
-        if not notify:
-            sm.blockSignals(True)
-        sm.select(sel, QItemSelectionModel.SelectionFlag.ClearAndSelect)
-        if not notify:
-            sm.blockSignals(False)
-            self.table.viewport().update()
-        if ids and sel.indexes():
-            self.table.scrollTo(sel.indexes()[0])
+        self.table.select_ids(ids, notify)
         if notify:
             self.show_details()
 
     # ---- details ---------------------------------------------------------------------
     def show_details(self, keep_items: bool = False) -> None:
+        """Fill the detail tabs and the action bar for the selection; `keep_items` updates the
+        curves in place when the same runs are still shown (a poll while they train)."""
         recs = self.selected_records()
         ids = [r.id for r in recs]
-        if not keep_items or ids != self._shown_ids:
-            self._fill_metric_combo(recs)
-        self._shown_ids = ids
-        self.plot_curves(keep_items=keep_items)
-        self._fill_compare(recs)
-        if len(recs) == 1:
-            r = recs[0]
-            self.config_text.setPlainText(json.dumps(r.config, indent=2, sort_keys=True))
-            env = r.environment
-            head = {
-                "status": r.status,
-                "error": r.error,
-                "attempt": r.attempt,
-                "device": r.device,
-                "device_name": r.device_name,
-            }
-            self.env_text.setPlainText(
-                json.dumps({**head, "environment": env}, indent=2, sort_keys=True, default=str)
-            )
-            self._fill_checkpoints(r.id)
-            self._fill_evaluations(r.id)
-        else:
-            self.config_text.setPlainText(
-                "" if not recs else "Select one run to see its configuration."
-            )
-            self.env_text.setPlainText("")
-            self.ckpt_table.setRowCount(0)
-            self.eval_table.setRowCount(0)
-        self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE)
-        self.resume_detached_button.setEnabled(self.resume_button.isEnabled())
-        self.clone_button.setEnabled(len(recs) == 1)
-
-    def _fill_metric_combo(self, recs: list[RunRecord]) -> None:
-        names: set[str] = set()
-        for r in recs:
-            names.update(r.summary.keys())
-        names = {n for n in names if not n.startswith("test_") and not n.endswith("_ci95")}
-        order = ["val_accuracy", "val_mse", "loss", "accuracy", "mse", "meta_lr", "steps_per_s"]
-        ordered = [n for n in order if n in names] + sorted(names - set(order))
-        current = self.metric_combo.currentText()
-        self.metric_combo.blockSignals(True)
-        self.metric_combo.clear()
-        self.metric_combo.addItems(ordered)
-        if current in ordered:
-            self.metric_combo.setCurrentText(current)
-        self.metric_combo.blockSignals(False)
+        new_selection = not keep_items or ids != self.shown_ids
+        self.shown_ids = ids
+        self.tabs.show_runs(recs, keep_items=keep_items, new_selection=new_selection)
+        self.action_bar.update_for(recs)
 
     def plot_curves(self, keep_items: bool = False) -> None:
-        """Overlay the selected runs' curves of the chosen metric (distinct colours, legend)."""
-        name = self.metric_combo.currentText()
-        recs = self.selected_records()
-        plot = self.curve_plot.getPlotItem()
-        grouped = self.group_check.isChecked()
-        if not (keep_items and not grouped and set(self._curve_items) == {r.id for r in recs}):
-            plot.clear()
-            self.legend.clear()
-            self._curve_items = {}
-            keep_items = False
-        if not name or not recs:
-            return
-        plot.setTitle(name)
-        n = max(len(recs), 1)
-        data = {r.id: self.catalog.metrics(r.id, name)[:2] for r in recs}
-        if keep_items:
-            for r in recs:
-                self._curve_items[r.id].setData(*data[r.id])
-            return
-        groups: dict[str, list[RunRecord]] = {}
-        if grouped:
-            for r in recs:
-                groups.setdefault(group_key(r.config), []).append(r)
-        else:
-            groups = {str(r.id): [r] for r in recs}
-        for i, members in enumerate(groups.values()):
-            color = (
-                pg.intColor(i, hues=max(len(groups), 1), values=1, maxValue=200)
-                if n > 1
-                else pg.mkColor("#1f77b4")
-            )
-            if len(members) == 1:
-                r = members[0]
-                item = plot.plot(
-                    *data[r.id], pen=pg.mkPen(color, width=1.8), name=f"#{r.id} {r.name}"
-                )
-                item.setClipToView(True)
-                item.setDownsampling(auto=True, method="peak")
-                self._curve_items[r.id] = item
-                continue
-            curves = [data[m.id] for m in members if len(data[m.id][0])]
-            if not curves:
-                continue
-            grid, mean, std = mean_band(curves)
-            band_color = pg.mkColor(color)
-            band_color.setAlpha(60)
-            lo = plot.plot(grid, mean - std, pen=pg.mkPen(None))
-            hi = plot.plot(grid, mean + std, pen=pg.mkPen(None))
-            plot.addItem(pg.FillBetweenItem(lo, hi, brush=pg.mkBrush(band_color)))
-            label = f"{members[0].algorithm}/{members[0].dataset} mean of {len(members)} seeds"
-            item = plot.plot(grid, mean, pen=pg.mkPen(color, width=2.2), name=label)
-            for m in members:
-                self._curve_items[m.id] = item
+        self.tabs.curves.plot(keep_items=keep_items)
 
-    def _fill_compare(self, recs: list[RunRecord]) -> None:
-        t = self.compare_table
-        if len(recs) < 2:
-            t.clear()
-            t.setRowCount(0)
-            t.setColumnCount(0)
-            return
-        flats = [flatten(r.config) for r in recs]
-        keys = sorted(set().union(*flats))
-        diff = [k for k in keys if len({json.dumps(f.get(k), sort_keys=True) for f in flats}) > 1]
-        extra = ["status", "best val", "test"]
-        t.clear()
-        t.setRowCount(len(diff) + len(extra))
-        t.setColumnCount(len(recs))
-        t.setHorizontalHeaderLabels([f"#{r.id} {r.name}" for r in recs])
-        t.setVerticalHeaderLabels(extra + diff)
-        for c, (r, f) in enumerate(zip(recs, flats, strict=True)):
-            m, v = val_metric(r)
-            tm, tv, tci = test_metric(r)
-            values = [r.status, fmt_value(m, v), fmt_value(tm, tv, tci)] + [
-                json.dumps(f.get(k)) for k in diff
-            ]
-            for row, text in enumerate(values):
-                t.setItem(row, c, QTableWidgetItem(text))
-        t.resizeColumnsToContents()
-
-    def _fill_checkpoints(self, run_id: int) -> None:
-        cks = self.catalog.checkpoints(run_id)
-        t = self.ckpt_table
-        t.setRowCount(len(cks))
-        for i, c in enumerate(cks):
-            size = f"{(c.bytes or 0) / 1024:.1f} KiB"
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in c.metrics.items())
-            for j, text in enumerate([str(c.step), c.kind, size, metrics, c.path]):
-                item = QTableWidgetItem(text)
-                item.setData(Qt.ItemDataRole.UserRole, c.id)
-                t.setItem(i, j, item)
-        self._checkpoints = cks
-        t.resizeColumnsToContents()
-
-    def _fill_evaluations(self, run_id: int) -> None:
-        evs = self.catalog.evaluations(run_id)
-        t = self.eval_table
-        t.setRowCount(len(evs))
-        for i, e in enumerate(evs):
-            values = ", ".join(
-                f"{k}={v:.4g}" for k, v in e.values.items() if not k.endswith("_ci95")
-            )
-            created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created_at))
-            for j, text in enumerate(
-                [
-                    e.split,
-                    str(e.checkpoint_step),
-                    str(e.episodes),
-                    f"{e.metric} {fmt_value(e.metric, e.mean, e.ci95)}",
-                    values,
-                    created,
-                ]
-            ):
-                t.setItem(i, j, QTableWidgetItem(text))
-        t.resizeColumnsToContents()
-
-    # ---- actions ---------------------------------------------------------------------
-    def _one(self) -> RunRecord | None:
-        recs = self.selected_records()
-        if len(recs) != 1:
-            self.log.emit("error", "select exactly one run")
-            return None
-        return recs[0]
-
+    # ---- actions (see browser_actions) ---------------------------------------------
     def chosen_checkpoint(self, run_id: int, default: str = "latest") -> CheckpointRecord | None:
-        rows = self.ckpt_table.selectionModel().selectedRows()
-        cks = getattr(self, "_checkpoints", [])
-        if rows and rows[0].row() < len(cks) and cks[rows[0].row()].run_id == run_id:
-            return cks[rows[0].row()]
-        return self.catalog.checkpoint(run_id, default) or self.catalog.checkpoint(run_id, "latest")  # type: ignore[arg-type]
+        return self.action_bar.chosen_checkpoint(run_id, default)
 
     def resume_selected(self, detached: bool = False) -> None:
-        r = self._one()
-        if r is None:
-            return
-        if r.status in LIVE:
-            self.log.emit("error", f"run #{r.id} is {r.status}")
-            return
-        ck = self.chosen_checkpoint(r.id, "latest")
-        if ck is None and r.status not in ("interrupted", "failed", "cancelled"):
-            self.log.emit("error", f"run #{r.id} has no checkpoint to resume from")
-            return
-        # None: killed before its first checkpoint, from 0
-        (self.resumeDetachedRequested if detached else self.resumeRequested).emit(r.id, ck)
+        self.action_bar.resume_selected(detached)
 
     def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
-        r = self._one()
-        if r is None:
-            return False
-        if self.eval_thread is not None:
-            self.log.emit("error", "an evaluation is already running")
-            return False
-        ck = self.chosen_checkpoint(r.id, "best")
-        if ck is None:
-            self.log.emit("error", f"run #{r.id} has no checkpoint to evaluate")
-            return False
-        n = episodes or self.episodes_spin.value()
-        self.eval_worker = EvalWorker(self.catalog, r.id, ck, n, device)
-        self.eval_worker.progress.connect(lambda msg: self.log.emit("info", msg))
-        self.eval_worker.done.connect(self._eval_done)
-        self.eval_thread = start_in_thread(self.eval_worker, f"eval-run-{r.id}")
-        self.cancel_eval_button.setEnabled(True)
-        self.eval_button.setEnabled(False)
-        return True
+        return self.action_bar.evaluate_selected(episodes, device)
 
     def cancel_evaluation(self) -> None:
-        if self.eval_worker is not None:
-            self.eval_worker.cancel()
-
-    def _eval_done(self, result: Any, error: Any) -> None:
-        run_id = self.eval_worker.run_id if self.eval_worker else None
-        if self.eval_thread is not None:
-            self.eval_thread.wait()
-        self._eval_cleanup()
-        self.last_eval = (result, error)
-        if error:
-            self.log.emit(
-                "error" if "cancelled" not in str(error) else "info",
-                f"evaluation of run #{run_id}: {error}",
-            )
-        else:
-            self.log.emit(
-                "info",
-                f"evaluation of run #{run_id}: {result['metric']} {fmt_value(result['metric'], result['mean'], result['ci95'])} on {result['episodes']} episodes",
-            )
-        if run_id is not None:
-            try:
-                self.model.update_runs([self.catalog.get_run(run_id)])
-            except UnknownRunError:
-                pass
-            if run_id in self._shown_ids:
-                self.show_details()
-
-    def _eval_cleanup(self) -> None:
-        for obj in (self.eval_worker, self.eval_thread):
-            if obj is not None:
-                obj.deleteLater()
-        self.eval_worker = self.eval_thread = None
-        self.cancel_eval_button.setEnabled(False)
-        self.eval_button.setEnabled(True)
+        self.action_bar.cancel_evaluation()
 
     def clone_selected(self) -> None:
-        r = self._one()
-        if r is not None:
-            cfg = dict(r.config)
-            cfg["name"] = f"{r.name}-clone" if r.name else ""
-            self.cloneRequested.emit(cfg)
+        self.action_bar.clone_selected()
 
     def rename_selected(self, name: str | None = None) -> None:
-        r = self._one()
-        if r is None:
-            return
-        if name is None:
-            name, ok = QInputDialog.getText(
-                self, "Rename run", f"New name of run #{r.id}:", text=r.name
-            )
-            if not ok:
-                return
-        self.catalog.rename(r.id, name)
-        self.reload()
-        self.show_details()
+        self.action_bar.rename_selected(name)
 
     def edit_notes_tags(self, notes: str | None = None, tags: list[str] | None = None) -> None:
-        r = self._one()
-        if r is None:
-            return
-        if notes is None and tags is None:
-            dlg = QDialog(self)
-            dlg.setWindowTitle(f"Notes and tags of run #{r.id}")
-            form = QFormLayout(dlg)
-            notes_edit = QPlainTextEdit(r.notes)
-            tags_edit = QLineEdit(", ".join(r.tags))
-            form.addRow("Notes", notes_edit)
-            form.addRow("Tags (comma-separated)", tags_edit)
-            buttons = QDialogButtonBox(
-                QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
-            )
-            buttons.accepted.connect(dlg.accept)
-            buttons.rejected.connect(dlg.reject)
-            form.addRow(buttons)
-            if dlg.exec() != QDialog.DialogCode.Accepted:
-                return
-            notes, tags = notes_edit.toPlainText(), [t.strip() for t in tags_edit.text().split(",")]
-        if notes is not None:
-            self.catalog.set_notes(r.id, notes)
-        if tags is not None:
-            self.catalog.set_tags(r.id, tags)
-        self.reload()
-        self.show_details()
+        self.action_bar.edit_notes_tags(notes, tags)
 
     def select_seed_group(self) -> None:
-        r = self._one()
-        if r is None:
-            return
-        key = group_key(r.config)
-        ids = [
-            x.id
-            for x in self.model.rows
-            if x.algorithm == r.algorithm and x.dataset == r.dataset and group_key(x.config) == key
-        ]
-        self.group_check.setChecked(len(ids) > 1)
-        self.select_ids(ids)
+        self.action_bar.select_seed_group()
 
     def delete_selected(self) -> int:
-        recs = [r for r in self.selected_records() if r.status not in ("running", "paused")]
-        if not recs:
-            return 0
-        names = ", ".join(f"#{r.id}" for r in recs[:10]) + (" …" if len(recs) > 10 else "")
-        if not self.confirm(
-            "Delete runs",
-            f"Delete {len(recs)} run(s) ({names}) with their metrics and checkpoint files?",
-        ):
-            return 0
-        for r in recs:
-            try:
-                self.catalog.delete_run(r.id)
-            except UnknownRunError:
-                pass
-        self.log.emit("info", f"deleted {names}")
-        self.reload()
-        self.show_details()
-        return len(recs)
+        return self.action_bar.delete_selected()
 
     def export_csv(self, path: str | None = None) -> str | None:
-        recs = self.selected_records()
-        if not recs:
-            return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Export curves", "curves.csv", "CSV (*.csv)"
-            )
-            if not path:
-                return None
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["run_id", "run_name", "metric", "step", "value", "wall_time"])
-            for r in recs:
-                for name in self.catalog.metric_names(r.id):
-                    steps, values, walls = self.catalog.metrics(r.id, name)
-                    for s, v, t in zip(
-                        steps.tolist(), values.tolist(), walls.tolist(), strict=True
-                    ):
-                        w.writerow([r.id, r.name, name, s, "" if v != v else repr(v), repr(t)])
-        self.log.emit("info", f"exported curves of {len(recs)} run(s) to {path}")
-        return path
+        return self.action_bar.export_csv(path)
 
     def export_png(self, path: str | None = None) -> str | None:
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(self, "Export plot", "curves.png", "PNG (*.png)")
-            if not path:
-                return None
-        from pyqtgraph.exporters import ImageExporter
-
-        exporter = ImageExporter(self.curve_plot.getPlotItem())
-        exporter.parameters()["width"] = max(800, self.curve_plot.width())
-        exporter.export(path)
-        self.log.emit("info", f"exported plot to {path}")
-        return path
+        return self.action_bar.export_png(path)

@@ -5,10 +5,14 @@ per-row queries). Cell text is formatted on demand for visible rows and cached; 
 one Python sort of precomputed keys in the source model (the proxy forwards `sort` to it
 instead of comparing cells through Python one pair at a time); the proxy filters with
 per-row search strings computed once.
+
+Also here, for every part of the browser: how a run's results read (`val_metric`,
+`test_metric`, `fmt_value`) and how configs compare (`flatten`, `group_key`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -46,6 +50,7 @@ STATUS_COLORS = {
     "failed": "#c62828", "cancelled": "#8d6e63", "interrupted": "#ad1457",
 }  # fmt: skip
 LIVE = ("queued", "running", "paused")
+IGNORED_IN_GROUP = ("seed", "name", "tags", "notes", "preset")
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -84,6 +89,25 @@ def fmt_value(metric: str, v: float | None, ci: float | None = None) -> str:
         return text + (f" ± {100 * ci:.2f}" if ci is not None else "")
     text = f"{v:.4g}"
     return text + (f" ± {ci:.2g}" if ci is not None else "")
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys, so configs compare key by key."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def group_key(config: dict[str, Any]) -> str:
+    """Runs whose configs differ only by seed (and name/tags/notes) form a seed group."""
+    return json.dumps(
+        {k: v for k, v in config.items() if k not in IGNORED_IN_GROUP}, sort_keys=True
+    )
 
 
 def fmt_duration(s: float | None) -> str:

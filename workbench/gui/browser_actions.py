@@ -1,0 +1,323 @@
+"""The browser's action bar: what can be done to the selected runs (resume, evaluate, clone,
+rename, notes and tags, seed group, delete, export), its buttons and their handlers.
+
+The handlers act through the browser's public surface (selection, catalog, log, reload) and
+its signals, so the main window still connects to the browser alone. Each dialog-driven
+action also takes its answer as an argument, so tests and scripts can run it without one.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from PySide6.QtCore import QThread
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLineEdit,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
+
+from workbench.catalog import CheckpointRecord, RunRecord, UnknownRunError
+from workbench.gui.browser_model import LIVE, fmt_value, group_key
+from workbench.gui.worker import EvalWorker, start_in_thread
+
+if TYPE_CHECKING:
+    from workbench.gui.browser import ExperimentsBrowser
+
+
+class ActionBar(QWidget):
+    """The buttons above the runs table and their handlers; it also owns the background
+    evaluation, one at a time, so Evaluate and Cancel eval know its state."""
+
+    def __init__(self, browser: ExperimentsBrowser) -> None:
+        super().__init__(browser)
+        self.browser = browser
+        self.eval_thread: QThread | None = None
+        self.eval_worker: EvalWorker | None = None
+        self.last_eval: tuple[Any, Any] | None = None  # (result, error) of the latest evaluation
+        bar = QHBoxLayout(self)
+        bar.setContentsMargins(0, 0, 0, 0)  # a row of the browser's layout, as a bare layout was
+
+        def button(text: str, tip: str, slot: Callable[[], Any]) -> QPushButton:
+            b = QPushButton(text)
+            b.setToolTip(tip)
+            b.clicked.connect(lambda _=False: slot())
+            bar.addWidget(b)
+            return b
+
+        self.resume_button = button(
+            "Resume",
+            "Continue the selected run from the checkpoint selected below (default: latest)",
+            self.resume_selected,
+        )
+        self.resume_detached_button = button(
+            "Resume in own process",
+            "Continue the selected run in a separate process that keeps training when the app "
+            "closes (from the checkpoint selected below, default: latest)",
+            lambda: self.resume_selected(detached=True),
+        )
+        self.eval_button = button(
+            "Evaluate",
+            "Evaluate the selected checkpoint (default: best) on N test episodes, in the background",
+            self.evaluate_selected,
+        )
+        self.episodes_spin = QSpinBox(minimum=1, maximum=100_000, value=600, suffix=" episodes")
+        bar.addWidget(self.episodes_spin)
+        self.cancel_eval_button = button(
+            "Cancel eval", "Stop the running evaluation", self.cancel_evaluation
+        )
+        self.cancel_eval_button.setEnabled(False)
+        self.clone_button = button(
+            "Clone", "Copy the run's configuration into the setup panel", self.clone_selected
+        )
+        button("Rename…", "Rename the selected run", self.rename_selected)
+        button("Notes/tags…", "Edit the selected run's notes and tags", self.edit_notes_tags)
+        button(
+            "Seed group",
+            "Select every run that differs from the selected one only by seed",
+            self.select_seed_group,
+        )
+        self.delete_button = button(
+            "Delete…", "Delete the selected runs with their checkpoint files", self.delete_selected
+        )
+        button(
+            "Export CSV…",
+            "All metric points of the selected runs, one row per point",
+            self.export_csv,
+        )
+        button("Export PNG…", "The curve plot as a PNG image", self.export_png)
+        bar.addStretch(1)
+
+    def update_for(self, recs: list[RunRecord]) -> None:
+        """Enable what applies to this selection: resume a single run that is not live, clone
+        a single run."""
+        self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE)
+        self.resume_detached_button.setEnabled(self.resume_button.isEnabled())
+        self.clone_button.setEnabled(len(recs) == 1)
+
+    def _one(self) -> RunRecord | None:
+        recs = self.browser.selected_records()
+        if len(recs) != 1:
+            self.browser.log.emit("error", "select exactly one run")
+            return None
+        return recs[0]
+
+    def chosen_checkpoint(self, run_id: int, default: str = "latest") -> CheckpointRecord | None:
+        """The checkpoint selected in the Checkpoints tab, else the run's `default` one, else
+        its latest."""
+        chosen = self.browser.tabs.checkpoints.selected(run_id)
+        if chosen is not None:
+            return chosen
+        cat = self.browser.catalog
+        return cat.checkpoint(run_id, default) or cat.checkpoint(run_id, "latest")  # type: ignore[arg-type]
+
+    def resume_selected(self, detached: bool = False) -> None:
+        b = self.browser
+        r = self._one()
+        if r is None:
+            return
+        if r.status in LIVE:
+            b.log.emit("error", f"run #{r.id} is {r.status}")
+            return
+        ck = self.chosen_checkpoint(r.id, "latest")
+        if ck is None and r.status not in ("interrupted", "failed", "cancelled"):
+            b.log.emit("error", f"run #{r.id} has no checkpoint to resume from")
+            return
+        # None: killed before its first checkpoint, from 0
+        (b.resumeDetachedRequested if detached else b.resumeRequested).emit(r.id, ck)
+
+    # ---- evaluation in a background thread ------------------------------------------
+    def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
+        b = self.browser
+        r = self._one()
+        if r is None:
+            return False
+        if self.eval_thread is not None:
+            b.log.emit("error", "an evaluation is already running")
+            return False
+        ck = self.chosen_checkpoint(r.id, "best")
+        if ck is None:
+            b.log.emit("error", f"run #{r.id} has no checkpoint to evaluate")
+            return False
+        n = episodes or self.episodes_spin.value()
+        self.eval_worker = EvalWorker(b.catalog, r.id, ck, n, device)
+        self.eval_worker.progress.connect(lambda msg: b.log.emit("info", msg))
+        self.eval_worker.done.connect(self._eval_done)
+        self.eval_thread = start_in_thread(self.eval_worker, f"eval-run-{r.id}")
+        self.cancel_eval_button.setEnabled(True)
+        self.eval_button.setEnabled(False)
+        return True
+
+    def cancel_evaluation(self) -> None:
+        if self.eval_worker is not None:
+            self.eval_worker.cancel()
+
+    def _eval_done(self, result: Any, error: Any) -> None:
+        b = self.browser
+        run_id = self.eval_worker.run_id if self.eval_worker else None
+        if self.eval_thread is not None:
+            self.eval_thread.wait()
+        self._eval_cleanup()
+        self.last_eval = (result, error)
+        if error:
+            b.log.emit(
+                "error" if "cancelled" not in str(error) else "info",
+                f"evaluation of run #{run_id}: {error}",
+            )
+        else:
+            b.log.emit(
+                "info",
+                f"evaluation of run #{run_id}: {result['metric']} {fmt_value(result['metric'], result['mean'], result['ci95'])} on {result['episodes']} episodes",
+            )
+        if run_id is not None:
+            try:
+                b.model.update_runs([b.catalog.get_run(run_id)])
+            except UnknownRunError:
+                pass
+            if run_id in b.shown_ids:
+                b.show_details()
+
+    def _eval_cleanup(self) -> None:
+        for obj in (self.eval_worker, self.eval_thread):
+            if obj is not None:
+                obj.deleteLater()
+        self.eval_worker = self.eval_thread = None
+        self.cancel_eval_button.setEnabled(False)
+        self.eval_button.setEnabled(True)
+
+    def shutdown(self) -> None:
+        """Stop a running evaluation and wait for its thread (the app is closing)."""
+        self.cancel_evaluation()
+        if self.eval_thread is not None:
+            self.eval_thread.wait()
+            self._eval_cleanup()
+
+    # ---- editing the catalog ---------------------------------------------------------
+    def clone_selected(self) -> None:
+        r = self._one()
+        if r is not None:
+            cfg = dict(r.config)
+            cfg["name"] = f"{r.name}-clone" if r.name else ""
+            self.browser.cloneRequested.emit(cfg)
+
+    def rename_selected(self, name: str | None = None) -> None:
+        r = self._one()
+        if r is None:
+            return
+        if name is None:
+            name, ok = QInputDialog.getText(
+                self.browser, "Rename run", f"New name of run #{r.id}:", text=r.name
+            )
+            if not ok:
+                return
+        self.browser.catalog.rename(r.id, name)
+        self.browser.reload(details=True)
+
+    def edit_notes_tags(self, notes: str | None = None, tags: list[str] | None = None) -> None:
+        r = self._one()
+        if r is None:
+            return
+        if notes is None and tags is None:
+            dlg = QDialog(self.browser)
+            dlg.setWindowTitle(f"Notes and tags of run #{r.id}")
+            form = QFormLayout(dlg)
+            notes_edit = QPlainTextEdit(r.notes)
+            tags_edit = QLineEdit(", ".join(r.tags))
+            form.addRow("Notes", notes_edit)
+            form.addRow("Tags (comma-separated)", tags_edit)
+            buttons = QDialogButtonBox(
+                QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+            )
+            buttons.accepted.connect(dlg.accept)
+            buttons.rejected.connect(dlg.reject)
+            form.addRow(buttons)
+            if dlg.exec() != QDialog.DialogCode.Accepted:
+                return
+            notes, tags = notes_edit.toPlainText(), [t.strip() for t in tags_edit.text().split(",")]
+        if notes is not None:
+            self.browser.catalog.set_notes(r.id, notes)
+        if tags is not None:
+            self.browser.catalog.set_tags(r.id, tags)
+        self.browser.reload(details=True)
+
+    def select_seed_group(self) -> None:
+        b = self.browser
+        r = self._one()
+        if r is None:
+            return
+        key = group_key(r.config)
+        ids = [
+            x.id
+            for x in b.model.rows
+            if x.algorithm == r.algorithm and x.dataset == r.dataset and group_key(x.config) == key
+        ]
+        b.tabs.curves.group_check.setChecked(len(ids) > 1)
+        b.select_ids(ids)
+
+    def delete_selected(self) -> int:
+        """Delete the selected runs that are not running or paused, after `browser.confirm`;
+        returns how many."""
+        b = self.browser
+        recs = [r for r in b.selected_records() if r.status not in ("running", "paused")]
+        if not recs:
+            return 0
+        names = ", ".join(f"#{r.id}" for r in recs[:10]) + (" …" if len(recs) > 10 else "")
+        if not b.confirm(
+            "Delete runs",
+            f"Delete {len(recs)} run(s) ({names}) with their metrics and checkpoint files?",
+        ):
+            return 0
+        for r in recs:
+            try:
+                b.catalog.delete_run(r.id)
+            except UnknownRunError:
+                pass
+        b.log.emit("info", f"deleted {names}")
+        b.reload(details=True)
+        return len(recs)
+
+    # ---- export ------------------------------------------------------------------------
+    def export_csv(self, path: str | None = None) -> str | None:
+        """Every metric point of the selected runs, one row per point; asks for the file
+        when `path` is None. Returns the path written, or None."""
+        b = self.browser
+        recs = b.selected_records()
+        if not recs:
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(b, "Export curves", "curves.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["run_id", "run_name", "metric", "step", "value", "wall_time"])
+            for r in recs:
+                for name in b.catalog.metric_names(r.id):
+                    steps, values, walls = b.catalog.metrics(r.id, name)
+                    for s, v, t in zip(
+                        steps.tolist(), values.tolist(), walls.tolist(), strict=True
+                    ):
+                        w.writerow([r.id, r.name, name, s, "" if v != v else repr(v), repr(t)])
+        b.log.emit("info", f"exported curves of {len(recs)} run(s) to {path}")
+        return path
+
+    def export_png(self, path: str | None = None) -> str | None:
+        """The curve plot as a PNG; asks for the file when `path` is None."""
+        b = self.browser
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(b, "Export plot", "curves.png", "PNG (*.png)")
+            if not path:
+                return None
+        b.tabs.curves.export_png(path)
+        b.log.emit("info", f"exported plot to {path}")
+        return path
