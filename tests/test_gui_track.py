@@ -35,3 +35,32 @@ def test_a_tracked_script_appears_live_with_its_curves(qtbot, tmp_path: Path) ->
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def test_resume_evaluate_and_clone_say_why_a_run_is_not_ours(qtbot, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A tracked run and a run whose plugin is gone: their curves show in the browser; Resume,
+    Evaluate and Clone are off, their tooltips and the log saying why."""
+    import workbench
+
+    db = tmp_path / "c.db"
+    with workbench.track(name="mine", config={"lr": 0.1}, db=db) as run:
+        for step in range(1, 11):
+            run.log(step, loss=1.0 / step)
+    with Catalog.open(db) as catalog:
+        gone = catalog.create_run('{"algorithm": {"name": "gone-algo"}}', name="plugin-run",
+                                  algorithm="gone-algo", status="finished")  # fmt: skip
+        win = make_window(qtbot, catalog)
+        b = win.browser
+        b.reload()
+        for rid, phrase in ((run.run_id, "tracked from a script"), (gone, "not loaded here")):
+            b.select_ids([rid])
+            qtbot.waitUntil(lambda p=phrase: p in b.resume_button.toolTip(), timeout=HANG_MS)
+            acts = b.action_bar
+            assert not any(x.isEnabled() for x in (acts.resume_button, acts.eval_button,
+                                                   acts.clone_button))  # fmt: skip
+            assert phrase in acts.eval_button.toolTip() and phrase in acts.clone_button.toolTip()
+            b.resume_selected()
+            assert any(phrase in m for m in win.log.errors())
+        b.select_ids([run.run_id])
+        qtbot.waitUntil(lambda: bool(b._curve_items), timeout=HANG_MS)  # its curve shows
+        win.shutdown()

@@ -48,9 +48,12 @@ class ActionBar(QWidget):
         bar = QHBoxLayout(self)
         bar.setContentsMargins(0, 0, 0, 0)  # a row of the browser's layout, as a bare layout was
 
+        self._tips: dict[QPushButton, str] = {}  # each button's own tooltip
+
         def button(text: str, tip: str, slot: Callable[[], Any]) -> QPushButton:
             b = QPushButton(text)
             b.setToolTip(tip)
+            self._tips[b] = tip
             b.clicked.connect(lambda _=False: slot())
             bar.addWidget(b)
             return b
@@ -100,10 +103,17 @@ class ActionBar(QWidget):
 
     def update_for(self, recs: list[RunRecord]) -> None:
         """Enable what applies to this selection: resume a single run that is not live, clone
-        a single run."""
-        self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE)
+        a single run; neither, nor evaluate, for a run whose code is not a workbench algorithm
+        here (the buttons' tooltips say why)."""
+        why = not_ours(recs[0]) if len(recs) == 1 else None
+        self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE and not why)
         self.resume_detached_button.setEnabled(self.resume_button.isEnabled())
-        self.clone_button.setEnabled(len(recs) == 1)
+        self.clone_button.setEnabled(len(recs) == 1 and not why)
+        if self.eval_thread is None:
+            self.eval_button.setEnabled(not why)
+        for b in (self.resume_button, self.resume_detached_button, self.clone_button,
+                  self.eval_button):  # fmt: skip
+            b.setToolTip(why or self._tips[b])
 
     def _one(self) -> RunRecord | None:
         recs = self.browser.selected_records()
@@ -126,6 +136,9 @@ class ActionBar(QWidget):
         r = self._one()
         if r is None:
             return
+        if why := not_ours(r):
+            b.log.emit("error", why)
+            return
         if r.status in LIVE:
             b.log.emit("error", f"run #{r.id} is {r.status}")
             return
@@ -141,6 +154,9 @@ class ActionBar(QWidget):
         b = self.browser
         r = self._one()
         if r is None:
+            return False
+        if why := not_ours(r):
+            b.log.emit("error", why)
             return False
         if self.eval_thread is not None:
             b.log.emit("error", "an evaluation is already running")
@@ -205,7 +221,9 @@ class ActionBar(QWidget):
     # ---- editing the catalog ---------------------------------------------------------
     def clone_selected(self) -> None:
         r = self._one()
-        if r is not None:
+        if r is not None and (why := not_ours(r)):
+            self.browser.log.emit("error", why)
+        elif r is not None:
             cfg = dict(r.config)
             cfg["name"] = f"{r.name}-clone" if r.name else ""
             self.browser.cloneRequested.emit(cfg)
@@ -321,3 +339,24 @@ class ActionBar(QWidget):
         b.tabs.curves.export_png(path)
         b.log.emit("info", f"exported plot to {path}")
         return path
+
+
+def not_ours(rec: RunRecord) -> str | None:
+    """Why the workbench cannot resume, evaluate or clone this run, or None: a run tracked from
+    a user's script (`workbench.track`) is the script's code; a run whose algorithm is not
+    registered here (a plugin that is missing now) cannot be rebuilt. Its curves, config,
+    tags and notes still show, compare and export."""
+    from workbench.core.algorithms import ALGORITHMS
+    from workbench.tracking import TRACKED
+
+    if rec.algorithm == TRACKED:
+        return (
+            f"run #{rec.id} was tracked from a script (workbench.track): its code is the "
+            "script's, so it cannot be resumed, evaluated or cloned here"
+        )
+    if rec.algorithm and rec.algorithm not in ALGORITHMS:
+        return (
+            f"run #{rec.id} was made by algorithm {rec.algorithm!r}, which is not loaded here "
+            "(a plugin that is missing?): it cannot be resumed, evaluated or cloned"
+        )
+    return None
