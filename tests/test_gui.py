@@ -179,7 +179,7 @@ def test_seed_list_queues_runs_and_two_runs_overlay_in_the_browser(
     assert len(b.legend.items) == 1 and "mean of 2 seeds" in b.legend.items[0][1].text
     csv_path = b.export_csv(str(Path(catalog.path).parent / "curves.csv"))
     lines = Path(csv_path).read_text().splitlines()
-    assert lines[0].startswith("run_id,") and len(lines) > 120
+    assert lines[0] == "run_id,run_name,step,metric,value,wall_time" and len(lines) > 120
     png = b.export_png(str(Path(catalog.path).parent / "curves.png"))
     assert Path(png).stat().st_size > 1000
 

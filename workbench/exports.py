@@ -255,20 +255,23 @@ def metrics_csv_name(run: RunRecord) -> str:
 
 
 def write_metrics_csv(
-    catalog: Catalog, run_id: int, path: str | os.PathLike[str] | None = None
+    catalog: Catalog, run_id: int | Sequence[int], path: str | os.PathLike[str] | None = None
 ) -> tuple[Path, int]:
-    """Every stored point of the run's current attempt, by metric then step, with
-    METRIC_COLUMNS (wall_time in Unix seconds) to `path` (default: `metrics_csv_name` in the
-    working folder); returns the file and the number of points."""
-    run = known_run(catalog, run_id)
-    out = Path(path) if path is not None else Path(metrics_csv_name(run))
+    """Every stored point of the run's (or runs') current attempt, by run, metric and step,
+    with METRIC_COLUMNS (wall_time in Unix seconds) to `path` (default for one run:
+    `metrics_csv_name` in the working folder); returns the file and the number of points.
+    The CLI's `export`, the API and the app's "Export CSV" all write through it."""
+    ids = [run_id] if isinstance(run_id, int) else list(run_id)
+    runs = [known_run(catalog, i) for i in ids]
+    out = Path(path) if path is not None else Path(metrics_csv_name(runs[0]))
     n = 0
     with out.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(METRIC_COLUMNS)
-        for name in catalog.metric_names(run_id):
-            steps, values, walls = catalog.metrics(run_id, name)
-            for s, v, t in zip(steps, values, walls, strict=True):
-                w.writerow([run_id, run.name, int(s), name, repr(float(v)), f"{t:.3f}"])
-                n += 1
+        for run in runs:
+            for name in catalog.metric_names(run.id):
+                steps, values, walls = catalog.metrics(run.id, name)
+                for s, v, t in zip(steps, values, walls, strict=True):
+                    w.writerow([run.id, run.name, int(s), name, repr(float(v)), f"{t:.3f}"])
+                    n += 1
     return out, n

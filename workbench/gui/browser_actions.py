@@ -8,7 +8,6 @@ action also takes its answer as an argument, so tests and scripts can run it wit
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.catalog import CheckpointRecord, RunRecord, UnknownRunError
+from workbench.exports import metrics_csv_name, write_metrics_csv
 from workbench.gui.browser_model import LIVE, fmt_value, group_key
 from workbench.gui.worker import EvalWorker, start_in_thread
 
@@ -313,19 +313,11 @@ class ActionBar(QWidget):
         if not recs:
             return None
         if path is None:
-            path, _ = QFileDialog.getSaveFileName(b, "Export curves", "curves.csv", "CSV (*.csv)")
+            default = metrics_csv_name(recs[0]) if len(recs) == 1 else "curves.csv"
+            path, _ = QFileDialog.getSaveFileName(b, "Export curves", default, "CSV (*.csv)")
             if not path:
                 return None
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            w = csv.writer(f)
-            w.writerow(["run_id", "run_name", "metric", "step", "value", "wall_time"])
-            for r in recs:
-                for name in b.catalog.metric_names(r.id):
-                    steps, values, walls = b.catalog.metrics(r.id, name)
-                    for s, v, t in zip(
-                        steps.tolist(), values.tolist(), walls.tolist(), strict=True
-                    ):
-                        w.writerow([r.id, r.name, name, s, "" if v != v else repr(v), repr(t)])
+        write_metrics_csv(b.catalog, [r.id for r in recs], path)  # the CLI's columns
         b.log.emit("info", f"exported curves of {len(recs)} run(s) to {path}")
         return path
 

@@ -12,7 +12,6 @@ Also here, for every part of the browser: how a run's results read (`val_metric`
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,6 +28,8 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor
 
 from workbench.catalog import RunRecord
+from workbench.exports import IGNORED_IN_GROUP, format_score  # noqa: F401 (re-exported)
+from workbench.exports import seed_group_key as group_key  # noqa: F401 (the app's name)
 
 COLUMNS = [
     "ID",
@@ -50,7 +51,6 @@ STATUS_COLORS = {
     "failed": "#c62828", "cancelled": "#8d6e63", "interrupted": "#ad1457",
 }  # fmt: skip
 LIVE = ("queued", "running", "paused")
-IGNORED_IN_GROUP = ("seed", "name", "tags", "notes", "preset")
 ID_ROLE = Qt.ItemDataRole.UserRole + 1
 SORT_ROLE = Qt.ItemDataRole.UserRole + 2
 
@@ -82,13 +82,8 @@ def test_metric(r: RunRecord) -> tuple[str, float | None, float | None]:
 
 
 def fmt_value(metric: str, v: float | None, ci: float | None = None) -> str:
-    if v is None:
-        return ""
-    if metric == "accuracy":
-        text = f"{100 * v:.2f}%"
-        return text + (f" ± {100 * ci:.2f}" if ci is not None else "")
-    text = f"{v:.4g}"
-    return text + (f" ± {ci:.2g}" if ci is not None else "")
+    """A score as the CLI and the exports print it (`exports.format_score`); empty if none."""
+    return "" if v is None else format_score(v, ci, metric)
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -101,13 +96,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def group_key(config: dict[str, Any]) -> str:
-    """Runs whose configs differ only by seed (and name/tags/notes) form a seed group."""
-    return json.dumps(
-        {k: v for k, v in config.items() if k not in IGNORED_IN_GROUP}, sort_keys=True
-    )
 
 
 def fmt_duration(s: float | None) -> str:
