@@ -13,169 +13,45 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
-import re
 from typing import Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
-    QPlainTextEdit,
-    QPushButton,
     QScrollArea,
-    QSizePolicy,
-    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from workbench.core.algorithms import ALGORITHMS
-from workbench.core.config import DatasetConfig, ModelConfig, RunConfig, TaskShape, default_config
-from workbench.core.devices import available_devices
+from workbench.core.config import RunConfig, default_config
 from workbench.core.errors import ConfigError
 from workbench.core.tasks import DATASETS
-from workbench.gui import settings as qs
-from workbench.gui.fields import ChoiceEditor, TextEditor, editor_for, label_for
+from workbench.gui.fields import editor_for, label_for
 from workbench.gui.presets import Preset, load_presets
+from workbench.gui.run_form_sections import SectionsMixin
+from workbench.gui.run_form_values import (
+    _MISSING,
+    KIND_FIELDS,
+    OWN_FIELDS,
+    PARALLEL,
+    _fixed_choice,
+    _merge,
+    _show,
+    demo_config,
+    flatten,
+    inner_step_phases,
+    parse_seeds,
+    preferred_device,
+)
 from workbench.gui.shape_check import ShapeChecker
 
 log = logging.getLogger(__name__)
 
 
-def demo_config(algorithm: str = "maml", dataset: str = "sinusoid") -> dict[str, Any]:
-    """The launch default: exactly what `workbench run` uses with no flags (MAML on sinusoid
-    trains in seconds on a CPU), so the same settings give the same numbers in both."""
-    return default_config(algorithm, dataset).to_dict()
-
-
-def inner_step_phases(algorithm: str) -> tuple[str, ...]:
-    """Phases whose inner steps the algorithm uses (the class declares it; the MAML family:
-    ("train", "eval"))."""
-    return tuple(ALGORITHMS.get(algorithm).inner_step_phases)
-
-
-# fields that describe this run rather than the algorithm/dataset pair: never reset on a switch
-OWN_FIELDS = {
-    "algorithm.name", "dataset.name", "name", "seed", "tags", "precision", "deterministic", "threads",
-}  # fmt: skip
-# fields whose meaning depends on the task kind (a 5-way shape means nothing for regression)
-KIND_FIELDS = ("train.", "eval.", "algorithm.inner_lr", "algorithm.eval_inner_lr")
-_MISSING = object()
-
-
-SCHEDULE_FIELDS = [
-    "steps",
-    "val_every",
-    "val_episodes",
-    "ckpt_every",
-    "keep_last",
-    "test_episodes",
-    "test_on_finish",
-]
-# task-shape cells the engine does not read, with why (shown greyed out, with this tooltip)
-UNUSED_FIELDS = {
-    "eval.meta_batch": "Evaluation draws its episodes in groups set by the task shape, so every "
-    "run of a dataset is scored on the same episodes; this value is not used",
-}
-DATASET_OPTION_FIELDS = ["split", "split_seed", "rotations", "image_size", "channels", "download"]
-
-
-def preferred_device(ids: list[str]) -> str:
-    """cuda first, then mps, then cpu."""
-    for prefix in ("cuda", "mps"):
-        for i in ids:
-            if i.startswith(prefix):
-                return i
-    return "cpu"
-
-
-SEED_HELP = "use e.g. 0 or 0,1,2 or 0-4"
-_SEED_RANGE = re.compile(r"([+-]?\d+)\s*-\s*([+-]?\d+)")
-
-
-PARALLEL = "*"
-"""In the device picker's data: "cpu*2" is the CPU on 2 processes, "cuda*4" 4 GPUs."""
-
-
-def parallel_choices(ids: list[str], cores: int | None = None) -> list[tuple[str, int, str]]:
-    """The picker's data-parallel entries: all GPUs (one process each) where there are
-    several, and N processes on the CPU where it has N > 1 cores."""
-    out = []
-    gpus = [i for i in ids if i.startswith("cuda:")]
-    if len(gpus) > 1:
-        out.append(("cuda", len(gpus), f"all {len(gpus)} GPUs, data-parallel"))
-    cores = (os.cpu_count() or 1) if cores is None else cores
-    if cores > 1:
-        out.append(("cpu", cores, f"cpu, {cores} processes, data-parallel"))
-    return out
-
-
-def parse_seeds(text: str) -> list[int]:
-    """'3' or '1,2,3' or '1-4' -> list of seeds (ValueError with a message for the user)."""
-    seeds: list[int] = []
-    for part in text.replace(";", ",").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        span = _SEED_RANGE.fullmatch(part)
-        if span:
-            lo, hi = int(span[1]), int(span[2])
-            if hi < lo or hi - lo > 999:
-                raise ValueError(f"range {part!r} must go upwards and hold at most 1000 seeds")
-            seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r"[+-]?\d+", part):
-            seeds.append(int(part))
-        else:
-            raise ValueError(f"{part!r} is not a whole number; {SEED_HELP}")
-    if not seeds:
-        raise ValueError(f"give at least one seed; {SEED_HELP}")
-    return list(dict.fromkeys(seeds))
-
-
-def flatten(config: dict[str, Any]) -> dict[str, Any]:
-    """{"train": {"ways": 5}} -> {"train.ways": 5} (one level: the form's dotted keys)."""
-    out: dict[str, Any] = {}
-    for k, v in config.items():
-        if isinstance(v, dict):
-            out.update({f"{k}.{kk}": vv for kk, vv in v.items()})
-        else:
-            out[k] = v
-    return out
-
-
-def _show(v: Any) -> str:
-    return "empty" if v is None or v == "" else str(v)
-
-
-class Collapsible(QWidget):
-    """A header button that shows or hides its content."""
-
-    def __init__(self, title: str, content: QWidget, expanded: bool = False) -> None:
-        super().__init__()
-        self.button = QToolButton(text=title, checkable=True, checked=expanded)
-        self.button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        self.button.setStyleSheet("QToolButton { border: none; font-weight: bold; }")
-        self.content = content
-        lay = QVBoxLayout(self)
-        lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.button)
-        lay.addWidget(content)
-        self.button.toggled.connect(self._toggle)
-        self._toggle(expanded)
-
-    def _toggle(self, on: bool) -> None:
-        self.button.setArrowType(Qt.ArrowType.DownArrow if on else Qt.ArrowType.RightArrow)
-        self.content.setVisible(on)
-
-
-class RunForm(QWidget):
+class RunForm(SectionsMixin, QWidget):
     """Emits `validityChanged(ok, reason)` and `configChanged()` on every edit, and `notice(text)`
     when choosing another algorithm or dataset reset fields to that choice's defaults."""
 
@@ -243,170 +119,6 @@ class RunForm(QWidget):
         self.set_config(demo_config())
 
     # ---- construction ------------------------------------------------------------------
-    def _add(self, key: str, editor: Any) -> Any:
-        self.editors[key] = editor
-        editor.changed.connect(self._edited)
-        return editor
-
-    def _add_choice(self, key: str, editor: ChoiceEditor) -> ChoiceEditor:
-        """The algorithm and dataset combos: a change resets the form to the pair's defaults."""
-        self.editors[key] = editor
-        editor.changed.connect(self._choice_changed)
-        return editor
-
-    def _build_preset(self) -> None:
-        box = QGroupBox("Preset")
-        lay = QVBoxLayout(box)
-        self.preset_combo = QComboBox()
-        self.preset_combo.addItem("(none: edit freely)", None)
-        for p in self.presets:
-            self.preset_combo.addItem(p.title, p.name)
-        self.preset_combo.setToolTip("Paper settings: choosing one fills the whole form")
-        self.preset_combo.activated.connect(self._preset_chosen)
-        self.published_label = QLabel(wordWrap=True)
-        self.published_label.setStyleSheet("color: #555;")
-        lay.addWidget(self.preset_combo)
-        lay.addWidget(self.published_label)
-        self.published_label.hide()
-        self.body.addWidget(box)
-
-    def _build_data(self) -> None:
-        box = QGroupBox("Data")
-        form = QFormLayout(box)
-        ds = self._add_choice(
-            "dataset.name",
-            ChoiceEditor(
-                "dataset.name",
-                DATASETS.names(),
-                DatasetConfig.model_fields["name"].description or "",
-            ),
-        )
-        form.addRow("Dataset", ds)
-        row = QHBoxLayout()
-        self.data_dir = QComboBox(editable=True)
-        self.data_dir.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.data_dir.addItems(qs.recent_data_dirs())
-        self.data_dir.setCurrentText("")
-        self.data_dir.lineEdit().setPlaceholderText("default: $WORKBENCH_DATA")
-        self.data_dir.setToolTip(DatasetConfig.model_fields["data_dir"].description or "")
-        self.data_dir.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
-        self.data_dir.currentTextChanged.connect(lambda _: self._edited())
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(self.browse_data_dir)
-        row.addWidget(self.data_dir, 1)
-        row.addWidget(browse)
-        form.addRow("Data folder", row)
-        self.data_desc = QLabel(wordWrap=True)
-        self.data_desc.setObjectName("dataDescription")
-        self.data_desc.setStyleSheet("color: #2b5d2b;")
-        form.addRow(self.data_desc)
-        opts = QWidget()
-        oform = QFormLayout(opts)
-        oform.setContentsMargins(12, 0, 0, 0)
-        for name in DATASET_OPTION_FIELDS:
-            key = f"dataset.{name}"
-            oform.addRow(
-                label_for(name), self._add(key, editor_for(key, DatasetConfig.model_fields[name]))
-            )
-        form.addRow(Collapsible("Dataset options", opts))
-        self.body.addWidget(box)
-
-    def _build_algorithm(self) -> None:
-        box = QGroupBox("Algorithm")
-        lay = QVBoxLayout(box)
-        algo = ChoiceEditor("algorithm.name", ALGORITHMS.names(), "Meta-learning algorithm")
-        self._add_choice("algorithm.name", algo)
-        lay.addWidget(algo)
-        self.algo_form_host = QWidget()
-        self.algo_form = QFormLayout(self.algo_form_host)
-        self.algo_form.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.algo_form_host)
-        self.body.addWidget(box)
-
-    def _build_shapes(self) -> None:
-        box = QGroupBox("Task shape")
-        grid = QGridLayout(box)
-        grid.addWidget(QLabel("<b>Train</b>"), 0, 1)
-        grid.addWidget(QLabel("<b>Eval</b>"), 0, 2)
-        for r, (name, field) in enumerate(TaskShape.model_fields.items(), start=1):
-            lab = QLabel(label_for(name))
-            lab.setToolTip(field.description or "")
-            grid.addWidget(lab, r, 0)
-            self.shape_cells[name] = lab
-            for c, phase in enumerate(("train", "eval"), start=1):
-                key = f"{phase}.{name}"
-                editor = self._add(key, editor_for(key, field))
-                if key in UNUSED_FIELDS:  # kept so stored configs load, but it changes nothing
-                    editor.setEnabled(False)
-                    editor.base_tooltip = UNUSED_FIELDS[key]  # what validation shows again
-                    editor.setToolTip(editor.base_tooltip)
-                grid.addWidget(editor, r, c)
-        self.body.addWidget(box)
-
-    def _build_schedule(self) -> None:
-        box = QGroupBox("Schedule")
-        form = QFormLayout(box)
-        for name in SCHEDULE_FIELDS:
-            form.addRow(
-                label_for(name).replace("Val ", "Validate ").replace("Ckpt", "Checkpoint"),
-                self._add(name, editor_for(name, RunConfig.model_fields[name])),
-            )
-        self.body.addWidget(box)
-
-    def _build_run(self) -> None:
-        box = QGroupBox("Run")
-        form = QFormLayout(box)
-        form.addRow("Name", self._add("name", editor_for("name", RunConfig.model_fields["name"])))
-        self.editors["name"].setPlaceholderText("empty: generated")
-        seeds = self._add(
-            "seed",
-            TextEditor("seed", "Seed, or a list such as 1,2,3 (or 1-5) to queue one run per seed"),
-        )
-        form.addRow("Seed(s)", seeds)
-        self.device_combo = QComboBox()
-        self.device_combo.addItem("auto (cuda, mps, cpu)", "auto")
-        ids = []
-        for d in available_devices():
-            self.device_combo.addItem(d.label, d.id)
-            ids.append(d.id)
-        # one run on several processes (torch.distributed): started in its own processes
-        for device, n, label in parallel_choices(ids):
-            self.device_combo.addItem(label, f"{device}{PARALLEL}{n}")
-        self.device_combo.setCurrentIndex(self.device_combo.findData(preferred_device(ids)))
-        self.device_combo.currentIndexChanged.connect(lambda _: self._edited())
-        self.device_combo.setToolTip(RunConfig.model_fields["device"].description or "")
-        form.addRow("Device", self.device_combo)
-        form.addRow(
-            "Precision",
-            self._add("precision", editor_for("precision", RunConfig.model_fields["precision"])),
-        )
-        form.addRow(
-            "Deterministic",
-            self._add(
-                "deterministic",
-                editor_for("deterministic", RunConfig.model_fields["deterministic"]),
-            ),
-        )
-        form.addRow(
-            "CPU threads",
-            self._add("threads", editor_for("threads", RunConfig.model_fields["threads"])),
-        )
-        form.addRow("Tags", self._add("tags", TextEditor("tags", "Comma-separated tags")))
-        self.notes = QPlainTextEdit()
-        self.notes.setPlaceholderText("Notes")
-        self.notes.setFixedHeight(54)
-        self.notes.textChanged.connect(self._edited)
-        form.addRow("Notes", self.notes)
-        self.body.addWidget(box)
-
-    def _build_model(self) -> None:
-        content = QWidget()
-        form = QFormLayout(content)
-        form.setContentsMargins(12, 0, 0, 0)
-        for name, field in ModelConfig.model_fields.items():
-            key = f"model.{name}"
-            form.addRow(label_for(name), self._add(key, editor_for(key, field)))
-        self.body.addWidget(Collapsible("Model", content))
 
     # ---- choosing the algorithm and dataset ---------------------------------------------
     def _choice_changed(self) -> None:
@@ -629,55 +341,8 @@ class RunForm(QWidget):
         self._edited()
 
     # ---- presets -----------------------------------------------------------------------
-    def _preset_chosen(self, index: int) -> None:
-        name = self.preset_combo.itemData(index)
-        preset = next((p for p in self.presets if p.name == name), None)
-        if preset is None:
-            self._set_preset(None)
-            self._edited()
-        else:
-            self.apply_preset(preset)
-
-    def apply_preset(self, preset: Preset | str) -> None:
-        if isinstance(preset, str):
-            found = next((p for p in self.presets if p.name == preset), None)
-            if found is None:
-                raise KeyError(preset)
-            preset = found
-        cfg = dict(preset.config)
-        cfg.setdefault("preset", preset.name)
-        self.set_config(cfg, preset)
-
-    def _set_preset(self, preset: Preset | None) -> None:
-        self.preset = preset
-        i = self.preset_combo.findData(preset.name) if preset else 0
-        self.preset_combo.blockSignals(True)
-        self.preset_combo.setCurrentIndex(max(i, 0))
-        self.preset_combo.blockSignals(False)
-        if preset and preset.published:
-            self.published_label.setText(f"Published: {preset.published}")
-            self.published_label.show()
-        else:
-            self.published_label.hide()
-        self.presetChanged.emit(preset)
 
     # ---- data folder -------------------------------------------------------------------
-    def browse_data_dir(self) -> None:
-        path = QFileDialog.getExistingDirectory(
-            self, "Data folder", self.data_dir.currentText() or ""
-        )
-        if path:
-            self.data_dir.setCurrentText(path)
-
-    def describe_data(self) -> str:
-        try:
-            cfg = DatasetConfig(
-                name=self.editors["dataset.name"].value(),
-                data_dir=self.data_dir.currentText().strip() or None,
-            )
-            return DATASETS.get(cfg.name)().describe(cfg)
-        except Exception as exc:  # describe() should never raise; be safe anyway
-            return f"cannot check: {exc}"
 
     # ---- validation --------------------------------------------------------------------
     def _edited(self) -> None:
@@ -759,15 +424,3 @@ class RunForm(QWidget):
     @property
     def valid(self) -> bool:
         return self.config is not None
-
-
-def _fixed_choice(editor: Any) -> bool:
-    """A combo box with a single option (fomaml's first_order: True): nothing to choose."""
-    return isinstance(editor, ChoiceEditor) and len(editor.choices) <= 1
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
