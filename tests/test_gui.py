@@ -15,6 +15,7 @@ from PySide6.QtCore import Qt  # noqa: E402
 
 from workbench.catalog import Catalog  # noqa: E402
 from workbench.core.config import RunConfig  # noqa: E402
+from workbench.gui.browser_model import COL  # noqa: E402
 from workbench.gui.main_window import MainWindow  # noqa: E402
 
 SMALL = {
@@ -87,7 +88,7 @@ def test_start_trains_in_a_thread_and_the_run_appears_finished(
     model = window.browser.model
     assert model.rowCount() == 1
     assert model.data(model.index(0, 1)) == "finished"
-    assert model.data(model.index(0, 6))  # test MSE ± CI
+    assert model.data(model.index(0, COL["Test ± CI"]))  # test MSE ± CI
     assert any("finished at step 60" in m for _, m in window.log.entries)
     # a sinusoid task is too small to share: one torch thread, shown with the device
     window.update_status_bar(force=True)
@@ -253,7 +254,7 @@ def test_evaluate_a_checkpoint_stores_an_evaluation(
         and evs[0].split == "test"
     )
     assert b.eval_table.rowCount() == 1
-    assert b.model.data(b.model.index(b.model.row_of[run_id], 6))  # test column filled
+    assert b.model.data(b.model.index(b.model.row_of[run_id], COL["Test ± CI"]))  # test filled
 
 
 def test_closing_mid_run_asks_stops_and_leaves_nothing_running(qtbot, catalog: Catalog) -> None:
@@ -416,7 +417,7 @@ def test_ten_thousand_runs_load_scroll_sort_and_filter(qtbot, tmp_path: Path) ->
         bar.setValue(bar.maximum())
         last = b.table.rowAt(b.table.viewport().height() - 1)
         assert last == b.proxy.rowCount() - 1  # scrolled to the end: the last row is drawn
-        b.table.sortByColumn(5, Qt.SortOrder.DescendingOrder)  # best val
+        b.table.sortByColumn(COL["Best val acc"], Qt.SortOrder.DescendingOrder)
         b.text_filter.setText("run-99")
         assert b.proxy.rowCount() == 111  # run-99, run-990..999, run-9900..9999
         win.shutdown()

@@ -17,6 +17,7 @@ happens after our own edits and at most every `FULL_RELOAD_S` seconds.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ from PySide6.QtCore import Qt, QThread, QTimer, Signal
 from PySide6.QtWidgets import QMessageBox, QSplitter, QVBoxLayout, QWidget
 
 from workbench.catalog import HEARTBEAT_S, Catalog, CheckpointRecord, RunRecord
+from workbench.gui import settings as qs
 from workbench.gui.browser_actions import ActionBar
 from workbench.gui.browser_curves import mean_band
 from workbench.gui.browser_details import DetailTabs
@@ -93,7 +95,28 @@ class ExperimentsBrowser(QWidget):
         self.poll_timer = QTimer(self, interval=POLL_MS)
         self.poll_timer.timeout.connect(self._poll_if_shown)
         self.reload()
+        self._recall()
         self.poll_timer.start()
+
+    # ---- what the user chose, per catalog ---------------------------------------------
+    def _memory_key(self) -> str:
+        target = self.catalog.display if self.catalog.server else self.catalog.location
+        return f"browser/{hashlib.sha1(str(target).encode()).hexdigest()[:16]}"
+
+    def _recall(self) -> None:
+        """The columns, sort and filters last chosen for this catalog; then keep them."""
+        state = qs.load_json(self._memory_key(), {}) or {}
+        if isinstance(state, dict):
+            self.table.restore_columns(state.get("columns") or {})
+            self.filter_bar.restore(state.get("filters") or {})
+        self.table.columnsChanged.connect(self.remember)
+        self.filter_bar.changed.connect(self.remember)
+
+    def remember(self) -> None:
+        qs.save_json(
+            self._memory_key(),
+            {"columns": self.table.column_state(), "filters": self.filter_bar.state()},
+        )
 
     def _alias_parts(self) -> None:
         """The parts' widgets under the names they had when the browser was one class, for the

@@ -35,6 +35,7 @@ class FilterBar(QWidget):
         self.date_filter = self._combo(bar, "Created", DATE_CHOICES)
         self.count_label = QLabel()
         bar.addWidget(self.count_label)
+        self._wanted: dict[str, str] = {}  # restored choices waiting for the runs to offer them
 
     def _combo(self, bar: QHBoxLayout, label: str, items: list[str]) -> QComboBox:
         bar.addWidget(QLabel(label))
@@ -65,7 +66,7 @@ class FilterBar(QWidget):
             (self.dataset_filter, "dataset"),
             (self.tag_filter, "tags"),
         ):
-            current = combo.currentData()
+            current = combo.currentData() or self._wanted.pop(what, "")
             values = model.distinct(what)
             have = [combo.itemData(i) for i in range(1, combo.count())]
             if have == values:
@@ -78,6 +79,31 @@ class FilterBar(QWidget):
             i = combo.findData(current)
             combo.setCurrentIndex(max(i, 0))
             combo.blockSignals(False)
+
+    def state(self) -> dict[str, str]:
+        """The search text and each choice (as data), to remember per catalog."""
+        return {
+            "text": self.text_filter.text(), "status": self.status_filter.currentData() or "",
+            "algorithm": self.algo_filter.currentData() or "",
+            "dataset": self.dataset_filter.currentData() or "",
+            "tags": self.tag_filter.currentData() or "", "date": self.date_filter.currentData() or "",
+        }  # fmt: skip
+
+    def restore(self, state: dict[str, str]) -> None:
+        """Apply a `state`; a choice the runs do not offer yet is applied when they do."""
+        self.blockSignals(True)
+        self.text_filter.setText(str(state.get("text", "")))
+        for combo, key in ((self.status_filter, "status"), (self.date_filter, "date")):
+            combo.setCurrentIndex(max(combo.findData(state.get(key, "")), 0))
+        for combo, key in ((self.algo_filter, "algorithm"), (self.dataset_filter, "dataset"),
+                           (self.tag_filter, "tags")):  # fmt: skip
+            i = combo.findData(state.get(key, ""))
+            if i >= 0:
+                combo.setCurrentIndex(i)
+            elif state.get(key):
+                self._wanted[key] = str(state[key])
+        self.blockSignals(False)
+        self.changed.emit()
 
     def show_count(self, shown: int, total: int) -> None:
         self.count_label.setText(f"{shown} of {total} runs" if shown != total else f"{total} runs")

@@ -12,6 +12,7 @@ Also here, for every part of the browser: how a run's results read (`val_metric`
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass
@@ -37,7 +38,9 @@ COLUMNS = [
     "Name",
     "Algorithm",
     "Dataset",
-    "Best val",
+    "Shape",
+    "Best val acc",
+    "Best val MSE",
     "Test ± CI",
     "Steps",
     "Duration",
@@ -45,6 +48,9 @@ COLUMNS = [
     "Created",
     "Tags",
 ]
+"""The fixed columns; the user's chosen config keys (`RunTableModel.params`) follow them. Best
+validation has one column per metric kind: accuracy and MSE never sort in one column."""
+NUMERIC = ("ID", "Best val acc", "Best val MSE", "Test ± CI", "Steps", "Duration")
 COL = {name: i for i, name in enumerate(COLUMNS)}
 STATUS_COLORS = {
     "running": "#1565c0", "paused": "#ef6c00", "queued": "#6d6d6d", "finished": "#2e7d32",
@@ -71,6 +77,26 @@ def val_metric(r: RunRecord) -> tuple[str, float | None]:
         if v is not None:
             return m, v
     return "", None
+
+
+def shape_text(config: dict[str, Any]) -> str:
+    """The training task shape, as papers write it: 5w1s (classification), K=10 (regression)."""
+    train = config.get("train") if isinstance(config.get("train"), dict) else None
+    if not train:
+        return ""
+    if train.get("ways", 1) > 1:
+        return f"{train.get('ways')}w{train.get('shots')}s"
+    return f"K={train.get('shots')}" if train.get("shots") is not None else ""
+
+
+def param_value(r: RunRecord, key: str) -> Any:
+    """A run's value of the dotted config key `key` (None if its config has none)."""
+    node: Any = r.config
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def test_metric(r: RunRecord) -> tuple[str, float | None, float | None]:
@@ -132,6 +158,7 @@ class RunTableModel(QAbstractTableModel):
         self._cells: dict[tuple[int, int], str] = {}
         self._haystack: dict[int, str] = {}
         self.filters = Filters()
+        self.params: list[str] = []  # config keys shown as columns after the fixed ones
         self.sort_column = COL["ID"]
         self.sort_order = Qt.SortOrder.DescendingOrder
 
@@ -153,10 +180,10 @@ class RunTableModel(QAbstractTableModel):
                 missing.append(rec.id)
                 continue
             self.rows[row] = rec
-            for c in range(len(COLUMNS)):
+            for c in range(self.columnCount()):
                 self._cells.pop((rec.id, c), None)
             self._haystack.pop(rec.id, None)
-            self.dataChanged.emit(self.index(row, 0), self.index(row, len(COLUMNS) - 1))
+            self.dataChanged.emit(self.index(row, 0), self.index(row, self.columnCount() - 1))
         return missing
 
     def update_progress(self, progress: list[tuple[int, int, float | None]]) -> None:
@@ -173,6 +200,16 @@ class RunTableModel(QAbstractTableModel):
                 self._cells.pop((run_id, c), None)
             self.dataChanged.emit(self.index(row, cols[0]), self.index(row, cols[1]))
 
+    def set_params(self, keys: list[str]) -> None:
+        """Show these config keys (dotted, e.g. algorithm.inner_lr) as columns."""
+        self.beginResetModel()
+        self.params = list(dict.fromkeys(keys))
+        self._cells.clear()
+        if self.sort_column >= self.columnCount():
+            self.sort_column = COL["ID"]
+        self._sort_rows()
+        self.endResetModel()
+
     def record(self, row: int) -> RunRecord:
         return self.rows[row]
 
@@ -184,13 +221,15 @@ class RunTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.rows)
 
     def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(COLUMNS)
+        return 0 if parent.isValid() else len(COLUMNS) + len(self.params)
 
     def headerData(
         self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
     ) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return COLUMNS[section]
+            return (
+                COLUMNS[section] if section < len(COLUMNS) else self.params[section - len(COLUMNS)]
+            )
         return None
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -212,12 +251,8 @@ class RunTableModel(QAbstractTableModel):
             if c == COL["Name"] and r.notes:
                 return r.notes[:2000]
             return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and c in (
-            COL["ID"],
-            COL["Best val"],
-            COL["Test ± CI"],
-            COL["Steps"],
-            COL["Duration"],
+        if role == Qt.ItemDataRole.TextAlignmentRole and (
+            c >= len(COLUMNS) or COLUMNS[c] in NUMERIC
         ):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         if role == ID_ROLE:
@@ -227,51 +262,49 @@ class RunTableModel(QAbstractTableModel):
         return None
 
     def _text(self, r: RunRecord, c: int) -> str:
-        if c == 0:
-            return str(r.id)
-        if c == 1:
-            return r.status
-        if c == 2:
-            return r.name
-        if c == 3:
-            return r.algorithm
-        if c == 4:
-            return r.dataset
-        if c == 5:
-            m, v = val_metric(r)
-            return fmt_value(m, v)
-        if c == 6:
+        if c >= len(COLUMNS):
+            v = param_value(r, self.params[c - len(COLUMNS)])
+            return "" if v is None else _show_value(v)
+        name = COLUMNS[c]
+        if name in ("Best val acc", "Best val MSE"):
+            m = "accuracy" if name == "Best val acc" else "mse"
+            return fmt_value(m, _summary(r, f"val_{m}"))
+        if name == "Test ± CI":
             m, v, ci = test_metric(r)
             return fmt_value(m, v, ci)
-        if c == 7:
-            return f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step)
-        if c == 8:
-            return fmt_duration(r.duration_s)
-        if c == 9:
-            return r.device
-        if c == 10:
-            return datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M")
-        if c == 11:
-            return ", ".join(r.tags)
-        return ""
+        text = {
+            "ID": lambda: str(r.id),
+            "Status": lambda: r.status,
+            "Name": lambda: r.name,
+            "Algorithm": lambda: r.algorithm,
+            "Dataset": lambda: r.dataset,
+            "Shape": lambda: shape_text(r.config),
+            "Steps": lambda: f"{r.step}/{r.total_steps}" if r.total_steps else str(r.step),
+            "Duration": lambda: fmt_duration(r.duration_s),
+            "Device": lambda: r.device,
+            "Created": lambda: datetime.fromtimestamp(r.created_at).strftime("%Y-%m-%d %H:%M"),
+            "Tags": lambda: ", ".join(r.tags),
+        }.get(name)
+        return text() if text is not None else ""
 
     def _key(self, r: RunRecord, c: int) -> Any:
-        if c == 0:
-            return r.id
-        if c == 5:
-            m, v = val_metric(r)
-            return (
-                -math.inf if v is None else (v if m == "accuracy" else -v)
-            )  # better first when descending
-        if c == 6:
+        """The sort key: better scores first when descending; numbers before text."""
+        if c >= len(COLUMNS):
+            v = param_value(r, self.params[c - len(COLUMNS)])
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                return (1, -math.inf, "" if v is None else _show_value(v).lower())
+            return (1, float(v), "")
+        name = COLUMNS[c]
+        if name in ("Best val acc", "Best val MSE"):
+            v = _summary(r, "val_accuracy" if name == "Best val acc" else "val_mse")
+            return -math.inf if v is None else (v if name == "Best val acc" else -v)
+        if name == "Test ± CI":
             m, v, _ = test_metric(r)
             return -math.inf if v is None else (v if m == "accuracy" else -v)
-        if c == 7:
-            return r.step
-        if c == 8:
-            return r.duration_s or 0.0
-        if c == 10:
-            return r.created_at
+        numeric = {"ID": r.id, "Steps": r.step, "Duration": r.duration_s or 0.0,
+                   "Created": r.created_at}  # fmt: skip
+        if name in numeric:
+            return numeric[name]
         return self._text(r, c).lower()
 
     # ---- sorting (whole-list key sort, not pairwise Python compares) -------------------
@@ -367,3 +400,11 @@ def since_for(choice: str) -> float:
     return {"today": midnight, "7 days": now - 7 * 86400, "30 days": now - 30 * 86400}.get(
         choice, 0.0
     )
+
+
+def _show_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, list | dict):
+        return json.dumps(v)
+    return str(v)
