@@ -655,3 +655,156 @@ def test_killed_process_becomes_interrupted(db: Path) -> None:
     with Catalog.open(db, stale_s=0.5) as cat:
         assert cat.marked_interrupted == [rid]
         assert cat.get_run(rid).status == "interrupted"
+
+
+# ---- default names and training time (issue 18) ---------------------------------------------
+def _config(algorithm: str, dataset: str, **extra: object):  # noqa: ANN202 - a RunConfig
+    from workbench.core.config import RunConfig, default_config
+
+    base = default_config(algorithm, dataset).to_dict()
+    base.update(extra)
+    return RunConfig.from_dict(base)
+
+
+def test_runs_without_a_name_get_a_readable_unique_one(cat: Catalog) -> None:
+    omni = _config("maml", "omniglot", eval={"ways": 5, "shots": 1})
+    names = [cat.get_run(cat.create_run_from_config(omni)).name for _ in range(3)]
+    assert names == ["maml-omniglot-5w1s-s0", "maml-omniglot-5w1s-s0-2", "maml-omniglot-5w1s-s0-3"]
+    proto = _config("protonet", "omniglot", seed=7, eval={"ways": 20, "shots": 5})
+    assert cat.get_run(cat.create_run_from_config(proto)).name == "protonet-omniglot-20w5s-s7"
+    sine = _config("maml", "sinusoid")  # regression: no task shape in the name
+    assert cat.get_run(cat.create_run_from_config(sine)).name == "maml-sinusoid-s0"
+    # a name the user gave is kept as given, even a repeated one; the next default skips it
+    named = _config("maml", "sinusoid", name="maml-sinusoid-s0-2")
+    assert cat.get_run(cat.create_run_from_config(named)).name == "maml-sinusoid-s0-2"
+    assert cat.get_run(cat.create_run_from_config(sine)).name == "maml-sinusoid-s0-3"
+    # the plain API names a run from what it is given; LIKE's wildcards ("_", "%") in a
+    # plugin's name match only themselves
+    cat.create_run("{}", name="myXalgo-10%-s2")
+    cat.create_run("{}", name="myXalgo-10%-s2-7")
+    rid = cat.create_run("{}", algorithm="my_algo", dataset="10%", seed=2)
+    assert cat.get_run(rid).name == "my_algo-10%-s2"
+    rid = cat.create_run("{}", algorithm="my_algo", dataset="10%", seed=2)
+    assert cat.get_run(rid).name == "my_algo-10%-s2-2"
+
+
+def test_a_catalog_holding_duplicate_names_opens_and_names_new_runs(db: Path) -> None:
+    with Catalog.open(db) as cat:
+        for _ in range(2):
+            cat.create_run("{}", name="maml-sinusoid-s0")  # duplicates, as older releases made
+            cat.create_run("{}", name="maml-sinusoid-s0-5")
+    with Catalog.open(db) as cat:
+        rid = cat.create_run_from_config(_config("maml", "sinusoid"))
+        assert cat.get_run(rid).name == "maml-sinusoid-s0-6"
+        assert [r.name for r in cat.list_runs()].count("maml-sinusoid-s0") == 2
+
+
+def test_runs_created_at_once_get_distinct_names(db: Path) -> None:
+    """Many writers creating runs of one config at the same moment: the name is chosen in the
+    transaction that inserts the run, under the catalog's lock, so none repeats."""
+    import threading
+
+    config = _config("maml", "sinusoid")
+    Catalog.open(db).close()
+    per_thread, threads = 5, 6
+    barrier = threading.Barrier(threads)
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            with Catalog.open(db, stale_s=None) as cat:
+                barrier.wait()
+                for _ in range(per_thread):
+                    cat.create_run_from_config(config)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=create) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=600)
+    assert not errors, errors
+    with Catalog.open(db) as cat:
+        names = sorted(r.name for r in cat.list_runs())
+    n = per_thread * threads
+    assert names == sorted(
+        ["maml-sinusoid-s0"] + [f"maml-sinusoid-s0-{i}" for i in range(2, n + 1)]
+    )
+
+
+def _set_attempt_times(cat: Catalog, rid: int, spans: list[tuple[float, float | None]]) -> None:
+    from sqlalchemy import select, update
+
+    from workbench.catalog.schema import Attempt
+
+    with cat._write() as s:
+        ids = s.scalars(select(Attempt.id).where(Attempt.run_id == rid).order_by(Attempt.id)).all()
+        assert len(ids) == len(spans)
+        for aid, (start, end) in zip(ids, spans, strict=True):
+            s.execute(
+                update(Attempt).where(Attempt.id == aid).values(started_at=start, ended_at=end)
+            )
+
+
+def test_duration_is_training_time_summed_over_attempts(cat: Catalog) -> None:
+    """A run queued for an hour, trained 60 s, crashed, resumed a day later and trained 30 s
+    more took 90 s of training, not a day: that is its duration; creation and end stay."""
+    rid = _new_run(cat)
+    assert cat.get_run(rid).train_seconds is None and cat.get_run(rid).duration_s is None
+    cat.start_run(rid, owner=None)
+    cat.finish_run(rid, "interrupted", step=5)
+    cat.start_run(rid, start_step=5)
+    cat.finish_run(rid, "finished", step=10)
+    _set_attempt_times(cat, rid, [(1000.0, 1060.0), (90_000.0, 90_030.0)])
+    from sqlalchemy import update
+
+    with cat._write() as s:
+        s.execute(update(Run).where(Run.id == rid).values(created_at=0.0, started_at=1000.0,
+                                                          ended_at=90_030.0))  # fmt: skip
+    r = cat.get_run(rid)
+    assert r.train_seconds == pytest.approx(90.0) and r.duration_s == pytest.approx(90.0)
+    assert (r.created_at, r.started_at, r.ended_at) == (0.0, 1000.0, 90_030.0)
+    (listed,) = [x for x in cat.list_runs() if x.id == rid]
+    assert listed.train_seconds == pytest.approx(90.0)
+    assert [x.train_seconds for x in cat.list_runs(text="r", limit=1)] == [pytest.approx(90.0)]
+
+
+def test_a_live_attempt_counts_up_to_the_last_heartbeat(cat: Catalog) -> None:
+    rid = _new_run(cat)
+    cat.claim(rid, "host:1:me")
+    cat.start_run(rid, owner="host:1:me")
+    from sqlalchemy import update
+
+    _set_attempt_times(cat, rid, [(500.0, None)])
+    with cat._write() as s:
+        s.execute(update(Run).where(Run.id == rid).values(heartbeat_at=512.5))
+    assert cat.get_run(rid).train_seconds == pytest.approx(12.5)
+
+
+def test_a_dead_owners_attempt_ends_at_its_last_heartbeat(cat: Catalog) -> None:
+    """Taking over a run whose process died closes its attempt when it was last seen alive:
+    the time the run lay dead is not training time."""
+    rid = _new_run(cat)
+    cat.claim(rid, "otherhost:1:gone")
+    cat.start_run(rid, owner="otherhost:1:gone")
+    from sqlalchemy import update
+
+    _set_attempt_times(cat, rid, [(100.0, None)])
+    with cat._write() as s:  # last heartbeat long ago: the lease is stale
+        s.execute(update(Run).where(Run.id == rid).values(heartbeat_at=140.0))
+    cat.claim(rid, "host:2:new", queue=True)
+    (attempt,) = cat.attempts(rid)
+    assert (attempt["status"], attempt["ended_at"]) == ("interrupted", 140.0)
+    assert cat.get_run(rid).train_seconds == pytest.approx(40.0)
+
+
+def test_a_run_from_before_attempt_rows_keeps_its_start_to_end_duration(cat: Catalog) -> None:
+    from sqlalchemy import update
+
+    rid = _new_run(cat)
+    with cat._write() as s:
+        s.execute(update(Run).where(Run.id == rid).values(started_at=10.0, ended_at=70.0,
+                                                          status="finished"))  # fmt: skip
+    r = cat.get_run(rid)
+    assert r.train_seconds is None and r.duration_s == 60.0

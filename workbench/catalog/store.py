@@ -25,6 +25,14 @@ read-modify-write locks the run's row (`SELECT ... FOR UPDATE`) before it reads;
 REPEATABLE READ. Transactions are short; metric points arrive in batches from
 `CatalogListener`.
 
+Names and durations
+-------------------
+A run created without a name is named `default_run_name` (algorithm-dataset-shape-seed, e.g.
+`maml-omniglot-5w1s-s0`), made unique with `-2`, `-3`... in the transaction that inserts it
+(under a lock: see `_unique_name`); there is no unique index, so catalogs that hold duplicate
+names open as before. A run's duration (`RunRecord.train_seconds`, `duration_s`) is its
+training time summed over its attempt rows; `created_at` and `ended_at` stay as they are.
+
 Liveness
 --------
 A live run's writer records `heartbeat_at` every `HEARTBEAT_S` seconds (also while paused or
@@ -215,6 +223,10 @@ class RunRecord:
     log_path: str | None  # where a run started in its own process writes its output
     tags: list[str] = field(default_factory=list)
     summary: dict[str, MetricSummary] = field(default_factory=dict)
+    train_seconds: float | None = None
+    """Time spent training, summed over the run's attempts (a live attempt up to its last
+    heartbeat); None before it first starts. Waits in a queue and the time between a crash and
+    a resume do not count, unlike `ended_at - created_at`."""
 
     @property
     def environment(self) -> dict[str, Any]:
@@ -227,6 +239,10 @@ class RunRecord:
 
     @property
     def duration_s(self) -> float | None:
+        """The run's duration as shown and sorted: its training time (`train_seconds`); for a
+        run without attempt rows (made before they existed), first start to end."""
+        if self.train_seconds is not None:
+            return self.train_seconds
         if self.started_at is None:
             return None
         end = self.ended_at if self.ended_at is not None else self.heartbeat_at
@@ -263,7 +279,8 @@ class EvaluationRecord:
 
 
 # runs columns in the order of RunRecord's fields, so a row builds a record positionally
-_RUN_KEYS = [f.name for f in fields(RunRecord) if f.name not in ("tags", "summary")]
+_DERIVED = ("tags", "summary", "train_seconds")  # RunRecord fields read from other tables
+_RUN_KEYS = [f.name for f in fields(RunRecord) if f.name not in _DERIVED]
 _RUN_COLUMNS = [Run.__table__.c[k] for k in _RUN_KEYS]
 if set(_RUN_KEYS) != set(
     Run.__table__.c.keys()
@@ -326,6 +343,47 @@ def _finite(v: float | None) -> float | None:
         return None
     v = float(v)
     return None if math.isnan(v) else v
+
+
+def default_run_name(
+    algorithm: str, dataset: str, seed: int | None, shape: tuple[int, int] | None = None
+) -> str:
+    """The readable name a run gets when none is given: algorithm-dataset-shape-seed, e.g.
+    `maml-omniglot-5w1s-s0` (`shape`: evaluation ways and shots; regression has none:
+    `maml-sinusoid-s0`). The catalog adds `-2`, `-3`... to make it unique (`create_run`)."""
+    parts = [algorithm or "run", dataset]
+    if shape is not None:
+        parts.append(f"{shape[0]}w{shape[1]}s")
+    if seed is not None:
+        parts.append(f"s{seed}")
+    return "-".join(p for p in parts if p)
+
+
+def _config_name_base(config: Any) -> str:
+    """`default_run_name` of a RunConfig (duck-typed: the catalog imports no core)."""
+    shape = None
+    try:
+        if config.task_kind != "regression":
+            shape = (int(config.eval.ways), int(config.eval.shots))
+    except Exception:  # a dataset no longer registered: name it without its shape
+        shape = None
+    return default_run_name(config.algorithm.name, config.dataset.name, config.seed, shape)
+
+
+def _like_prefix(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _train_seconds(s: Session, ids: Any | None) -> dict[int, float]:
+    """Run id -> seconds of training summed over its attempts; an attempt still open counts up
+    to the run's last heartbeat. Runs without attempt rows are absent."""
+    a, r = Attempt.__table__, Run.__table__
+    end = func.coalesce(a.c.ended_at, r.c.heartbeat_at, a.c.started_at)
+    span = case((end > a.c.started_at, end - a.c.started_at), else_=0.0)
+    q = select(a.c.run_id, func.sum(span)).join(r, r.c.id == a.c.run_id).group_by(a.c.run_id)
+    if ids is not None:
+        q = q.where(a.c.run_id.in_(ids))
+    return {rid: float(total or 0.0) for rid, total in _fetch_raw(s.connection(), q)}
 
 
 def base_environment() -> dict[str, Any]:
@@ -758,13 +816,20 @@ class Catalog:
         preset: str | None = None,
         total_steps: int | None = None,
         owner: str | None = None,
+        default_name: str | None = None,
     ) -> int:
         """Insert a run and return its id. With `owner` the run starts leased to that owner
         (see `claim`): it must keep the lease fresh (`renew`) until the run starts, or the run
-        is marked interrupted like a crashed one."""
+        is marked interrupted like a crashed one. Without a `name` the run is named
+        `default_name` (else `default_run_name` of algorithm, dataset and seed), made unique
+        in the catalog (`-2`, `-3`...) in the transaction that inserts it."""
         check_status(status)
+        name = name.strip()
         with self._write() as s:
             now = self._now(s)
+            if not name:
+                base = default_name or default_run_name(algorithm, dataset, seed)
+                name = self._unique_name(s, base)
             run = Run(
                 name=name, parent_id=parent_id, status=status, algorithm=algorithm,
                 dataset=dataset, device=device, config_json=config_json, seed=seed,
@@ -778,6 +843,23 @@ class Catalog:
                     s.add(RunTag(run_id=run.id, tag=tag))
             return run.id
 
+    def _unique_name(self, s: Session, base: str) -> str:
+        """`base`, or `base-N` with N one past the highest taken, free among all runs' names.
+        Inside a write transaction that holds the names lock (SQLite: the write lock), so two
+        processes creating runs at once never pick the same name. No unique index: catalogs
+        holding duplicate names (made by hand or before) stay valid."""
+        self._backend.lock_names(s.connection())
+        taken = s.scalars(
+            select(Run.name).where(
+                or_(Run.name == base, Run.name.like(_like_prefix(base) + "-%", escape="\\"))
+            )
+        ).all()
+        if base not in taken:
+            return base
+        tails = [n[len(base) + 1 :] for n in taken if n != base]
+        last = max((int(t) for t in tails if t.isdigit() and not t.startswith("0")), default=1)
+        return f"{base}-{last + 1}"
+
     def create_run_from_config(
         self,
         config: Any,
@@ -786,12 +868,14 @@ class Catalog:
         status: str = "queued",
         owner: str | None = None,
     ) -> int:
-        """Create a run from a `RunConfig` (duck-typed, so the catalog needs no core import)."""
+        """Create a run from a `RunConfig` (duck-typed, so the catalog needs no core import).
+        A config without a name gives a unique `default_run_name` with its task shape."""
         return self.create_run(
             config.to_json(), name=config.name, algorithm=config.algorithm.name,
             dataset=config.dataset.name, device=config.device, seed=config.seed,
             tags=config.tags, notes=config.notes, parent_id=parent_id, status=status,
             preset=config.preset, total_steps=config.steps, owner=owner,
+            default_name=None if config.name.strip() else _config_name_base(config),
         )  # fmt: skip
 
     def get_run(self, run_id: int) -> RunRecord:
@@ -805,6 +889,7 @@ class Catalog:
                 s.scalars(select(RunTag.tag).where(RunTag.run_id == run_id).order_by(RunTag.tag))
             )
             rec.summary = self._summaries(s, select(Run.id).where(Run.id == run_id)).get(run_id, {})
+            rec.train_seconds = _train_seconds(s, [run_id]).get(run_id)
             return rec
 
     def has_run(self, run_id: int) -> bool:
@@ -889,6 +974,7 @@ class Catalog:
                     else select(q.with_only_columns(Run.id).subquery().c.id)
                 )
             summaries = self._summaries(s, ids)
+            trained = _train_seconds(s, ids)
             tq = select(RunTag.run_id, RunTag.tag).order_by(RunTag.run_id, RunTag.tag)
             if ids is not None:
                 tq = tq.where(RunTag.run_id.in_(ids))
@@ -902,6 +988,7 @@ class Catalog:
             for r in records:
                 r.summary = summaries.get(r.id, r.summary)
                 r.tags = tags.get(r.id, r.tags)
+                r.train_seconds = trained.get(r.id)
         return records
 
     def set_status(
@@ -986,6 +1073,11 @@ class Catalog:
             prior = run.status
             if run.owner != owner or prior not in OWNED_STATUSES:
                 run.request = run.request_at = None  # asked of an attempt that is over
+            if run.owner is not None and run.owner != owner:
+                # its dead owner's attempt ended at its last heartbeat, not now: the time in
+                # between was no training (`train_seconds`)
+                last = run.heartbeat_at if run.heartbeat_at is not None else now
+                self._close_attempt(s, run_id, "interrupted", None, None, min(last, now))
             run.owner = owner
             run.heartbeat_at = now
             if queue:

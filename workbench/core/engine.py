@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from workbench import __version__
+from workbench.core import provenance
 from workbench.core.algorithms import ALGORITHMS, Algorithm
 from workbench.core.checkpoint import (
     STORAGE_ERRNOS,
@@ -118,24 +119,62 @@ def build_algorithm(
     return algo
 
 
-def environment(device: torch.device) -> dict[str, Any]:
+def environment(
+    device: torch.device,
+    config: RunConfig | None = None,
+    datasets: dict[str, TaskDistribution] | None = None,
+    diff_dir: Path | None = None,
+) -> dict[str, Any]:
+    """What a run's record says about where it ran and what made it (`core.provenance`): the
+    code's git commit (a dirty tree's diff written to `diff_dir` when given), the command line,
+    package versions and the data's verification."""
     import numpy
 
-    env = {
+    env: dict[str, Any] = {
         "workbench": __version__,
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "numpy": numpy.__version__,
+        **provenance.package_versions(),
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "user": _user(),
         "threads": torch.get_num_threads(),
         "device": str(device),
         "device_name": device_name(device),
+        "command": provenance.command(),
     }
     if device.type == "cuda":
         env["cuda"] = torch.version.cuda
+    fields, diffs = provenance.code(_source_files(config))
+    env.update(fields)
+    if diff_dir is not None and diffs:
+        provenance.write_diffs(env, diffs, diff_dir)
+    if config is not None:
+        env["data"] = provenance.data_record(config.dataset.name, config.dataset, datasets)
     return env
+
+
+def _source_files(config: RunConfig | None) -> list[str]:
+    """The files whose checkouts describe a run's code besides the workbench's: the modules of
+    its algorithm and dataset (plugins may live in their own repositories) and a Python
+    script that started the process."""
+    files = []
+    if config is not None:
+        for registry, name in (
+            (ALGORITHMS, config.algorithm.name),
+            (DATASETS, config.dataset.name),
+        ):
+            try:
+                f = provenance.module_file(registry.get(name))
+            except ConfigError:
+                continue
+            if f:
+                files.append(f)
+    script = sys.argv[0] if sys.argv else ""
+    if script.endswith(".py") and os.path.isfile(script):
+        files.append(os.path.abspath(script))
+    return files
 
 
 def _user() -> str:
@@ -190,6 +229,8 @@ class Trainer:
         self._scope = contextlib.ExitStack()
         self._share: int | None = None  # threads the machine's other runs leave this one
         self._threads_fixed = bool(config.threads)  # set by the config (or one: small tasks)
+        # the record's git state is read in the background while the run loads its data
+        provenance.prefetch([str(provenance.PACKAGE_DIR / "__init__.py"), *_source_files(config)])
 
     # ---- control (thread-safe) ---------------------------------------------------------
     def hold(self, key: str, reason: str) -> None:
@@ -347,7 +388,7 @@ class Trainer:
             self._restore(state, opt, tasks)
         if group is not None:
             group.sync_parameters(t for t in algo.state_dict().values() if t.is_floating_point())
-        env = environment(device)
+        env = environment(device, cfg, dists, self.checkpoint_dir)
         if group is not None:
             env.update(group.describe(device))
         self._emit(

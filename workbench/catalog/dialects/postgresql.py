@@ -28,6 +28,7 @@ from workbench.catalog.errors import CatalogError
 __all__ = ["PostgresBackend", "upsert_insert"]
 
 SCHEMA_LOCK_KEY = 0x4D4C5742  # pg_advisory_xact_lock key while creating or upgrading the schema
+NAMES_LOCK_KEY = 0x4D4C574E  # ... while choosing a new run's unique default name
 BUSY_SQLSTATES = ("55P03", "40001", "40P01")  # lock_not_available, serialization, deadlock
 
 
@@ -122,6 +123,13 @@ class PostgresBackend:
     @staticmethod
     def lock_schema(conn: Connection) -> None:
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+
+    @staticmethod
+    def lock_names(conn: Connection) -> None:
+        """Until the transaction ends, no other process picks a run name: two runs created at
+        once cannot both take the same free name (READ COMMITTED writes see the other's
+        committed run once the lock is theirs)."""
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({NAMES_LOCK_KEY})")
 
     @staticmethod
     def stamp(_conn: Connection, _schema_version: int) -> None:

@@ -214,6 +214,10 @@ class SQLiteBackend:
         """Nothing: the migration's transaction began with BEGIN IMMEDIATE."""
 
     @staticmethod
+    def lock_names(_conn: Connection) -> None:
+        """Nothing: every write transaction began with BEGIN IMMEDIATE (one writer at a time)."""
+
+    @staticmethod
     def stamp(conn: Connection, schema_version: int) -> None:
         conn.exec_driver_sql(f"PRAGMA application_id = {APPLICATION_ID}")
         conn.exec_driver_sql(f"PRAGMA user_version = {schema_version}")
