@@ -152,7 +152,9 @@ def parser() -> Parser:
     )
     r.add_argument("--config", help="run configuration JSON file")
     r.add_argument(
-        "--algorithm", type=name_arg, help="maml, fomaml, meta-lstm, protonet, pretrain-finetune"
+        "--algorithm",
+        type=name_arg,
+        help="maml, fomaml, meta-sgd, anil, meta-lstm, protonet, pretrain-finetune",
     )
     r.add_argument("--dataset", type=name_arg, help="sinusoid, glyphs, omniglot, image-folder")
     _add_task_flags(r)

@@ -413,6 +413,8 @@ _ALGO_START: dict[str, dict[str, Any]] = {
     "meta-lstm": {"train": {"inner_steps": 5, "meta_batch": 1}, "eval": {"inner_steps": 5}},
     "protonet": {"train": {"inner_steps": 0, "meta_batch": 1}, "eval": {"inner_steps": 0}},
     "pretrain-finetune": {"algorithm": {"inner_lr": 0.01}, "train": {"inner_steps": 0}},
+    # Meta-SGD adapts in one step, at training and at test (Li et al. 2017, Sec. 3)
+    "meta-sgd": {"train": {"inner_steps": 1}, "eval": {"inner_steps": 1}},
 }
 
 

@@ -10,6 +10,8 @@ from workbench.core.algorithms import maml  # noqa: E402,F401  # isort: skip
 from workbench.core.algorithms import meta_lstm  # noqa: E402,F401  # isort: skip
 from workbench.core.algorithms import protonet  # noqa: E402,F401  # isort: skip
 from workbench.core.algorithms import pretrain_finetune  # noqa: E402,F401  # isort: skip
+from workbench.core.algorithms import meta_sgd  # noqa: E402,F401  # isort: skip
+from workbench.core.algorithms import anil  # noqa: E402,F401  # isort: skip
 
 # the user's own algorithms (and datasets, models): entry points and the plugins folder
 from workbench.core.plugins import load_plugins  # noqa: E402  # isort: skip

@@ -127,6 +127,16 @@ class MAML(Algorithm):
             params = sgd_step(params, grads, lr)
         return params
 
+    @property
+    def inner_lr(self) -> float:
+        """The meta-training inner step size (a hook: Meta-SGD's step is its learned alpha)."""
+        return self.params.inner_lr
+
+    def stacked_step(self, theta: Params, grads: Params) -> Params:
+        """theta - alpha * g for a group's stacked support gradients (tasks, *shape) (a hook:
+        Meta-SGD overrides it with its per-parameter alpha)."""
+        return {k: _Adapted.apply(theta[k], g, self.inner_lr) for k, g in grads.items()}
+
     def train_inner_steps(self, shape: TaskShape) -> int:
         return shape.inner_steps
 
@@ -159,7 +169,7 @@ class MAML(Algorithm):
         thread: no extra sums); and their summed query loss and score."""
         second_order = not self.params.first_order
         steps = self.train_inner_steps(shape)
-        n, lr = len(batch), self.params.inner_lr
+        n, lr = len(batch), self.inner_lr
         rows = slice(tasks.start, tasks.stop)
         policy = self.policy(batch)
         group = self.batched(batch, shape) if second_order else 0
@@ -230,7 +240,7 @@ class MAML(Algorithm):
         """`task_unit` for second order with one inner step, through the model's batched
         passes: per `group` tasks, the support gradients as a differentiable function of
         theta, the adapted weights, the query logits, and one backward."""
-        n, lr = len(batch), self.params.inner_lr
+        n = len(batch)
         total = [torch.zeros_like(p) for p in theta.values()] if apart else None
         loss_sum: Sum = 0.0
         score_sum: Sum = 0.0
@@ -239,7 +249,7 @@ class MAML(Algorithm):
             grads = self.model.support_gradients(
                 theta, batch.support_x[rows], batch.support_y[rows]
             )
-            adapted = {k: _Adapted.apply(theta[k], g, lr) for k, g in grads.items()}
+            adapted = self.stacked_step(theta, grads)
             logits = self.model.tasks_forward(adapted, batch.query_x[rows])
             y = batch.query_y[rows]
             loss = F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum")
