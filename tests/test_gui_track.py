@@ -43,9 +43,10 @@ def test_resume_evaluate_and_clone_say_why_a_run_is_not_ours(qtbot, tmp_path: Pa
     import workbench
 
     db = tmp_path / "c.db"
-    with workbench.track(name="mine", config={"lr": 0.1}, db=db) as run:
-        for step in range(1, 11):
-            run.log(step, loss=1.0 / step)
+    for lr in (0.3, 0.1):  # two tracked runs, compared on their own config keys
+        with workbench.track(name="mine", config={"lr": lr, "layers": 2}, db=db) as run:
+            for step in range(1, 11):
+                run.log(step, loss=lr / step)
     with Catalog.open(db) as catalog:
         gone = catalog.create_run('{"algorithm": {"name": "gone-algo"}}', name="plugin-run",
                                   algorithm="gone-algo", status="finished")  # fmt: skip
@@ -61,6 +62,10 @@ def test_resume_evaluate_and_clone_say_why_a_run_is_not_ours(qtbot, tmp_path: Pa
             assert phrase in acts.eval_button.toolTip() and phrase in acts.clone_button.toolTip()
             b.resume_selected()
             assert any(phrase in m for m in win.log.errors())
-        b.select_ids([run.run_id])
-        qtbot.waitUntil(lambda: bool(b._curve_items), timeout=HANG_MS)  # its curve shows
+        b.select_ids([run.run_id - 1, run.run_id])
+        qtbot.waitUntil(lambda: len(b._curve_items) == 2, timeout=HANG_MS)  # their curves
+        ct = b.compare_table
+        qtbot.waitUntil(lambda: ct.rowCount() > 0, timeout=HANG_MS)
+        rows = [ct.verticalHeaderItem(r).text() for r in range(ct.rowCount())]
+        assert "lr" in rows and "layers" not in rows  # the keys that differ, config unvalidated
         win.shutdown()
