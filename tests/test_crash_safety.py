@@ -187,9 +187,10 @@ def test_catalog_full_or_busy_pauses_and_drops_nothing(tmp_path: Path, code: int
 def test_checkpoint_disk_full_pauses_then_continues(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import workbench.core.checkpoint as checkpoint
     import workbench.core.engine as engine
 
-    real = engine.write_temp
+    real = checkpoint.write_temp
     failures = {"n": 2}
 
     def full(*a, **k):  # type: ignore[no-untyped-def]
@@ -198,7 +199,7 @@ def test_checkpoint_disk_full_pauses_then_continues(
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(*a, **k)
 
-    monkeypatch.setattr(engine, "write_temp", full)
+    monkeypatch.setattr(checkpoint, "write_temp", full)  # what save_two_phase writes with
     monkeypatch.setattr(engine, "STORAGE_RETRY_S", 0.05)
     statuses: list[tuple[str, str | None]] = []
 

@@ -26,17 +26,15 @@ from typing import Any
 import torch
 
 from workbench import __version__
-from workbench.core import provenance
+from workbench.core import plugins, provenance
 from workbench.core.algorithms import ALGORITHMS, Algorithm
 from workbench.core.checkpoint import (
     STORAGE_ERRNOS,
     CheckpointStore,
     FolderCheckpoints,
     load_checkpoint,
-    put_in_place,
+    save_two_phase,
     storage_message,
-    unused_path,
-    write_temp,
 )
 from workbench.core.config import RunConfig
 from workbench.core.device_policy import deterministic_algorithms, pin_enabled, policy_for
@@ -391,6 +389,9 @@ class Trainer:
         env = environment(device, cfg, dists, self.checkpoint_dir)
         if group is not None:
             env.update(group.describe(device))
+        plugin = plugins.provenance("algorithm", cfg.algorithm.name)
+        if plugin is not None:  # which code made the run: the plugin's file hash or version
+            env["plugin"] = plugin
         self._emit(
             "on_start",
             RunStarted(
@@ -649,31 +650,19 @@ class Trainer:
     def _save(
         self, kind: str, opt: torch.optim.Optimizer, tasks: EpisodeStream, metrics: dict[str, float]
     ) -> None:
-        """The checkpoint sequence: temporary file (fsynced) -> pending record -> rename ->
-        ready record, older ones of its kind retired (record first, file after). A kill at any
-        point leaves either the old usable checkpoints or the new one, never a listed file
-        that is missing (the catalog's repair finishes or undoes a cut sequence)."""
+        """One checkpoint through the two-phase sequence (`save_two_phase`: a kill at any point
+        leaves either the old usable checkpoints or the new one)."""
         assert self.checkpoint_dir is not None and self.checkpoints is not None
-        path = unused_path(self.checkpoint_dir / f"{kind}-step{self.step:07d}.pt")
-        temp, size, sha = write_temp(self.checkpoint_dir, self._state(opt, tasks))
-        try:
-            fault_point("ckpt.written")
-            token = self.checkpoints.prepare(
-                self.step, kind, str(path), str(temp), size, sha, metrics
-            )
-            fault_point("ckpt.prepared")
-            put_in_place(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        fault_point("ckpt.renamed")
         keep = self.config.keep_last if kind == "periodic" else 1
-        removed = self.checkpoints.commit(token, keep)
+        saved = save_two_phase(
+            self.checkpoint_dir, self.checkpoints, kind, self.step, self._state(opt, tasks),
+            metrics, keep,
+        )  # fmt: skip
         self._emit(
             "on_checkpoint",
-            CheckpointSaved(self.step, kind, str(path), size, sha, metrics),  # type: ignore[arg-type]
+            CheckpointSaved(self.step, kind, str(saved.path), saved.size, saved.sha256, metrics),  # type: ignore[arg-type]
         )
-        for old in removed:
+        for old in saved.retired:
             self._emit("on_checkpoint_removed", CheckpointRemoved(old))
 
 
