@@ -73,3 +73,20 @@ def test_columns_picker_and_memory_per_catalog(qtbot, tmp_path: Path) -> None:  
         w3 = make_window(qtbot, cat)
         assert w3.browser.model.params == [] and not w3.browser.table.isColumnHidden(COL["Device"])
         w3.shutdown()
+
+
+def test_the_environment_tab_leads_with_what_reproduces_the_run() -> None:
+    from workbench.gui.browser_config import summary
+
+    env = {
+        "git": {"commit": "df91efb1b4db353e", "dirty": True, "diff": "code.diff"},
+        "command": {"argv": ["/x/workbench/__main__.py", "run", "--name", "a b"], "cwd": "/w"},
+        "workbench": "0.1.0", "torch": "2.13.0", "data": {"dataset": "omniglot", "verified": True},
+        "plugin": {"source": "/p/plain.py", "sha256": "ab" * 32},
+    }  # fmt: skip
+    lines = summary(env)
+    assert lines[0] == "code      df91efb1b4db, uncommitted changes in code.diff"
+    assert lines[1] == "command   workbench run --name 'a b'   (in /w)"
+    assert "torch 2.13.0" in lines[2] and "dataset omniglot" in lines[3]
+    assert lines[4].startswith("plugin    /p/plain.py (sha256 abab")
+    assert summary({}) == []

@@ -16,8 +16,12 @@ from workbench.gui.worker import Job, RunSignals, TrainingWorker, start_in_threa
 
 
 def run_name(config: RunConfig, seed: int, many: bool) -> str:
-    base = config.name or f"{config.algorithm.name}-{config.dataset.name}"
-    return f"{base}-s{seed}" if many or not config.name else base
+    """The name the user gave (with `-s<seed>` when it names several seeds' runs), or "": the
+    catalog then names the run as the CLI's are named, algorithm-dataset-shape-seed, made
+    unique (`Catalog.create_run`)."""
+    if not config.name:
+        return ""
+    return f"{config.name}-s{seed}" if many else config.name
 
 
 def seed_configs(config: RunConfig, seeds: list[int] | None) -> list[RunConfig]:
