@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_algorithms import sinusoid_batch, tiny_mlp  # noqa: E402  (tests/ is on the path)
 from torch import nn
 from torch.func import functional_call
 
@@ -23,21 +24,6 @@ from workbench.core.engine import Trainer
 from workbench.core.models.conv4 import Conv4
 from workbench.core.presets import load_presets
 from workbench.core.tasks.base import EpisodeBatch
-from workbench.core.tasks.sinusoid import SinusoidTasks
-
-
-def tiny_mlp() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(1, 6), nn.Tanh(), nn.Linear(6, 1)).double()
-
-
-def sinusoid_batch(tasks: int = 2, k: int = 5, seed: int = 1) -> EpisodeBatch:
-    b = SinusoidTasks().sample(
-        TaskShape(shots=k, queries=k), tasks, torch.Generator().manual_seed(seed)
-    )
-    return EpisodeBatch(
-        b.support_x.double(), b.support_y.double(), b.query_x.double(), b.query_y.double(), 1
-    )
 
 
 def meta_sgd(model: nn.Module, kind: str = "regression", cls: type[MetaSGD] = MetaSGD) -> MetaSGD:
