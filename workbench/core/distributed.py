@@ -168,8 +168,17 @@ class Group:
         return {"world_size": self.world, "backend": backend, "ranks": self.gather(me)}
 
     def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        """Leave the group together: a rank that tears its process group down while another
+        still talks to it can abort at exit ("terminate called without an active exception",
+        SIGABRT), which torchrun takes for a failed rank. A rank already gone is no reason to
+        wait: the barrier fails at once then."""
+        if not dist.is_initialized():
+            return
+        try:
+            dist.barrier()
+        except RuntimeError:
+            pass
+        dist.destroy_process_group()
 
 
 def lost_message(exc: BaseException) -> str:
