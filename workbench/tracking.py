@@ -26,6 +26,7 @@ from __future__ import annotations
 import _thread
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -74,6 +75,13 @@ class TrackedRun:
         self._running = threading.Event()
         self._running.set()
         self._holds: set[str] = set()
+        # a stop from the app reaches the script as KeyboardInterrupt (`cancel`); a process
+        # started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then
+        # raises nothing for it: the run takes Python's handler while it lasts
+        self._sigint = None
+        if threading.current_thread() is threading.main_thread():
+            if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
+                self._sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
         self.writer = CatalogListener(self.catalog, self.run_id, owner=self.owner)
         self.writer.attach(self)
         self.writer.on_start(
@@ -181,6 +189,8 @@ class TrackedRun:
         finally:
             self.writer.close()
             self.catalog.close()
+            if self._sigint is not None:
+                signal.signal(signal.SIGINT, self._sigint)
         return False  # the script's exception goes on
 
 
