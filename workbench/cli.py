@@ -1096,6 +1096,18 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or an argument error (2, already printed)
         return exc.code if isinstance(exc.code, int) else 0
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    rc = _main(args)
+    if args.command in ("run", "resume") and _in_torchrun() and argv is None:
+        # a rank ends here, its records written and its process group left: the C++ threads
+        # of torch.distributed can abort an interpreter's normal exit ("terminate called
+        # without an active exception", SIGABRT), which torchrun takes for a failed rank
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         _threads_from_env(args)
         if args.command in ("run", "resume") and _in_torchrun():
