@@ -486,6 +486,9 @@ def test_live_view_options(qtbot, window: MainWindow) -> None:
     x, _ = live.curves["loss"].getData()
     assert x[0] == pytest.approx(0.0, abs=1.5)
     live.set_log(True)
+    live.redraw(force=True)
+    lo, hi = live.plots["speed"].vb.viewRange()[1]
+    assert lo <= 50.0 <= hi  # steps/s stays linear under log scale, fitted in its own scale
     assert "step" in live.show_cursor(10.0)
     live.set_x_mode("step")
     assert "val 0.5" in live.show_cursor(1000.0)
