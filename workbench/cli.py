@@ -534,13 +534,10 @@ def _in_torchrun() -> bool:
 
 
 def _check_world(config: Any, world: int) -> None:
-    """Every rank trains on at least one task of the meta-batch: more ranks are refused."""
-    if world > config.train.meta_batch:
-        raise ConfigError(
-            "--nproc",
-            f"{world} processes cannot share a meta-batch of {config.train.meta_batch} tasks; "
-            f"use at most {config.train.meta_batch} or a larger train.meta_batch",
-        )
+    """Every rank trains on at least one task of the meta-batch (`distributed.check_world`)."""
+    from workbench.core.distributed import check_world
+
+    check_world(config.train.meta_batch, world)
 
 
 def _nproc_flag(args: argparse.Namespace) -> list[str]:

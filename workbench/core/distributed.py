@@ -30,6 +30,8 @@ from typing import Any, TypeVar
 import torch
 import torch.distributed as dist
 
+from workbench.core.errors import ConfigError
+
 T = TypeVar("T")
 
 GO, HOLD, STOP = 0, 1, 2
@@ -41,6 +43,17 @@ TIMEOUT_S = float(os.environ.get("WORKBENCH_DIST_TIMEOUT", "300"))
 collective fails at once; a checkpoint rank 0 writes while the others wait must fit in it."""
 
 HOLD_TICK_S = 1.0
+
+
+def check_world(meta_batch: int, world: int) -> None:
+    """Every rank trains on at least one task of the meta-batch: more ranks are refused at
+    `--nproc` (the CLI before it launches, the Trainer for any other caller)."""
+    if world > meta_batch:
+        raise ConfigError(
+            "--nproc",
+            f"{world} processes cannot share a meta-batch of {meta_batch} tasks; "
+            f"use at most {meta_batch} or a larger train.meta_batch",
+        )
 
 
 class RankLost(RuntimeError):

@@ -39,7 +39,16 @@ from workbench.core.checkpoint import (
 from workbench.core.config import RunConfig
 from workbench.core.device_policy import deterministic_algorithms, pin_enabled, policy_for
 from workbench.core.devices import device_name, out_of_memory_message, resolve_device
-from workbench.core.distributed import GO, HOLD, HOLD_TICK_S, STOP, Group, RankLost, rank_device
+from workbench.core.distributed import (
+    GO,
+    HOLD,
+    HOLD_TICK_S,
+    STOP,
+    Group,
+    RankLost,
+    check_world,
+    rank_device,
+)
 from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import CheckpointError, ConfigError, DataError
 from workbench.core.evaluate import Score, evaluate
@@ -339,12 +348,7 @@ class Trainer:
         group = self.group
         self.device = device = rank_device(resolve_device(cfg.device), group)
         if group is not None:
-            if cfg.train.meta_batch < group.world:
-                raise ConfigError(
-                    "--nproc",
-                    f"{group.world} ranks cannot share a meta-batch of {cfg.train.meta_batch} "
-                    f"tasks; use at most {cfg.train.meta_batch} processes or a larger train.meta_batch",
-                )
+            check_world(cfg.train.meta_batch, group.world)
             if not cfg.threads and device.type == "cpu":  # the machine's cores, shared out
                 torch.set_num_threads(max(1, (os.cpu_count() or 1) // group.local_world))
             self._threads_fixed = True
