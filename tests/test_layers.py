@@ -57,3 +57,25 @@ def test_importing_engine_and_catalog_loads_no_qt() -> None:
     )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_core_imports_run_one_way() -> None:
+    """`config` looks algorithms, datasets and models up in the leaf `registry`; their modules
+    import the leaf `params` and `registry`, never `config` (which would close a circle)."""
+    pieces = ("algorithms", "tasks", "models")
+    files = [f for p in pieces for f in sorted((ROOT / "core" / p).rglob("*.py"))]
+    assert len(files) > 10
+    bad = [
+        f"{f.relative_to(ROOT.parent)} imports {m}"
+        for f in files
+        for m in imported_modules(f)
+        if m == "workbench.core.config"
+    ]
+    assert not bad, "\n".join(bad)
+    leaves = {"params": ROOT / "core" / "params.py", "registry": ROOT / "core" / "registry.py"}
+    allowed = {"params": {"workbench.core.errors", "workbench.core.registry"}}
+    for name, path in leaves.items():
+        deps = {m for m in imported_modules(path) if m.startswith("workbench.")}
+        assert deps <= allowed.get(name, {"workbench.core.errors"}), f"{name} imports {deps}"
+    config_deps = imported_modules(ROOT / "core" / "config.py")
+    assert not any(m.startswith(f"workbench.core.{p}") for m in config_deps for p in pieces)

@@ -35,8 +35,8 @@ from __future__ import annotations
 
 from workbench.core.algorithms import ALGORITHMS, Algorithm
 from workbench.core.algorithms.base import loss_and_score, score_name, step_values
-from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import MODELS, call
+from workbench.core.params import AlgorithmParams, TaskShape
 from workbench.core.tasks import DATASETS, DatasetSpec, EpisodeBatch, TaskDistribution
 
 register_algorithm = ALGORITHMS.register

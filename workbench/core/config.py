@@ -8,160 +8,30 @@ declared in the algorithm's own module and looked up by name in the algorithm re
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
     SerializeAsAny,
     ValidationError,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from workbench.core.errors import ConfigError
-
-INT64_MAX = 2**63 - 1  # SQLite integers and torch seeds are signed 64-bit
-
-
-def _not_bool(value: Any) -> Any:
-    """Refuse true/false for numbers: pydantic would read `shots=true` as one shot."""
-    if isinstance(value, bool):
-        raise PydanticCustomError("bool_number", "a number is needed, not true or false")
-    return value
-
-
-def _int64(value: int) -> int:
-    """Bound seeds to what SQLite stores and torch.manual_seed takes (signed 64-bit), as a
-    validator rather than `ge=`/`le=` so that the form's 32-bit spin box keeps its range."""
-    if not -INT64_MAX - 1 <= value <= INT64_MAX:
-        raise PydanticCustomError("int64", "must be a signed 64-bit integer, -2**63 to 2**63-1")
-    return value
-
-
-Count = Annotated[int, BeforeValidator(_not_bool)]
-Real = Annotated[float, BeforeValidator(_not_bool)]
-Seed = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int64)]
-LayerSize = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=4096)]
-Tag = Annotated[str, Field(min_length=1, max_length=100)]
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors, so a typo in `--set` is reported rather than ignored; NaN and
-    infinities are refused in every float (a NaN learning rate fails every comparison, so the
-    bound it broke would otherwise be reported instead)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
-
-
-class TaskShape(StrictModel):
-    """Shape of the tasks in one phase; training and evaluation differ in the papers."""
-
-    ways: Count = Field(
-        5, ge=1, le=5000, description="Classes per task (N-way); ignored for regression"
-    )
-    shots: Count = Field(
-        1,
-        ge=1,
-        le=1000,
-        description="Labelled support examples per class (K-shot); K points for regression",
-    )
-    queries: Count = Field(
-        15, ge=1, le=1000, description="Query examples per class the adapted model is scored on"
-    )
-    meta_batch: Count = Field(
-        32,
-        ge=1,
-        le=1024,
-        description="Tasks per meta-update (training only: evaluation draws its episodes in"
-        " groups set by the task shape, so every run is scored on the same ones)",
-    )
-    inner_steps: Count = Field(
-        1,
-        ge=0,
-        le=1000,
-        description="Adaptation steps on the support set (MAML, Meta-LSTM, fine-tuning)",
-    )
-
-
-class DatasetConfig(StrictModel):
-    """Which task distribution, where its files are, and how its classes are split."""
-
-    name: str = Field(
-        "sinusoid", description="Registered dataset: sinusoid, glyphs, omniglot, image-folder"
-    )
-    data_dir: str | None = Field(
-        None, description="Folder holding the dataset files (default: $WORKBENCH_DATA)"
-    )
-    split: str = Field(
-        "default",
-        description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'",
-    )
-    split_seed: Seed = Field(0, ge=0, description="Seed of a random class split")
-    rotations: bool = Field(
-        True, description="Omniglot: rotations by 90 degree multiples as extra classes"
-    )
-    image_size: Count = Field(
-        28, ge=4, le=512, description="Images are resized to this square size"
-    )
-    channels: Annotated[Literal[1, 3], BeforeValidator(_not_bool)] = Field(
-        1, description="1 = grayscale, 3 = RGB"
-    )
-    download: bool = Field(
-        False, description="Download the official archives when missing (checksums verified)"
-    )
-
-
-class ModelConfig(StrictModel):
-    """The learner network shared by the algorithms."""
-
-    name: Literal["auto", "conv4", "mlp"] = Field(
-        "auto", description="auto: conv4 for images, mlp for regression"
-    )
-    width: Count = Field(
-        64,
-        ge=1,
-        le=1024,
-        description="Conv-4 filters per layer (64 in MAML/ProtoNet, 32 in Meta-LSTM)",
-    )
-    downsample: Literal["stride", "maxpool"] = Field(
-        "stride",
-        description="Conv-4: strided convs (MAML Omniglot) or 2x2 max-pool (ProtoNet, mini-ImageNet)",
-    )
-    hidden: list[LayerSize] = Field(
-        default_factory=lambda: [40, 40],
-        max_length=32,
-        description="MLP hidden layer sizes, each 1-4096 (MAML sinusoid: 40, 40)",
-    )
-    channels_last: bool = Field(
-        True,
-        description="Keep conv weights in channels-last layout (faster convolutions on CPU and CUDA; same results)",
-    )
-    batch_norm: Literal["batch", "none"] = Field(
-        "batch",
-        description="batch: batch statistics in training and test, no running statistics (as in the MAML paper); none: no BN",
-    )
-
-
-class AlgorithmParams(StrictModel):
-    """Hyperparameters every algorithm has; each algorithm subclasses this in its own module."""
-
-    name: str = Field(description="Registered algorithm")
-    meta_lr: Real = Field(
-        1e-3, gt=0, le=10, description="Adam learning rate of the meta (outer) update"
-    )
-    lr_halve_every: Count = Field(
-        0,
-        ge=0,
-        le=10_000_000,
-        description="Halve the meta learning rate every N steps (0 = never; ProtoNet: 2000)",
-    )
-    grad_clip: Real = Field(
-        0.0, ge=0, description="Clip the meta-gradient norm to this value (0 = no clipping)"
-    )
+from workbench.core.params import (  # noqa: F401  (re-exported: the config's one namespace)
+    INT64_MAX,
+    AlgorithmParams,
+    Count,
+    DatasetConfig,
+    LayerSize,
+    ModelConfig,
+    Real,
+    Seed,
+    StrictModel,
+    Tag,
+    TaskShape,
+)
+from workbench.core.registry import ALGORITHMS, DATASETS
 
 
 class RunConfig(StrictModel):
@@ -242,8 +112,6 @@ class RunConfig(StrictModel):
     def _algorithm_by_name(cls, data: Any) -> Any:
         """Validate `algorithm` against the schema of the algorithm it names."""
         if isinstance(data, dict) and isinstance(data.get("algorithm"), dict):
-            from workbench.core.algorithms import ALGORITHMS
-
             raw = dict(data["algorithm"])
             raw.setdefault("name", "maml")
             params_cls = ALGORITHMS.get(str(raw["name"])).Params
@@ -255,8 +123,6 @@ class RunConfig(StrictModel):
 
     @model_validator(mode="after")
     def _compatible(self) -> RunConfig:
-        from workbench.core.algorithms import ALGORITHMS
-        from workbench.core.tasks import DATASETS
 
         algo = ALGORITHMS.get(self.algorithm.name)
         kind = DATASETS.get(self.dataset.name).kind
@@ -320,7 +186,6 @@ class RunConfig(StrictModel):
 
     @property
     def task_kind(self) -> str:
-        from workbench.core.tasks import DATASETS
 
         return DATASETS.get(self.dataset.name).kind
 
@@ -386,7 +251,6 @@ def switch_algorithm(section: dict[str, Any], name: str) -> dict[str, Any]:
     """The algorithm section for another algorithm, keeping the settings the new one shares."""
     if section.get("name") == name:
         return section
-    from workbench.core.algorithms import ALGORITHMS
 
     fields = ALGORITHMS.get(name).Params.model_fields
     return {
@@ -420,8 +284,6 @@ _ALGO_START: dict[str, dict[str, Any]] = {
 
 def default_config(algorithm: str = "maml", dataset: str = "sinusoid") -> RunConfig:
     """A sensible small starting point for an algorithm and dataset (the form's and CLI's defaults)."""
-    from workbench.core.algorithms import ALGORITHMS
-    from workbench.core.tasks import DATASETS
 
     kind = DATASETS.get(dataset).kind
     start = json.loads(json.dumps(_START[kind]))

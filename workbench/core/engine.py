@@ -371,7 +371,7 @@ class Trainer:
             self._threads_fixed = True
         train = dists["train"]
         params = [p for p in algo.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=cfg.algorithm.meta_lr)
+        opt = algo.outer_optimizer(params)  # Adam unless the algorithm owns its update
         # the next meta-batch is drawn on a background thread while a step trains
         # pinned on the drawing thread (CUDA), so the step's one copy to the device is asynchronous
         tasks = EpisodeStream(
@@ -501,8 +501,8 @@ class Trainer:
                 listener.on_status(status, reason)  # type: ignore[arg-type,call-arg]
 
     def _lr(self) -> float:
-        a = self.config.algorithm
-        return a.meta_lr * (0.5 ** (self.step // a.lr_halve_every) if a.lr_halve_every else 1.0)
+        assert self.algo is not None
+        return self.algo.outer_lr(self.step, self.config.steps)
 
     def _score(self, dist: TaskDistribution, split: str, episodes: int) -> Score:
         assert self.algo is not None and self.device is not None

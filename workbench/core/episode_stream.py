@@ -17,7 +17,7 @@ from concurrent.futures import Future
 
 import torch
 
-from workbench.core.config import TaskShape
+from workbench.core.params import TaskShape
 from workbench.core.task_threads import background
 from workbench.core.tasks.base import EpisodeBatch, TaskDistribution
 

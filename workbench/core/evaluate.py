@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import torch
 
 from workbench.core.algorithms.base import Algorithm, score_name
-from workbench.core.config import TaskShape
 from workbench.core.distributed import Group, gather_ordered, owns
+from workbench.core.params import TaskShape
 from workbench.core.tasks.base import TaskDistribution
 
 # Fixed episode seeds, independent of the run's seed, so every run of a dataset is scored on

@@ -126,7 +126,7 @@ def _unregister(names: set[str]) -> None:
 def _check(kind_name: str) -> None:
     """What the engine and the form will use of a plugin's registration, checked now (a
     TypeError naming what is wrong), so a broken plugin fails here, not in a run."""
-    from workbench.core.config import AlgorithmParams
+    from workbench.core.params import AlgorithmParams
 
     kind, _, name = kind_name.partition(":")
     obj = _registries()[kind].get(name)  # type: ignore[attr-defined]

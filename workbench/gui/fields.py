@@ -243,6 +243,8 @@ def editor_for(key: str, field: Any) -> QWidget:
         w = CheckEditor(key, tip)
     elif origin is typing.Literal:
         w = ChoiceEditor(key, list(typing.get_args(inner)), tip)
+    elif isinstance(field.json_schema_extra, dict) and field.json_schema_extra.get("registry"):
+        w = ChoiceEditor(key, _registered(str(field.json_schema_extra["registry"])), tip)
     elif inner is int and not optional:
         w = IntEditor(key, lo, hi, tip)
     elif inner is str:
@@ -268,3 +270,10 @@ def label_for(name: str) -> str:
     words = [_WORDS.get(w, w) for w in name.split("_")]
     text = " ".join(words)
     return text[:1].upper() + text[1:]
+
+
+def _registered(kind: str) -> list[str]:
+    """A registry-backed field's choices: "auto" and every name registered (plugins included)."""
+    from workbench.core.registry import MODELS
+
+    return ["auto", *MODELS.names()] if kind == "model" else []

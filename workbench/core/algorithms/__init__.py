@@ -1,19 +1,15 @@
-"""Meta-learning algorithms, one module each, registered by name in ALGORITHMS."""
+"""Meta-learning algorithms, one module each, registered by name in ALGORITHMS.
+
+Every module of this package is imported (a new algorithm is its file), then the user's own
+algorithms, datasets and models: entry points and the plugins folder (`core.plugins`).
+"""
 
 from workbench.core.algorithms.base import Algorithm
-from workbench.core.registry import Registry
+from workbench.core.registry import ALGORITHMS, import_all
 
-ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", "algorithm.name")
+# the form's order: the paper algorithms first, the rest by name
+import_all(__name__, __path__, ("maml", "meta_lstm", "protonet", "pretrain_finetune"))
 
-# One line per algorithm module; importing it registers it.
-from workbench.core.algorithms import maml  # noqa: E402,F401  # isort: skip
-from workbench.core.algorithms import meta_lstm  # noqa: E402,F401  # isort: skip
-from workbench.core.algorithms import protonet  # noqa: E402,F401  # isort: skip
-from workbench.core.algorithms import pretrain_finetune  # noqa: E402,F401  # isort: skip
-from workbench.core.algorithms import meta_sgd  # noqa: E402,F401  # isort: skip
-from workbench.core.algorithms import anil  # noqa: E402,F401  # isort: skip
-
-# the user's own algorithms (and datasets, models): entry points and the plugins folder
 from workbench.core.plugins import load_plugins  # noqa: E402  # isort: skip
 
 load_plugins()

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import loss_and_score
 from workbench.core.algorithms.maml import MAML, MAMLParams, Params, sgd_step
-from workbench.core.config import TaskShape
 from workbench.core.models import call
+from workbench.core.params import TaskShape
+from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 

@@ -9,9 +9,9 @@ from typing import ClassVar, TypeVar
 import torch
 from torch import nn
 
-from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.device_policy import DevicePolicy, policy_for
 from workbench.core.models import stateless
+from workbench.core.params import AlgorithmParams, TaskShape
 from workbench.core.task_threads import map_units, task_workers, units_of
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
@@ -26,10 +26,12 @@ THREAD_WORK_MIN = 1 << 18
 
 
 class Algorithm(nn.Module, ABC):
-    """An nn.Module holding everything that is meta-learned (its parameters are what Adam updates).
+    """An nn.Module holding everything that is meta-learned (its parameters are what the outer
+    update changes).
 
-    The engine owns the optimiser, clipping, schedules, checkpoints and the loop; an algorithm
-    only turns a meta-batch into meta-gradients and an episode into per-task scores.
+    The engine owns the loop, clipping and checkpoints; an algorithm turns a meta-batch into
+    meta-gradients and an episode into per-task scores, and may own its outer update
+    (`outer_optimizer`, `outer_lr`; Adam with a halving schedule unless it does).
     """
 
     Params: ClassVar[type[AlgorithmParams]]
@@ -65,6 +67,21 @@ class Algorithm(nn.Module, ABC):
         Must return "accuracy" (classification) or "mse" (regression); may add more keys
         (for example "mse_after_1" for an adaptation-curve protocol).
         """
+
+    def outer_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The outer (meta) update of what `meta_train_step` left in `.grad`: Adam by default.
+
+        An algorithm whose meta-update is not Adam on a meta-gradient owns it here (Reptile:
+        plain SGD on theta - phi, that is theta += epsilon (phi - theta)). The engine clips,
+        steps, checkpoints and resumes whatever this returns like Adam.
+        """
+        return torch.optim.Adam(params, lr=self.params.meta_lr)
+
+    def outer_lr(self, step: int, steps: int) -> float:
+        """The outer learning rate for step `step` (0-based) of `steps`: by default `meta_lr`
+        halved every `lr_halve_every` steps (ProtoNet's schedule); Reptile anneals it to 0."""
+        a = self.params
+        return a.meta_lr * (0.5 ** (step // a.lr_halve_every) if a.lr_halve_every else 1.0)
 
     def policy(self, batch: EpisodeBatch) -> DevicePolicy:
         """The fast paths on the batch's device (`device_policy`)."""

@@ -17,12 +17,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch.autograd.function import once_differentiable
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name, step_values
-from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
 from workbench.core.models.layout import memory_format
+from workbench.core.params import AlgorithmParams, TaskShape
+from workbench.core.registry import ALGORITHMS
 from workbench.core.task_threads import map_units, sum_in_order, units_of
 from workbench.core.tasks.base import EpisodeBatch
 

@@ -26,10 +26,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name, step_values
-from workbench.core.config import AlgorithmParams, TaskShape
 from workbench.core.models import call
+from workbench.core.params import AlgorithmParams, TaskShape
+from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 

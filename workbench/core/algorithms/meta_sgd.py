@@ -19,12 +19,12 @@ from pydantic import Field, model_validator
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import loss_and_score
 from workbench.core.algorithms.maml import MAML, Params
-from workbench.core.config import AlgorithmParams
 from workbench.core.models import call
 from workbench.core.models.layout import memory_format
+from workbench.core.params import AlgorithmParams
+from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
 

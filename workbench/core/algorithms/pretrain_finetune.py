@@ -11,9 +11,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.maml import MAML
-from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.params import AlgorithmParams, TaskShape
+from workbench.core.registry import ALGORITHMS
 
 
 class PretrainParams(AlgorithmParams):

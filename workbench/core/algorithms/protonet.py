@@ -12,9 +12,9 @@ from typing import Literal
 import torch
 from torch import nn
 
-from workbench.core.algorithms import ALGORITHMS
 from workbench.core.algorithms.base import Algorithm, step_values
-from workbench.core.config import AlgorithmParams, TaskShape
+from workbench.core.params import AlgorithmParams, TaskShape
+from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch
 
 

@@ -1,4 +1,5 @@
-"""Learner networks shared by the algorithms, registered by name in MODELS."""
+"""Learner networks shared by the algorithms, registered by name in MODELS (every module of
+this package is imported at the end: a new model is its file)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from workbench.core.config import ModelConfig
-from workbench.core.registry import Registry
+from workbench.core.params import ModelConfig
+from workbench.core.registry import MODELS, import_all
 
 ModelBuilder = Callable[[ModelConfig, tuple[int, ...], int], nn.Module]
-MODELS: Registry[ModelBuilder] = Registry("model", "model.name")
-
-from workbench.core.models import conv4, mlp  # noqa: E402,F401
 
 
 def build_model(
@@ -39,3 +37,6 @@ def stateless(model: nn.Module) -> bool:
     """Whether `call(model, ...)` leaves the module untouched, so that several threads may call
     it at once: a `functional_forward` does; `functional_call` swaps the module's parameters."""
     return getattr(model, "functional_forward", None) is not None
+
+
+import_all(__name__, __path__, ("conv4", "mlp"))

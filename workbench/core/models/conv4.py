@@ -8,12 +8,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.core.config import ModelConfig
-from workbench.core.models import MODELS, second_order_tasks
+from workbench.core.models import second_order_tasks
 from workbench.core.models.batch_norm import BatchStatNorm2d
 from workbench.core.models.conv import Conv2d
 from workbench.core.models.layout import channels_last_input
 from workbench.core.models.task_gradients import batched_gradients, task_group
+from workbench.core.params import ModelConfig
+from workbench.core.registry import MODELS
 
 
 class Conv4(nn.Module):

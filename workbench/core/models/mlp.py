@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from workbench.core.config import ModelConfig
-from workbench.core.models import MODELS
+from workbench.core.params import ModelConfig
+from workbench.core.registry import MODELS
 
 
 class MLP(nn.Sequential):

@@ -1,15 +1,9 @@
-"""Task distributions, one module each, registered by name in DATASETS."""
+"""Task distributions, one module each, registered by name in DATASETS (every module of this
+package is imported: a new dataset is its file)."""
 
-from workbench.core.registry import Registry
+from workbench.core.registry import DATASETS, import_all
 from workbench.core.tasks.base import DatasetSpec, EpisodeBatch, TaskDistribution
 
-DATASETS: Registry[DatasetSpec] = Registry("dataset", "dataset.name")
-
-# One line per dataset module; importing it registers it.
-from workbench.core.tasks import sinusoid  # noqa: E402,F401
-
-from workbench.core.tasks import glyphs  # noqa: E402,F401  # isort: skip
-from workbench.core.tasks import omniglot  # noqa: E402,F401  # isort: skip
-from workbench.core.tasks import image_folder  # noqa: E402,F401  # isort: skip
+import_all(__name__, __path__, ("sinusoid", "glyphs", "omniglot", "image_folder"))
 
 __all__ = ["DATASETS", "DatasetSpec", "EpisodeBatch", "TaskDistribution"]

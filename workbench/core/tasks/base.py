@@ -8,8 +8,8 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from workbench.core.config import DatasetConfig, TaskShape
 from workbench.core.errors import ConfigError
+from workbench.core.params import DatasetConfig, TaskShape
 
 Split = Literal["train", "val", "test"]
 TaskKind = Literal["classification", "regression"]

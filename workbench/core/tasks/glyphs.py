@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from workbench.core.config import DatasetConfig
-from workbench.core.tasks import DATASETS
+from workbench.core.params import DatasetConfig
+from workbench.core.registry import DATASETS
 from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import cached
 from workbench.core.tasks.sampler import ClassImages

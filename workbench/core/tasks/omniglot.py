@@ -26,9 +26,9 @@ from typing import IO, Any, Literal
 
 import torch
 
-from workbench.core.config import DatasetConfig
 from workbench.core.errors import ConfigError, DataError
-from workbench.core.tasks import DATASETS
+from workbench.core.params import DatasetConfig
+from workbench.core.registry import DATASETS
 from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import (
     atomic_write,

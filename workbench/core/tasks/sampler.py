@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
-from workbench.core.config import TaskShape
 from workbench.core.errors import ConfigError
+from workbench.core.params import TaskShape
 from workbench.core.tasks.base import EpisodeBatch, TaskDistribution
 
 

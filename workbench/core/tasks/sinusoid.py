@@ -6,8 +6,8 @@ import math
 
 import torch
 
-from workbench.core.config import DatasetConfig, TaskShape
-from workbench.core.tasks import DATASETS
+from workbench.core.params import DatasetConfig, TaskShape
+from workbench.core.registry import DATASETS
 from workbench.core.tasks.base import DatasetSpec, EpisodeBatch, Split, TaskDistribution
 
 AMPLITUDE = (0.1, 5.0)
