@@ -55,6 +55,16 @@ METHODS: dict[str, dict] = {
                 "eval.inner_steps=5", "train.meta_batch=1", "train.queries=15", "eval.queries=15", "algorithm.grad_clip=0.25"],
         "steps": 10000, "episodes": 600, "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": None}, "target": {},
     },
+    # Li et al. 2017, Table 1: one inner step with the learned per-parameter alpha
+    "meta-sgd": {
+        "preset": "meta-sgd-omniglot-5w1s", "set": [], "steps": 8000, "episodes": 600,
+        "tests": {"5-way 1-shot": {}}, "published": {"5-way 1-shot": 99.53}, "target": {"5-way 1-shot": 97.5},
+    },
+    # Raghu et al. 2020, Table 2: head-only inner loop; the paper reports Omniglot 20-way only
+    "anil": {
+        "preset": "anil-omniglot-20w1s", "set": [], "steps": 8000, "episodes": 600,
+        "tests": {"20-way 1-shot": {}}, "published": {"20-way 1-shot": 96.2}, "target": {"20-way 1-shot": 90.0},
+    },
     # MAML paper, section 5.1 / Fig. 2: meta-trained at K=10, fine-tuned at K=5 and K=10
     "maml-sinusoid": {
         "preset": "maml-sinusoid", "set": [], "steps": 70000, "episodes": 600,
