@@ -51,7 +51,8 @@ def check_world(meta_batch: int, world: int) -> None:
     if world > meta_batch:
         raise ConfigError(
             "--nproc",
-            f"{world} processes cannot share a meta-batch of {meta_batch} tasks; "
+            f"{world} processes cannot share a meta-batch of {meta_batch} "
+            f"task{'s' if meta_batch != 1 else ''}; "
             f"use at most {meta_batch} or a larger train.meta_batch",
         )
 

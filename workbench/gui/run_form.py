@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
 
 from workbench.core.algorithms import ALGORITHMS
 from workbench.core.config import RunConfig, default_config
+from workbench.core.distributed import check_world
 from workbench.core.errors import ConfigError
 from workbench.core.tasks import DATASETS
 from workbench.gui.fields import editor_for, label_for
@@ -376,14 +377,10 @@ class RunForm(SectionsMixin, QWidget):
                     "without an inner loop)",
                 )
             self.shape_check.check(config)
-            n = self.nproc()
-            if n > config.train.meta_batch:
-                raise ConfigError(
-                    "train.meta_batch",
-                    f"{n} processes cannot share a meta-batch of {config.train.meta_batch} "
-                    f"task{'s' if config.train.meta_batch > 1 else ''}; use a meta-batch of at "
-                    f"least {n} or one device",
-                )
+            try:  # the CLI's check and words, shown at the form's meta-batch field
+                check_world(config.train.meta_batch, self.nproc())
+            except ConfigError as exc:
+                raise ConfigError("train.meta_batch", exc.message) from None
         except ConfigError as exc:
             return None, exc
         return config, None
