@@ -133,6 +133,27 @@ class RunConfig(StrictModel):
                 f"{self.algorithm.name} does not work on {kind} datasets like {self.dataset.name}; "
                 f"its datasets: {', '.join(ok)}",
             )
+        # a model may declare what it works with (class attributes of its registered builder,
+        # e.g. ResNet-12's `supported_algorithms`): refused here in one line, not at build time
+        from workbench.core.registry import MODELS
+
+        model = self.model.name
+        builder = MODELS.get(model) if model != "auto" else None
+        kinds = getattr(builder, "dataset_kinds", None)
+        if kinds is not None and kind not in kinds:
+            ok = [n for n in DATASETS.names() if DATASETS.get(n).kind in kinds]
+            raise ConfigError(
+                "model.name",
+                f"{model} does not work on {kind} datasets like {self.dataset.name}; "
+                f"its datasets: {', '.join(ok)}",
+            )
+        algorithms = getattr(builder, "supported_algorithms", None)
+        if algorithms is not None and self.algorithm.name not in algorithms:
+            ok = [n for n in ALGORITHMS.names() if n in algorithms]
+            raise ConfigError(
+                "model.name",
+                f"{model} does not work with {self.algorithm.name}; its algorithms: {', '.join(ok)}",
+            )
         for phase in algo.inner_step_phases:
             if getattr(self, phase).inner_steps < 1:
                 raise ConfigError(

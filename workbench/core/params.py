@@ -138,6 +138,32 @@ class ModelConfig(StrictModel):
         "batch",
         description="batch: batch statistics in training and test, no running statistics (as in the MAML paper); none: no BN",
     )
+    resnet_widths: list[LayerSize] = Field(
+        default_factory=lambda: [64, 160, 320, 640],
+        min_length=4,
+        max_length=4,
+        description="ResNet-12: channels of its 4 residual blocks (64, 160, 320, 640 in MetaOptNet"
+        " and most papers since; smaller ones for quick experiments)",
+    )
+    resnet_pool: Literal["avg", "flatten"] = Field(
+        "avg",
+        description="ResNet-12: embedding = global average of the last map (640-d; TADAM, RFS,"
+        " FEAT) or the flattened map (MetaOptNet: 640x5x5 = 16,000-d at 84x84)",
+    )
+    drop_rate: Real = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="ResNet-12, training only: DropBlock rate in blocks 3-4 and dropout rate in"
+        " blocks 1-2 (MetaOptNet: 0.1 mini-ImageNet); 0 = off",
+    )
+    dropblock_size: Count = Field(
+        5,
+        ge=1,
+        le=64,
+        description="ResNet-12: DropBlock's square block side (MetaOptNet: 5 mini-ImageNet, 2"
+        " CIFAR-FS); capped at the map size",
+    )
 
     @field_validator("name")
     @classmethod
