@@ -393,9 +393,15 @@ class Trainer:
         env = environment(device, cfg, dists, self.checkpoint_dir)
         if group is not None:
             env.update(group.describe(device))
-        plugin = plugins.provenance("algorithm", cfg.algorithm.name)
-        if plugin is not None:  # which code made the run: the plugin's file hash or version
-            env["plugin"] = plugin
+        # which code made the run: each plugin's file hash or version ("plugin": the algorithm's)
+        for kind, name in (
+            ("algorithm", cfg.algorithm.name),
+            ("model", cfg.model.name),
+            ("dataset", cfg.dataset.name),
+        ):
+            plugin = plugins.provenance(kind, name)
+            if plugin is not None:
+                env["plugin" if kind == "algorithm" else f"{kind}_plugin"] = plugin
         self._emit(
             "on_start",
             RunStarted(

@@ -105,9 +105,7 @@ def _import_file(name: str, path: Path) -> None:
 
 
 def _registries() -> dict[str, object]:
-    from workbench.core.algorithms import ALGORITHMS
-    from workbench.core.models import MODELS
-    from workbench.core.tasks import DATASETS
+    from workbench.core.registry import ALGORITHMS, DATASETS, MODELS
 
     return {"algorithm": ALGORITHMS, "dataset": DATASETS, "model": MODELS}
 

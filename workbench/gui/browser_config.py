@@ -82,10 +82,15 @@ def summary(env: dict[str, Any]) -> list[str]:
     if isinstance(data, dict) and data:
         lines.append("data      " + ", ".join(f"{k} {v}" for k, v in sorted(data.items())
                                               if not isinstance(v, dict | list)))  # fmt: skip
-    plugin = env.get("plugin")
-    if isinstance(plugin, dict):
-        sha = f" (sha256 {plugin['sha256'][:12]})" if plugin.get("sha256") else ""
-        lines.append(f"plugin    {plugin.get('source')}{sha}")
+    for key, label in (
+        ("plugin", "plugin"),
+        ("model_plugin", "model"),
+        ("dataset_plugin", "dataset"),
+    ):
+        plugin = env.get(key)
+        if isinstance(plugin, dict):
+            sha = f" (sha256 {plugin['sha256'][:12]})" if plugin.get("sha256") else ""
+            lines.append(f"{label:<9} {plugin.get('source')}{sha}")
     if lines:
         lines.append("(Clone puts this run's configuration in the run setup to run it again)")
     return lines
