@@ -18,7 +18,6 @@ import logging
 import os
 import re
 import threading
-import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,14 +30,14 @@ from workbench.core.params import DatasetConfig
 from workbench.core.registry import DATASETS
 from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import (
-    atomic_write,
     cache_dir,
     cached,
     decode_images,
-    file_digests,
     stat_signature,
 )
 from workbench.core.tasks.sampler import ClassImages
+from workbench.core.tasks.sources import _DIGESTS, digests, read_sums  # noqa: F401 (re-exported)
+from workbench.core.tasks.sources import fetch as _fetch
 
 log = logging.getLogger(__name__)
 
@@ -109,33 +108,6 @@ def download_dir(cfg: DatasetConfig) -> Path:
     return d if d.name == "omniglot" else d / "omniglot"
 
 
-def _fetch(url: str, dest: Path, md5: str | None = None, timeout: float = 60.0) -> None:
-    """Stream url to dest atomically; with md5, a mismatch leaves nothing behind."""
-    import hashlib
-
-    def write(f: IO[bytes]) -> None:
-        h = hashlib.md5()
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as r:
-                while block := r.read(1 << 20):
-                    h.update(block)
-                    f.write(block)
-        except OSError as exc:
-            raise DataError(f"download of {url} failed: {exc}") from exc
-        if md5 is not None and h.hexdigest() != md5:
-            raise DataError(
-                f"MD5 mismatch for {url}: expected {md5}, got {h.hexdigest()}; "
-                "the download is corrupted or the file changed upstream"
-            )
-
-    try:
-        atomic_write(dest, write)
-    except PermissionError as exc:
-        raise DataError(
-            f"cannot write {dest} ({exc}); set --data-dir to a writable folder"
-        ) from exc
-
-
 def download_archives(
     dest: Path, base_url: str | None = None, md5: dict[str, str] | None = None
 ) -> Sources:
@@ -167,27 +139,6 @@ def locate(cfg: DatasetConfig) -> Sources:
 
 
 # ---- verification ---------------------------------------------------------------------------
-_DIGESTS: dict[tuple[str, int, int], tuple[str, str]] = {}
-
-
-def digests(path: Path) -> tuple[str, str]:
-    """(sha256, md5), remembered per (path, size, mtime) so train/val/test hash once."""
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
-        _DIGESTS[key] = file_digests(path)
-    return _DIGESTS[key]
-
-
-def read_sums(path: Path) -> dict[str, str]:
-    sums = {}
-    for line in path.read_text().splitlines():
-        fields = line.split()
-        if len(fields) == 2:
-            sums[fields[1].lstrip("*")] = fields[0].lower()
-    return sums
-
-
 def verify(src: Sources) -> str:
     """Check the archives against SHA256SUMS beside them (or the official MD5); say what was done.
 
