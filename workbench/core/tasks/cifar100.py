@@ -23,6 +23,7 @@ overrides it, e.g. a mirror) and keeps it only if its MD5 matches.
 from __future__ import annotations
 
 import logging
+import os
 import tarfile
 from abc import abstractmethod
 from dataclasses import dataclass
@@ -88,8 +89,6 @@ def find_sources(cfg: DatasetConfig) -> Sources | None:
 
 def download(dest: Path, url: str | None = None) -> Sources:
     """Fetch the archive into dest, kept only if its MD5 is the published one."""
-    import os
-
     url = url or os.environ.get(URL_ENV) or URL
     log.info("downloading %s to %s", url, dest)
     fetch(url, dest / ARCHIVE, ARCHIVE_MD5)
