@@ -526,3 +526,22 @@ def test_protonet_trains_on_the_built_archives(
         run = cat.get_run(1)
         assert run.status == "finished" and run.dataset == dataset
         assert [e.split for e in cat.evaluations(1)] == ["test"]
+
+
+def test_the_run_starts_at_the_papers_shape_and_records_the_archive(
+    cifar: dict[str, object], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The form's and CLI's start for CIFAR-FS/FC100 is 32x32 RGB, CUB's 84x84 RGB; the run's
+    data record holds the archive's sha256, and the memory estimate counts the images."""
+    from workbench.core.config import default_config
+    from workbench.core.footprint import dataset_bytes
+    from workbench.core.provenance import data_record
+
+    for name, size in (("cifar-fs", 32), ("fc100", 32), ("cub", 84)):
+        d = default_config("protonet", name).dataset
+        assert (d.image_size, d.channels) == (size, 3)
+    archive = put_cifar(tmp_path, cifar, monkeypatch)
+    cfg = default_config("protonet", "cifar-fs").with_overrides([f"dataset.data_dir={tmp_path}"])
+    record = data_record("cifar-fs", cfg.dataset, None)
+    assert record["sha256"] == {archive.name: hashlib.sha256(archive.read_bytes()).hexdigest()}
+    assert dataset_bytes(cfg) == 60_000 * 32 * 32 * 3

@@ -312,4 +312,6 @@ def default_config(algorithm: str = "maml", dataset: str = "sinusoid") -> RunCon
         start[section].update(values)
     fields = ALGORITHMS.get(algorithm).Params.model_fields
     algo = {"name": algorithm, **{k: v for k, v in start.pop("algorithm").items() if k in fields}}
-    return RunConfig.from_dict({"algorithm": algo, "dataset": {"name": dataset}, **start})
+    # a dataset's own starting image size and channels (CIFAR-FS 32 RGB, CUB 84 RGB)
+    section = {"name": dataset, **getattr(DATASETS.get(dataset), "defaults", {})}
+    return RunConfig.from_dict({"algorithm": algo, "dataset": section, **start})

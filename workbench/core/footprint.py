@@ -34,6 +34,8 @@ NO_GRAD = 3.0  # a forward without a graph: a few of the largest maps alive at o
 
 # sizes of the decoded caches, in images (one channel stored for the 1-channel datasets)
 OMNIGLOT_IMAGES = 32_460
+CIFAR100_IMAGES = 60_000  # CIFAR-FS and FC100 pool train.bin and test.bin
+CUB_IMAGES = 11_788  # CUB-200-2011
 GLYPHS_IMAGES = 1_200 * 20
 MINI_IMAGENET_IMAGES = 60_000  # assumed for an image folder whose files cannot be counted
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -123,6 +125,10 @@ def dataset_bytes(config: RunConfig) -> int:
         return GLYPHS_IMAGES * pixels
     if d.name == "image-folder":
         return _image_folder_images(d.data_dir) * pixels * d.channels
+    if d.name in ("cifar-fs", "fc100"):  # the CIFAR-100 pool: train.bin + test.bin
+        return CIFAR100_IMAGES * pixels * d.channels
+    if d.name == "cub":
+        return CUB_IMAGES * pixels * d.channels
     return 0
 
 

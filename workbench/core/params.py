@@ -83,24 +83,28 @@ class DatasetConfig(StrictModel):
     """Which task distribution, where its files are, and how its classes are split."""
 
     name: str = Field(
-        "sinusoid", description="Registered dataset: sinusoid, glyphs, omniglot, image-folder"
+        "sinusoid",
+        description="Registered dataset: sinusoid, glyphs, omniglot, image-folder, cifar-fs, fc100, cub",
     )
     data_dir: str | None = Field(
         None, description="Folder holding the dataset files (default: $WORKBENCH_DATA)"
     )
     split: str = Field(
         "default",
-        description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'",
+        description="Class split: omniglot 'vinyals' (default) or 'random' (MAML's 1,200 characters); image-folder 'csv' or 'random'; cifar-fs 'bertinetto', fc100 'oreshkin' (TADAM's superclasses), cub 'chen' (Chen et al. 2019); or a folder of train/val/test.txt class lists",
     )
     split_seed: Seed = Field(0, ge=0, description="Seed of a random class split")
     rotations: bool = Field(
         True, description="Omniglot: rotations by 90 degree multiples as extra classes"
     )
     image_size: Count = Field(
-        28, ge=4, le=512, description="Images are resized to this square size"
+        28,
+        ge=4,
+        le=512,
+        description="Images are resized to this square size (papers: 28 Omniglot, 32 CIFAR-FS/FC100, 84 mini-ImageNet/CUB)",
     )
     channels: Annotated[Literal[1, 3], BeforeValidator(_not_bool)] = Field(
-        1, description="1 = grayscale, 3 = RGB"
+        1, description="1 = grayscale, 3 = RGB (CIFAR-FS, FC100, CUB and mini-ImageNet are RGB)"
     )
     download: bool = Field(
         False, description="Download the official archives when missing (checksums verified)"

@@ -225,6 +225,16 @@ def data_record(dataset: str, cfg: Any, datasets: dict[str, Any] | None) -> dict
                     out["sha256"] = {p.name: omniglot.digests(p)[0] for p in src.paths.values()}
                 else:
                     out["verified"] = False
+        elif dataset in ("cifar-fs", "fc100", "cub"):  # one official archive each
+            from workbench.core.tasks import cifar100, cub, sources
+
+            found = (cub if dataset == "cub" else cifar100).find_sources(cfg)
+            if found is not None:
+                out["root"] = str(found.path)
+                if found.kind == "archive":
+                    out["sha256"] = {found.path.name: sources.digests(found.path)[0]}
+                else:
+                    out["verified"] = False
         elif dataset == "image-folder":
             from workbench.core.tasks import image_folder
 
