@@ -808,3 +808,58 @@ def test_a_run_from_before_attempt_rows_keeps_its_start_to_end_duration(cat: Cat
                                                           status="finished"))  # fmt: skip
     r = cat.get_run(rid)
     assert r.train_seconds is None and r.duration_s == 60.0
+
+
+# ---- per-episode scores (revision 0006) ---------------------------------------------------
+def test_a_0005_catalog_upgrades_keeping_its_evaluations(db: Path | str) -> None:
+    """A catalog of the previous release (revision 0005, no per-episode scores) opens,
+    upgrades to 0006, keeps its evaluations (scores: None) and stores new ones with theirs,
+    written as float32 and read back exactly, their CI the stored one."""
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from workbench.exports import episode_interval
+
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        cfg = store_module._alembic_config()
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0005")
+        if not isinstance(db, str):  # that release stamped its files
+            conn.exec_driver_sql(f"PRAGMA application_id = {store_module.APPLICATION_ID}")
+            conn.exec_driver_sql("PRAGMA user_version = 5")
+        conn.exec_driver_sql(
+            "INSERT INTO runs (id, name, status, algorithm, dataset, device, config_json, "
+            "created_at, notes, attempt, step) VALUES (1, 'old', 'finished', 'maml', 'glyphs', "
+            "'cpu', '{}', 1.0, '', 1, 10)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO evaluations (run_id, checkpoint_step, split, protocol_json, episodes, "
+            "metric, mean, ci95, values_json, created_at) VALUES (1, 10, 'test', "
+            """'{"ways": 5, "shots": 1}', 600, 'accuracy', 0.9, 0.01, '{}', 2.0)"""
+        )
+        assert "episode_scores_json" not in {
+            c["name"] for c in inspect(conn).get_columns("evaluations")
+        }
+    engine.dispose()
+    with Catalog.open(db) as cat:
+        assert cat.migrated
+        (old,) = cat.evaluations(1)
+        assert (old.mean, old.ci95, old.episodes, old.protocol) == (
+            0.9, 0.01, 600, {"ways": 5, "shots": 1},
+        )  # fmt: skip
+        assert old.episode_scores is None
+        scores = [2 / 3, 1.0, 0.2, float("nan"), 1 / 3]
+        cat.add_evaluation(1, "test", "accuracy", 0.5, 0.2, 5, episode_scores=scores)
+        new = cat.evaluations(1)[-1]
+        assert new.episode_scores[:3] == [float(np.float32(v)) for v in scores[:3]]
+        assert np.isnan(new.episode_scores[3]) and len(new.episode_scores) == 5
+        with pytest.raises(ValueError, match="3 per-episode scores given for 4 episodes"):
+            cat.add_evaluation(1, "test", "accuracy", 0.5, 0.2, 4, episode_scores=scores[:3])
+        finite = [1.0, 0.5, 0.75, 0.25]
+        mean, ci = episode_interval(finite)
+        cat.add_evaluation(1, "test", "accuracy", mean, ci, 4, episode_scores=finite)
+        assert episode_interval(cat.evaluations(1)[-1].episode_scores) == (mean, ci)
+    with Catalog.open(db) as cat:
+        assert not cat.migrated and len(cat.evaluations(1)) == 3

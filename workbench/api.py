@@ -5,7 +5,8 @@ cat = api.open_catalog("experiments.db")
 runs = api.list_runs(cat, algorithm="maml")
 steps, values = api.load_metric(cat, runs[0].id, "loss")
 algo, config = api.load_model(cat, runs[0].id, "best")
-score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600)
+score = api.evaluate_checkpoint(cat, runs[0].id, "best", episodes=600, shape={"shots": 5})
+print(api.format_score(score.mean, score.ci95, score.metric), score.episode_scores[:5])
 path, points = api.write_metrics_csv(cat, runs[0].id)   # run-ID-NAME.csv, api.METRIC_COLUMNS
 rows = api.results(cat, [r.id for r in runs], group_seeds=True)
 print(api.results_table(rows, "latex"))                  # or "md", "csv"
@@ -25,9 +26,9 @@ from workbench.core.algorithms import Algorithm
 from workbench.core.checkpoint import load_checkpoint
 from workbench.core.config import RunConfig
 from workbench.core.devices import resolve_device
-from workbench.core.engine import Trainer, build_algorithm, load_datasets, protocol_of
+from workbench.core.engine import Trainer, build_algorithm, load_datasets
 from workbench.core.errors import CheckpointError, ConfigError
-from workbench.core.evaluate import Score, evaluate
+from workbench.core.evaluate import Score, autocast_for, evaluate_protocol, protocol_of
 from workbench.core.events import Listener
 from workbench.exports import (
     METRIC_COLUMNS,
@@ -97,6 +98,44 @@ def load_model(
     return algo, config
 
 
+SHAPE_KEYS = ("ways", "shots", "queries", "inner_steps")
+"""The evaluation task shape's keys a manual evaluation may override (`evaluate_checkpoint`)."""
+
+
+def evaluation_config(
+    config: RunConfig,
+    episodes: int | None = None,
+    shape: dict[str, int] | None = None,
+    inner_lr: float | None = None,
+) -> RunConfig:
+    """The run's config under a manual evaluation's overrides, validated at once: a bad value
+    is a ConfigError naming its key (`eval.shots`, `test_episodes`, `algorithm.eval_inner_lr`,
+    `eval.ways` for ways the model's output layer cannot give), as the form and CLI name it.
+
+    `shape`: any of SHAPE_KEYS; `inner_lr`: the test-time inner step size, for algorithms
+    that have one (`eval_inner_lr`: MAML, FOMAML, ANIL, fine-tuning)."""
+    data = config.to_dict()
+    unknown = sorted(set(shape or {}) - set(SHAPE_KEYS))
+    if unknown:
+        raise ConfigError(
+            f"eval.{unknown[0]}", f"not a task-shape key; use {', '.join(SHAPE_KEYS)}"
+        )
+    if shape:
+        data["eval"] = {**data["eval"], **shape}
+    if episodes is not None:
+        data["test_episodes"] = episodes
+    if inner_lr is not None:
+        if "eval_inner_lr" not in type(config.algorithm).model_fields:
+            raise ConfigError(
+                "algorithm.eval_inner_lr",
+                f"{config.algorithm.name} has no test-time inner step size to set",
+            )
+        data["algorithm"] = {**data["algorithm"], "eval_inner_lr": inner_lr}
+    out = RunConfig.from_dict(data)
+    load_datasets(out, ())  # the rules that need no data: eval.ways against the output layer
+    return out
+
+
 def evaluate_checkpoint(
     catalog: Catalog,
     run_id: int,
@@ -107,38 +146,31 @@ def evaluate_checkpoint(
     should_stop: Callable[[], bool] = lambda: False,
     store: bool = True,
     inner_lr: float | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Score:
-    """Evaluate a checkpoint on the test split's fixed episodes and store the result."""
+    """Evaluate a checkpoint on the test split's fixed episodes with the run's test protocol
+    (`core.evaluate.evaluate_protocol`, the automatic test's), under `evaluation_config`'s
+    overrides, and store the score with its protocol and per-episode scores.
+
+    Nothing is stored unless every episode was scored and `should_stop` still says no at the
+    end: a cancelled evaluation leaves no row. `progress(done, total)` hears the episodes
+    scored (on the calling thread)."""
     rec = resolve_checkpoint(catalog, run_id, which)
     algo, config = load_model(catalog, run_id, rec, device)
-    if shape:
-        config = RunConfig.from_dict(
-            {**config.to_dict(), "eval": {**config.eval.model_dump(), **shape}}
-        )
-    if episodes:
-        config = RunConfig.from_dict({**config.to_dict(), "test_episodes": episodes})
+    config = evaluation_config(config, episodes, shape, inner_lr)
     if inner_lr is not None:  # fine-tuning step size at test (the pretrain baseline's 0.02 at K=10)
-        config = RunConfig.from_dict(
-            {
-                **config.to_dict(),
-                "algorithm": {**config.algorithm.model_dump(), "eval_inner_lr": inner_lr},
-            }
-        )
         algo.params = config.algorithm
     dists = load_datasets(config, ("test",))
-    score = evaluate(
-        algo,
-        dists["test"],
-        config.eval,
-        config.test_episodes,
-        resolve_device(device),
-        "test",
-        should_stop=should_stop,
-    )
-    if store and score.episodes == config.test_episodes:
+    dev = resolve_device(device)
+    score = evaluate_protocol(
+        algo, dists["test"], config.eval, config.test_episodes, dev,
+        autocast_for(config.precision, dev), should_stop=should_stop, progress=progress,
+    )  # fmt: skip
+    if store and score.episodes == config.test_episodes and not should_stop():
         catalog.add_evaluation(
             run_id, "test", score.metric, score.mean, score.ci95, score.episodes, score.values,
             protocol_of(config), checkpoint_step=rec.step, checkpoint_id=rec.id,
+            episode_scores=score.episode_scores.tolist(),
         )  # fmt: skip
     return score
 
@@ -202,8 +234,8 @@ def trainer_for(
 
 
 __all__ = [
-    "evaluate_checkpoint", "list_runs", "load_metric", "load_model", "open_catalog",
-    "resolve_checkpoint", "resume_target", "run_config", "trainer_for",
+    "SHAPE_KEYS", "evaluate_checkpoint", "evaluation_config", "list_runs", "load_metric",
+    "load_model", "open_catalog", "resolve_checkpoint", "resume_target", "run_config", "trainer_for",
     # paper exports (workbench.exports): the CLI's `table` and `export` call the same
     "METRIC_COLUMNS", "ResultRow", "format_score", "results", "results_table", "write_metrics_csv",
 ]  # fmt: skip

@@ -116,6 +116,17 @@ def checkpoint_arg(text: str) -> str:
     )
 
 
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (the config then checks its range and names the key)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid number: {_shown(text)}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
+    return value
+
+
 ANY_INT = int_in(-INT64_MAX - 1, INT64_MAX)  # the config names the key and its own range
 RUN_ID = int_in(1, INT64_MAX)
 
@@ -197,6 +208,11 @@ def parser() -> Parser:
     )
     _add_task_flags(e)
     e.add_argument("--inner-steps", type=int_in(0, 1000), help="adaptation steps at test")
+    e.add_argument(
+        "--inner-lr",
+        type=finite_float,
+        help="inner-loop step size at test (MAML, FOMAML, ANIL, fine-tuning; default: the run's)",
+    )
     e.add_argument("--device", type=name_arg, default="cpu")
     e.add_argument("--db", dest="db_sub", type=db_arg)
 
@@ -706,13 +722,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if getattr(args, k) is not None
     }
     score = evaluate_checkpoint(
-        catalog, args.run_id, args.checkpoint, args.episodes, shape, args.device
-    )
-    extra = "".join(f", {k} {v:.4f}" for k, v in score.values.items() if not k.endswith("ci95"))
+        catalog, args.run_id, args.checkpoint, args.episodes, shape, args.device,
+        inner_lr=args.inner_lr,
+    )  # fmt: skip
     print(
-        f"run {args.run_id} ({args.checkpoint}): test {score.metric} {_score(score)} over {score.episodes} episodes{extra}"
+        f"run {args.run_id} ({args.checkpoint}): test {score.metric} {_score(score)} "
+        f"over {score.episodes} episodes{_extra_values(score.values)}"
     )
     return 0
+
+
+def _extra_values(values: dict[str, float]) -> str:
+    """A score's further values (`mse_after_5`, `k5_mse_after_10`...) as `, name mean ± CI`,
+    written by `exports.format_score` like the score itself."""
+    from workbench.exports import format_score
+
+    shown = [k for k in values if not k.endswith(("_ci95", "_median"))]
+    return "".join(f", {k} {format_score(values[k], values.get(f'{k}_ci95'), k)}" for k in shown)
 
 
 def _live(catalog: Any, run_id: int) -> bool:

@@ -80,6 +80,21 @@ def seed_interval(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, t_quantile(0.975, n - 1) * sd / math.sqrt(n)
 
 
+def episode_interval(scores: Sequence[float]) -> tuple[float, float]:
+    """Mean and 95% CI half-width over an evaluation's stored per-episode scores: 1.96 times
+    the standard deviation (n - 1) over sqrt(n), 0 for one episode; `core.evaluate.mean_ci`'s
+    rule, computed here without torch, so a stored evaluation's CI can be checked against its
+    episodes and shown beside their histogram."""
+    n = len(scores)
+    if n == 0:
+        return math.nan, math.nan
+    mean = math.fsum(scores) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in scores) / (n - 1))
+    return mean, 1.96 * sd / math.sqrt(n)
+
+
 # ---- one way to write a score -----------------------------------------------------------
 def format_score(mean: float | None, ci: float | None, metric: str, latex: bool = False) -> str:
     """A score as the CLI, the app and the exports print it: accuracy in percent with two
@@ -143,6 +158,21 @@ def latest_test_evaluation(catalog: Catalog, run_id: int) -> EvaluationRecord:
 def _task(protocol: dict[str, Any], metric: str) -> str:
     shots = f"{protocol.get('shots', '?')}-shot"
     return shots if metric == "mse" else f"{protocol.get('ways', '?')}-way {shots}"
+
+
+def protocol_text(protocol: dict[str, Any], metric: str) -> str:
+    """An evaluation's protocol in words, as the app shows it beside the score: `5-way 1-shot,
+    15 queries, 3 inner steps, inner LR 0.4, 600 episodes` (regression: `10-shot`...); the
+    keys an older row lacks are left out."""
+    parts = [_task(protocol, metric)] if "shots" in protocol else []
+    for key, word in (("queries", "queries"), ("inner_steps", "inner steps")):
+        if key in protocol:
+            parts.append(f"{protocol[key]} {word}")
+    if "inner_lr" in protocol:
+        parts.append(f"inner LR {protocol['inner_lr']:g}")
+    if "episodes" in protocol:
+        parts.append(f"{protocol['episodes']} episodes")
+    return ", ".join(parts)
 
 
 def results(catalog: Catalog, run_ids: Iterable[int], group_seeds: bool = False) -> list[ResultRow]:

@@ -182,6 +182,13 @@ class Attempt(Base):
 
 
 class Evaluation(Base):
+    """A score of a checkpoint under a protocol. `episode_scores_json` (revision 0006) holds
+    the metric of every episode in episode order as one JSON array of float32 values written
+    shortest (`0.93333334`; null for a non-finite one), NULL for evaluations made before it.
+    A column, not a child table: the scores are only ever read whole (a histogram, the CI),
+    and 600 of them are about 6 KB of text in the evaluation's own row, where a table would
+    add 600 rows, each with its id, foreign key and index entry, and 600 inserts."""
+
     __tablename__ = "evaluations"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -200,6 +207,7 @@ class Evaluation(Base):
     ci95: Mapped[float | None] = mapped_column(Float, nullable=True)
     values_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    episode_scores_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 SWEEP_STATUSES: tuple[str, ...] = ("running", "finished", "cancelled", "interrupted")

@@ -113,9 +113,9 @@ BUSY_TIMEOUT_S = 10.0
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """`PRAGMA user_version`: the schema this release writes. A larger one is a newer release's."""
-REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4, "0005": 5}
+REVISION_VERSIONS = {"0001": 1, "0002": 2, "0003": 3, "0004": 4, "0005": 5, "0006": 6}
 """Alembic revision -> schema version, for every revision this release knows."""
 HEAD_REVISION = max(REVISION_VERSIONS, key=REVISION_VERSIONS.__getitem__)
 """The newest revision (a test checks it is the migration scripts' single head)."""
@@ -276,6 +276,9 @@ class EvaluationRecord:
     ci95: float | None
     values: dict[str, float]
     created_at: float
+    # the metric of each episode, in episode order (NaN: a non-finite score); None for an
+    # evaluation stored before revision 0006 kept them
+    episode_scores: list[float] | None = None
 
 
 # runs columns in the order of RunRecord's fields, so a row builds a record positionally
@@ -335,7 +338,26 @@ def _evaluation_record(e: Evaluation) -> EvaluationRecord:
         split=e.split, protocol=json.loads(e.protocol_json) if e.protocol_json else {},
         episodes=e.episodes, metric=e.metric, mean=e.mean, ci95=e.ci95,
         values=json.loads(e.values_json) if e.values_json else {}, created_at=e.created_at,
+        episode_scores=decode_scores(e.episode_scores_json),
     )  # fmt: skip
+
+
+def encode_scores(scores: Sequence[float]) -> str:
+    """Per-episode scores as a compact JSON array: each written as the shortest text that
+    gives back the float32 the evaluation computed (`0.93333334`, not 0.9333333373069763),
+    null for a non-finite one (JSON has no NaN)."""
+    with np.errstate(over="ignore"):  # a float64 past float32's range: inf, then null
+        single = np.asarray(scores, dtype=np.float32)
+    return "[" + ",".join(str(v) if np.isfinite(v) else "null" for v in single) + "]"
+
+
+def decode_scores(text: str | None) -> list[float] | None:
+    """`encode_scores`'s list back (null as NaN), each the exact float32 value stored, as the
+    evaluation computed its mean and CI from; None for no stored scores."""
+    if not text:
+        return None
+    raw = [math.nan if v is None else v for v in json.loads(text)]
+    return np.asarray(raw, dtype=np.float32).astype(np.float64).tolist()
 
 
 def _finite(v: float | None) -> float | None:
@@ -1808,10 +1830,17 @@ class Catalog:
         protocol: dict[str, Any] | None = None,
         checkpoint_step: int | None = None,
         checkpoint_id: int | None = None,
+        episode_scores: Sequence[float] | None = None,
     ) -> int:
         """Store an evaluation and return its id. Its checkpoint is looked up by step when no id
         is given. The summary gets `<split>_<metric>` and `<split>_<metric>_ci95` so that run
-        lists can show, e.g., test accuracy without touching this table."""
+        lists can show, e.g., test accuracy without touching this table. `episode_scores`:
+        the metric of each of the `episodes` episodes (kept for a histogram and the CI)."""
+        if episode_scores is not None and len(episode_scores) != episodes:
+            raise ValueError(
+                f"{len(episode_scores)} per-episode scores given for {episodes} episodes"
+            )
+        scores_json = None if episode_scores is None else encode_scores(episode_scores)
         with self._write() as s:
             self._run_or_raise(s, run_id, lock=True)
             now = self._now(s)
@@ -1828,6 +1857,7 @@ class Catalog:
                 split=split, protocol_json=json.dumps(protocol or {}, sort_keys=True, default=str),
                 episodes=episodes, metric=metric, mean=_finite(mean), ci95=_finite(ci95),
                 values_json=json.dumps(values or {}, sort_keys=True), created_at=now,
+                episode_scores_json=scores_json,
             )  # fmt: skip
             s.add(ev)
             s.flush()

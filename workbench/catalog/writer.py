@@ -325,6 +325,7 @@ class CatalogListener(Listener):
         self.catalog.add_evaluation(
             self.run_id, e.split, e.metric, e.mean, e.ci95, e.episodes, values=dict(e.values),
             protocol=dict(e.protocol), checkpoint_step=e.checkpoint_step,
+            episode_scores=list(e.episode_scores) or None,
         )  # fmt: skip
 
     def _stop_heartbeat(self) -> None:

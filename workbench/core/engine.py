@@ -51,7 +51,7 @@ from workbench.core.distributed import (
 )
 from workbench.core.episode_stream import EpisodeStream
 from workbench.core.errors import CheckpointError, ConfigError, DataError
-from workbench.core.evaluate import Score, evaluate
+from workbench.core.evaluate import Score, evaluate, evaluate_protocol, protocol_of
 from workbench.core.events import (
     CheckpointRemoved,
     CheckpointSaved,
@@ -549,39 +549,14 @@ class Trainer:
         if picked is not None:
             self.algo.load_state_dict(picked[0])
             ckpt_step = picked[1]
-        s = self._score(dist, "test", self.config.test_episodes)
-        values = dict(s.values)
-        if self.config.task_kind == "regression":  # the MAML paper's protocol: K = 5 and K = 10
-            for k in (5, 10):
-                shape = self.config.eval.model_copy(update={"shots": k})
-                sk = evaluate(
-                    self.algo,
-                    dist,
-                    shape,
-                    self.config.test_episodes,
-                    self.device,
-                    "test",
-                    self._autocast,
-                    group=self.group,
-                )
-                values.update(
-                    {
-                        f"k{k}_{name}": v
-                        for name, v in sk.values.items()
-                        if name.startswith("mse_after")
-                    }
-                )
+        s = evaluate_protocol(
+            self.algo, dist, self.config.eval, self.config.test_episodes, self.device,
+            self._autocast, group=self.group,
+        )  # fmt: skip
         result = EvalResult(
-            self.step,
-            "test",
-            s.mean,
-            s.ci95,
-            s.episodes,
-            s.metric,
-            values,
-            ckpt_step,
-            protocol_of(self.config),
-        )
+            self.step, "test", s.mean, s.ci95, s.episodes, s.metric, s.values, ckpt_step,
+            protocol_of(self.config), s.episode_scores.tolist(),
+        )  # fmt: skip
         self._emit("on_eval", result)
         return result
 
@@ -688,15 +663,3 @@ def release_device_memory(device: torch.device | None) -> None:
 
 STORAGE_RETRY_S = 5.0
 """How often a run paused by a full or read-only checkpoint folder tries again."""
-
-
-def protocol_of(config: RunConfig) -> dict[str, Any]:
-    e = config.eval
-    return {
-        "ways": e.ways,
-        "shots": e.shots,
-        "queries": e.queries,
-        "inner_steps": e.inner_steps,
-        "episodes": config.test_episodes,
-        "split": "test",
-    }

@@ -46,6 +46,8 @@ class EvalResult:
     values: dict[str, float] = field(default_factory=dict)  # e.g. mse_after_1, mse_after_5
     checkpoint_step: int | None = None
     protocol: dict[str, Any] = field(default_factory=dict)
+    # the metric of each test episode, in episode order (stored with the test evaluation)
+    episode_scores: list[float] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
