@@ -139,3 +139,69 @@ def test_an_installed_package_registers_through_its_entry_point(tmp_path: Path) 
               "--steps", "2", "--quiet", PYTHONPATH=str(site))  # fmt: skip
     assert got.returncode == 0, got.stderr
     assert run_of(db, 1).environment["plugin"]["source"] == "my-algos 1.2"
+
+
+OWN_UPDATE = '''
+from typing import Literal
+
+import torch
+
+from workbench.plugin_api import (Algorithm, AlgorithmParams, loss_and_score,
+                                  register_algorithm, score_name, step_values)
+
+
+class JointParams(AlgorithmParams):
+    name: Literal["joint-momentum"] = "joint-momentum"
+
+
+@register_algorithm("joint-momentum")
+class JointMomentum(Algorithm):
+    """Joint training (the query loss at theta, no inner loop) with its own outer update: SGD
+    with momentum, at a step of its own."""
+
+    Params = JointParams
+
+    def outer_optimizer(self, params):
+        return torch.optim.SGD(params, lr=1.0, momentum=0.9)
+
+    def outer_lr(self, step, steps):
+        return 0.05 / (1 + step)
+
+    def meta_train_step(self, batch, shape):
+        n, losses, scores = len(batch), [], []
+        for i in range(n):
+            loss, score = loss_and_score(self.kind, self.model(batch.query_x[i]), batch.query_y[i])
+            (loss / n).backward()
+            losses.append(loss.detach())
+            scores.append(score.detach())
+        return step_values(**{"loss": torch.stack(losses).mean(),
+                              score_name(self.kind): torch.stack(scores).mean()})
+
+    def evaluate(self, batch, shape):
+        with torch.no_grad():
+            out = [loss_and_score(self.kind, self.model(batch.query_x[i]), batch.query_y[i])[1]
+                   for i in range(len(batch))]
+        return {score_name(self.kind): torch.stack(out).cpu()}
+'''
+
+
+def test_a_plugin_owns_its_outer_update_and_the_engine_steps_and_saves_it(tmp_path: Path) -> None:
+    """`outer_optimizer` and `outer_lr` are the plugin's: the run's checkpoint holds SGD's
+    momentum buffers and the last step's learning rate from the plugin's schedule."""
+    from workbench.catalog import Catalog
+    from workbench.core.checkpoint import load_checkpoint
+
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "joint_momentum.py").write_text(OWN_UPDATE)
+    db = tmp_path / "c.db"
+    got = cli(db, folder, "run", "--algorithm", "joint-momentum", "--steps", "4", "--set",
+              "val_every=0", "--set", "test_episodes=4", "--quiet")  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    with Catalog.open(db) as cat:
+        final = cat.checkpoint(1, "final")
+    assert final is not None and final.step == 4
+    opt = load_checkpoint(final.path)["optimizer"]
+    (group,) = opt["param_groups"]
+    assert group["momentum"] == 0.9 and group["lr"] == pytest.approx(0.05 / 4)  # step index 3
+    assert opt["state"] and all("momentum_buffer" in s for s in opt["state"].values())
