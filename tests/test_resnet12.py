@@ -15,7 +15,7 @@ from workbench.core.config import ModelConfig, default_config
 from workbench.core.engine import Trainer
 from workbench.core.errors import ConfigError
 from workbench.core.events import Listener, StepMetrics
-from workbench.core.models import build_model, call
+from workbench.core.models import build_model, call, resnet12
 from workbench.core.models.double_backward import closed_form_double_backward
 from workbench.core.models.resnet12 import SUPPORTED_ALGORITHMS, ResNet12, drop_block
 from workbench.core.registry import ALGORITHMS
@@ -136,11 +136,26 @@ def test_functional_forward_matches_the_module(pool: str, training: bool) -> Non
     torch.testing.assert_close(other, fn, rtol=0, atol=0)
 
 
-def test_second_order_maml_step_closed_form_matches_autograd() -> None:
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_second_order_maml_step_closed_form_matches_autograd(
+    channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The meta-gradient of one differentiable inner step (second-order MAML) is the same with
     conv/BN's closed-form double backward (conv weights without bias given a zero one) as with
     autograd's own."""
-    model = small(out_dim=3, channels_last=False)
+    calls: list[int] = []
+    conv = resnet12._Conv
+
+    class Counted(conv):  # type: ignore[misc,valid-type]
+        @classmethod
+        def apply(cls, *args: object) -> torch.Tensor:  # type: ignore[override]
+            calls.append(1)
+            return conv.apply(*args)
+
+    monkeypatch.setattr(resnet12, "_Conv", Counted)
+    model = small(out_dim=3, channels_last=channels_last)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     x, y = inputs(), torch.arange(6) % 3
 
     def meta_gradient(closed_form: bool) -> tuple[torch.Tensor, ...]:
@@ -152,7 +167,9 @@ def test_second_order_maml_step_closed_form_matches_autograd() -> None:
         query = F.cross_entropy(model.functional_forward(adapted, x.flip(0)), y)
         return torch.autograd.grad(query, list(theta.values()))
 
-    for a, e in zip(meta_gradient(True), meta_gradient(False), strict=True):
+    closed = meta_gradient(True)
+    assert len(calls) == 16  # every conv of the inner step took the closed form
+    for a, e in zip(closed, meta_gradient(False), strict=True):
         torch.testing.assert_close(a, e, rtol=1e-9, atol=1e-12)
 
 
