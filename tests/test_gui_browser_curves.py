@@ -24,7 +24,11 @@ def add_run(
     cat: Catalog, seed: int, val: bool = True, score: str = "accuracy", wall0: float = 1e9
 ) -> int:
     """A finished run of 40 steps (loss, score, meta_lr; validation every 10 with a CI)."""
-    cfg = {"algorithm": {"name": "maml", "inner_lr": 0.4}, "dataset": {"name": "omniglot"}, "seed": seed}
+    cfg = {
+        "algorithm": {"name": "maml", "inner_lr": 0.4},
+        "dataset": {"name": "omniglot"},
+        "seed": seed,
+    }
     rid = cat.create_run(json.dumps(cfg), name=f"maml-s{seed}", algorithm="maml",
                          dataset="omniglot", seed=seed, status="finished")  # fmt: skip
     rng = np.random.default_rng(seed)
@@ -97,7 +101,9 @@ def test_three_runs_overlay_three_curves_per_panel_and_group_to_a_mean(qtbot, ca
         assert len(lines) == 3 and all(len(x) for x, _ in lines), key
         pens = {i.opts["pen"].color().name() for i in tab.panels[key].curves.items}
         assert len(pens) == 3, key  # one colour per run
-    assert sorted(label.text for _, label in tab.legend.items) == [f"#{i} maml-s{s}" for i, s in zip(ids, (1, 2, 3), strict=True)]
+    assert sorted(label.text for _, label in tab.legend.items) == [
+        f"#{i} maml-s{s}" for i, s in zip(ids, (1, 2, 3), strict=True)
+    ]
     tab.group_check.setChecked(True)  # the three seeds of one config: their mean ± std
     assert [label.text for _, label in tab.legend.items] == ["maml/omniglot mean of 3 seeds"]
     assert len(tab.panels["loss"].shown_lines()) == 1 and tab.panels["loss"].bands
