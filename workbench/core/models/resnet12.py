@@ -47,12 +47,13 @@ POOLS = 4  # one 2x2 max-pool per block: inputs need at least 2**4 pixels a side
 # forward) generically, checked in each one's code: ProtoNet embeds with `model(x)`; MAML,
 # first-order MAML, pretrain-finetune and Meta-SGD adapt every parameter through
 # `functional_forward` (the grouped Conv-4 passes are looked up with getattr and skipped);
-# ANIL adapts the `head` Linear on features from `embed`. Meta-LSTM is left out: its
+# ANIL adapts the `head` Linear on features from `embed`; Reptile's inner Adam runs on
+# `models.call` with a copy of every parameter. Meta-LSTM is left out: its
 # coordinate-wise meta-learner keeps an LSTM state of `hidden` (20) units plus gates per
 # learner parameter, 12.4M coordinates here (about 1 GB a state in fp32, held for every inner
 # step of every task in the meta-graph). Config validation refuses the rest (`config._compatible`).
 SUPPORTED_ALGORITHMS = frozenset(
-    {"protonet", "maml", "fomaml", "anil", "meta-sgd", "pretrain-finetune"}
+    {"protonet", "maml", "fomaml", "anil", "meta-sgd", "pretrain-finetune", "reptile"}
 )
 
 
