@@ -78,3 +78,11 @@ def test_bench_script_tiny(script: str, words: list[str]) -> None:
     out = run_tiny(script)
     for w in words:
         assert w in out, f"{w!r} not in the output of {script}:\n{out}"
+
+
+def test_overlay_redraw_tiny() -> None:
+    """The browser's Curves tab with 10 small runs overlaid: redraw times after pans and zooms."""
+    out = run_tiny("overlay_redraw.py")
+    for w in ("built a catalog of 10 runs", "redraw after a pan or zoom", "median", "p95",
+              "CPU time", "reference, one PlotDataItem per run and panel"):  # fmt: skip
+        assert w in out, f"{w!r} not in the output of overlay_redraw.py:\n{out}"

@@ -98,6 +98,9 @@ class CurvesTab(QWidget):
         lay.addLayout(self._build_bar())
         self.curve_plot = _TimedLayoutWidget()  # times its paints (bench/overlay_redraw.py)
         self.panels = {k: Panel(k) for k in [*PANELS, "extra"]}
+        self.zoomed = False  # the user panned or zoomed since the last fit
+        for p in self.panels.values():
+            p.plot.vb.sigRangeChangedManually.connect(lambda *_: setattr(self, "zoomed", True))
         self.legend = pg.LegendItem(labelTextSize="9pt", verSpacing=-6, labelTextColor="#333")
         self.legend.sigSampleClicked.connect(self._toggle_entry)
         self._side = pg.GraphicsLayout()  # the legend's column: the legend at its top
@@ -149,6 +152,7 @@ class CurvesTab(QWidget):
         bar.addWidget(self.group_check)
         self.panels_button = QToolButton(text="Panels")
         self.panels_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.panels_button.setStyleSheet("QToolButton { padding-right: 14px; }")  # the arrow
         menu = QMenu(self.panels_button)
         self.panel_actions = {}
         for key, name in PANEL_NAMES.items():
@@ -264,11 +268,12 @@ class CurvesTab(QWidget):
 
     # ---- drawing -----------------------------------------------------------------------
     def plot(self, keep_items: bool = False) -> None:
-        """Read the selected runs' points and draw them; `keep_items` keeps the view (zoom,
-        hidden runs) when the same runs are still shown (a poll while they train)."""
+        """Read the selected runs' points (those whose record changed: `keep_items` is implied)
+        and draw them; the same runs again keep the user's zoom and the runs hidden from the
+        legend, and without a zoom the view follows new points (a poll while they train)."""
         recs = self.selected()
         ids = [r.id for r in recs]
-        same = keep_items and ids == self.ids
+        same = ids == self.ids  # a reload of the same runs keeps a zoom and the hidden runs
         if not same:
             self.hidden = set()
         self.ids = ids
@@ -288,7 +293,7 @@ class CurvesTab(QWidget):
                 old[1] if old and old[0] == sig else load_run(self.catalog, r, specs, self.alpha),
             )
         self.runs = [self._cache[r.id][1] for r in recs]
-        self.redraw(refit=not same)
+        self.redraw(refit=not (same and self.zoomed))  # unzoomed, the view follows new points
 
     def redraw(self, refit: bool = False) -> None:
         """Draw the read points with the current options; `refit` fits every axis again."""
@@ -313,6 +318,7 @@ class CurvesTab(QWidget):
             panel.show(data, palette, self.hidden)
         if refit:
             self._fit(list(specs))
+            self.zoomed = False
         first = next((self.panels[k] for k in specs), None)
         self.items = {}
         if first is not None and first.curves.items:
