@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QThread
+from PySide6.QtCore import Qt, QThread
 from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
@@ -27,23 +27,23 @@ from PySide6.QtWidgets import (
 )
 
 from workbench.catalog import CheckpointRecord, RunRecord, UnknownRunError
+from workbench.core.errors import ConfigError
 from workbench.exports import metrics_csv_name, write_metrics_csv
 from workbench.gui.browser_model import LIVE, fmt_value, group_key
-from workbench.gui.worker import EvalWorker, start_in_thread
+from workbench.gui.evaluate_dialog import EvaluateDialog, EvaluationJob
 
 if TYPE_CHECKING:
     from workbench.gui.browser import ExperimentsBrowser
 
 
 class ActionBar(QWidget):
-    """The buttons above the runs table and their handlers; it also owns the background
-    evaluation, one at a time, so Evaluate and Cancel eval know its state."""
+    """The buttons above the runs table and their handlers; it also owns the Evaluate dialog,
+    one at a time, so Evaluate and Cancel eval know whether an evaluation runs."""
 
     def __init__(self, browser: ExperimentsBrowser) -> None:
         super().__init__(browser)
         self.browser = browser
-        self.eval_thread: QThread | None = None
-        self.eval_worker: EvalWorker | None = None
+        self.eval_dialog: EvaluateDialog | None = None
         self.last_eval: tuple[Any, Any] | None = None  # (result, error) of the latest evaluation
         bar = QHBoxLayout(self)
         bar.setContentsMargins(0, 0, 0, 0)  # a row of the browser's layout, as a bare layout was
@@ -70,16 +70,18 @@ class ActionBar(QWidget):
             lambda: self.resume_selected(detached=True),
         )
         self.eval_button = button(
-            "Evaluate",
-            "Evaluate the selected checkpoint (default: best) on N test episodes, in the background",
-            self.evaluate_selected,
+            "Evaluate…",
+            "Evaluate a checkpoint of the selected run (default: the one selected below, else "
+            "best) with its test protocol or another task shape, in the background",
+            self.open_evaluation,
         )
+        # the dialog has the episodes and its own Cancel; these stay (hidden) for scripts
         self.episodes_spin = QSpinBox(minimum=1, maximum=100_000, value=600, suffix=" episodes")
-        bar.addWidget(self.episodes_spin)
+        self.episodes_spin.setVisible(False)
         self.cancel_eval_button = button(
             "Cancel eval", "Stop the running evaluation", self.cancel_evaluation
         )
-        self.cancel_eval_button.setEnabled(False)
+        self.cancel_eval_button.setVisible(False)
         self.clone_button = button(
             "Clone", "Copy the run's configuration into the setup panel", self.clone_selected
         )
@@ -109,8 +111,7 @@ class ActionBar(QWidget):
         self.resume_button.setEnabled(len(recs) == 1 and recs[0].status not in LIVE and not why)
         self.resume_detached_button.setEnabled(self.resume_button.isEnabled())
         self.clone_button.setEnabled(len(recs) == 1 and not why)
-        if self.eval_thread is None:
-            self.eval_button.setEnabled(not why)
+        self.eval_button.setEnabled(not why)
         for b in (self.resume_button, self.resume_detached_button, self.clone_button,
                   self.eval_button):  # fmt: skip
             b.setToolTip(why or self._tips[b])
@@ -149,74 +150,94 @@ class ActionBar(QWidget):
         # None: killed before its first checkpoint, from 0
         (b.resumeDetachedRequested if detached else b.resumeRequested).emit(r.id, ck)
 
-    # ---- evaluation in a background thread ------------------------------------------
-    def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
+    # ---- evaluation: the Evaluate dialog, its job in a background thread ---------------
+    @property
+    def evaluating(self) -> bool:
+        return self.eval_dialog is not None and self.eval_dialog.running
+
+    @property
+    def eval_thread(self) -> QThread | None:
+        return self.eval_dialog.thread if self.eval_dialog is not None else None
+
+    @property
+    def eval_worker(self) -> EvaluationJob | None:
+        return self.eval_dialog.job if self.eval_dialog is not None else None
+
+    def open_evaluation(self) -> EvaluateDialog | None:
+        """The Evaluate dialog for the selected run (not modal: the browser stays usable while
+        it runs), its checkpoint preset to the one chosen in the Checkpoints tab. One at a
+        time: while one runs it is raised instead."""
         b = self.browser
         r = self._one()
         if r is None:
-            return False
+            return None
         if why := not_ours(r):
             b.log.emit("error", why)
-            return False
-        if self.eval_thread is not None:
+            return None
+        if self.evaluating:
             b.log.emit("error", "an evaluation is already running")
+            self.eval_dialog.raise_()  # type: ignore[union-attr]
+            return None
+        if self.eval_dialog is not None:
+            self.eval_dialog.close()
+        try:
+            dlg = EvaluateDialog(b.catalog, r, b.tabs.checkpoints.selected(r.id), b)
+        except ConfigError as exc:  # a stored config this release no longer accepts
+            b.log.emit("error", f"run #{r.id} cannot be evaluated: {exc}")
+            return None
+        dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dlg.finished_evaluation.connect(self._eval_done)
+        dlg.destroyed.connect(lambda _=None, d=dlg: self._forget(d))
+        self.eval_dialog = dlg
+        dlg.show()
+        return dlg
+
+    def _forget(self, dlg: EvaluateDialog) -> None:
+        if self.eval_dialog is dlg:
+            self.eval_dialog = None
+
+    def evaluate_selected(self, episodes: int | None = None, device: str = "auto") -> bool:
+        """Evaluate the selected run at once through the dialog (scripts, tests): its
+        defaults, with `episodes` and `device`; True if it started."""
+        dlg = self.open_evaluation()
+        if dlg is None:
             return False
-        ck = self.chosen_checkpoint(r.id, "best")
-        if ck is None:
-            b.log.emit("error", f"run #{r.id} has no checkpoint to evaluate")
-            return False
-        n = episodes or self.episodes_spin.value()
-        self.eval_worker = EvalWorker(b.catalog, r.id, ck, n, device)
-        self.eval_worker.progress.connect(lambda msg: b.log.emit("info", msg))
-        self.eval_worker.done.connect(self._eval_done)
-        self.eval_thread = start_in_thread(self.eval_worker, f"eval-run-{r.id}")
-        self.cancel_eval_button.setEnabled(True)
-        self.eval_button.setEnabled(False)
-        return True
+        if episodes is not None:
+            dlg.editor("episodes").set_value(episodes)
+        i = dlg.editor("device").findData(device)
+        if i >= 0:
+            dlg.editor("device").setCurrentIndex(i)
+        return dlg.start()
 
     def cancel_evaluation(self) -> None:
-        if self.eval_worker is not None:
-            self.eval_worker.cancel()
+        if self.eval_dialog is not None:
+            self.eval_dialog.cancel()
 
-    def _eval_done(self, result: Any, error: Any) -> None:
+    def _eval_done(self, run_id: int, score: Any, error: Any) -> None:
         b = self.browser
-        run_id = self.eval_worker.run_id if self.eval_worker else None
-        if self.eval_thread is not None:
-            self.eval_thread.wait()
-        self._eval_cleanup()
-        self.last_eval = (result, error)
-        if error:
-            b.log.emit(
-                "error" if "cancelled" not in str(error) else "info",
-                f"evaluation of run #{run_id}: {error}",
-            )
+        result = None
+        if score is not None:
+            result = {"metric": score.metric, "mean": score.mean, "ci95": score.ci95,
+                      "episodes": score.episodes}  # fmt: skip
+            shown = fmt_value(score.metric, score.mean, score.ci95)
+            b.log.emit("info", f"evaluation of run #{run_id}: {score.metric} {shown} on "
+                               f"{score.episodes} episodes")  # fmt: skip
         else:
-            b.log.emit(
-                "info",
-                f"evaluation of run #{run_id}: {result['metric']} {fmt_value(result['metric'], result['mean'], result['ci95'])} on {result['episodes']} episodes",
-            )
-        if run_id is not None:
-            try:
-                b.model.update_runs([b.catalog.get_run(run_id)])
-            except UnknownRunError:
-                pass
-            if run_id in b.shown_ids:
-                b.show_details()
-
-    def _eval_cleanup(self) -> None:
-        for obj in (self.eval_worker, self.eval_thread):
-            if obj is not None:
-                obj.deleteLater()
-        self.eval_worker = self.eval_thread = None
-        self.cancel_eval_button.setEnabled(False)
-        self.eval_button.setEnabled(True)
+            level = "info" if "cancelled" in str(error) else "error"
+            b.log.emit(level, f"evaluation of run #{run_id}: {error}")
+        self.last_eval = (result, None if score is not None else str(error))
+        try:
+            b.model.update_runs([b.catalog.get_run(run_id)])
+        except UnknownRunError:
+            pass
+        if run_id in b.shown_ids:
+            b.show_details()
 
     def shutdown(self) -> None:
         """Stop a running evaluation and wait for its thread (the app is closing)."""
-        self.cancel_evaluation()
-        if self.eval_thread is not None:
-            self.eval_thread.wait()
-            self._eval_cleanup()
+        if self.eval_dialog is not None:
+            self.eval_dialog.shutdown()
+            self.eval_dialog.close()
 
     # ---- editing the catalog ---------------------------------------------------------
     def clone_selected(self) -> None:

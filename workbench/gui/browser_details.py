@@ -12,10 +12,11 @@ from collections.abc import Callable
 from PySide6.QtWidgets import QTabWidget, QWidget
 
 from workbench.catalog import Catalog, RunRecord
-from workbench.gui.browser_checkpoints import CheckpointsTab, EvaluationsTab
+from workbench.gui.browser_checkpoints import CheckpointsTab
 from workbench.gui.browser_compare import CompareTab
 from workbench.gui.browser_config import ConfigTab, EnvironmentTab
 from workbench.gui.browser_curves import CurvesTab
+from workbench.gui.browser_evaluations import EvaluationsView
 
 
 class DetailTabs(QTabWidget):
@@ -36,8 +37,9 @@ class DetailTabs(QTabWidget):
         self.addTab(self.environment, "Environment")
         self.checkpoints = CheckpointsTab(catalog)
         self.addTab(self.checkpoints, "Checkpoints")
-        self.evaluations = EvaluationsTab(catalog)
-        self.addTab(self.evaluations, "Evaluations")
+        self.evaluation_view = EvaluationsView(catalog)  # the table and a histogram
+        self.evaluations = self.evaluation_view.table
+        self.addTab(self.evaluation_view, "Evaluations")
 
     def show_runs(self, recs: list[RunRecord], keep_items: bool, new_selection: bool) -> None:
         """Fill every tab for these runs; `new_selection` re-reads the metric choices,
@@ -50,7 +52,7 @@ class DetailTabs(QTabWidget):
         self.environment.show_runs(recs)
         if len(recs) == 1:
             self.checkpoints.show_run(recs[0].id)
-            self.evaluations.show_run(recs[0].id)
+            self.evaluation_view.show_run(recs[0].id)
         else:
             self.checkpoints.setRowCount(0)
-            self.evaluations.setRowCount(0)
+            self.evaluation_view.clear()
