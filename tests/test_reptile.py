@@ -265,7 +265,7 @@ def test_cli_run_finishes(tmp_path: Path) -> None:
          "--set", "algorithm.inner_lr=0.001", "--set", "val_every=0", "--set", "test_episodes=4",
          "--set", "ckpt_every=3", "--quiet"],
         capture_output=True, text=True, timeout=1800,
-        env={**os.environ, "WORKBENCH_CACHE": str(tmp_path / "cache"), "WORKBENCH_THREADS": "1"},
+        env={**os.environ, "WORKBENCH_THREADS": "1"},
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "finished at step 3" in out.stdout, out.stdout

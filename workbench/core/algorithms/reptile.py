@@ -241,12 +241,13 @@ class Reptile(Algorithm):
         return [torch.Generator().manual_seed(seed + batch.first + i) for i in range(len(batch))]
 
     def task_batches(
-        self, batch: EpisodeBatch, i: int, size: int, steps: int, gen: torch.Generator | None
+        self, batch: EpisodeBatch, size: int, steps: int, gen: torch.Generator | None
     ) -> list[torch.Tensor | None]:
-        """Task i's minibatch indices for `steps` inner steps, on the batch's device."""
+        """A task's minibatch indices for `steps` inner steps, on the batch's device (one copy)."""
         idx = minibatches(batch.support_x.shape[1], size, steps, gen)
-        device = batch.support_x.device
-        return [None if t is None else t.to(device) for t in idx]
+        if not idx or idx[0] is None:
+            return idx
+        return list(torch.stack(idx).to(batch.support_x.device))  # type: ignore[arg-type]
 
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         """.grad = theta - mean_i phi_i over the batch's tasks (what SGD at rate epsilon turns
@@ -264,7 +265,7 @@ class Reptile(Algorithm):
                 state = self.adam_state(carried=True)  # fresh zeros for each task
             phi = self.adapt(
                 batch.support_x[i], batch.support_y[i],
-                self.task_batches(batch, i, size, steps, seeds[i]), lr, state,
+                self.task_batches(batch, size, steps, seeds[i]), lr, state,
             )  # fmt: skip
             torch._foreach_add_(total, list(phi.values()))
             with torch.no_grad():
@@ -308,7 +309,7 @@ class Reptile(Algorithm):
         def score(i: int) -> torch.Tensor:
             phi = self.adapt(
                 batch.support_x[i], batch.support_y[i],
-                self.task_batches(batch, i, size, steps, seeds[i]), self.eval_lr,
+                self.task_batches(batch, size, steps, seeds[i]), self.eval_lr,
                 self.adam_state(carried=False),
             )  # fmt: skip
             with torch.no_grad():
@@ -325,7 +326,7 @@ class Reptile(Algorithm):
         seeds = self.batch_seeds(batch, size)
         out: dict[int, list[torch.Tensor]] = {s: [] for s in steps}
         for i in range(len(batch)):
-            idx = self.task_batches(batch, i, size, max(steps, default=0), seeds[i])
+            idx = self.task_batches(batch, size, max(steps, default=0), seeds[i])
             for s in steps:
                 phi = self.adapt(
                     batch.support_x[i], batch.support_y[i], idx[:s], self.eval_lr,
