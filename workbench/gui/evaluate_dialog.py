@@ -194,13 +194,16 @@ class EvaluateDialog(QDialog):
                                " shots (the MAML paper's protocol)."))  # fmt: skip
         self.progress = QProgressBar()
         self.progress.setFormat("%v / %m episodes")
+        self.progress.setTextVisible(False)  # no count before an evaluation starts
         self.progress.setValue(0)
         lay.addWidget(self.progress)
         self.status = QLabel()
         self.status.setWordWrap(True)
         lay.addWidget(self.status)
-        self.histogram = EpisodeHistogram()
-        self.histogram.setVisible(False)
+        self.histogram = EpisodeHistogram()  # always there: the dialog keeps its size
+        self.histogram.setTitle(
+            "each episode's score is drawn here after an evaluation", size="9pt"
+        )
         lay.addWidget(self.histogram, 1)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
@@ -292,13 +295,9 @@ class EvaluateDialog(QDialog):
         key = FIELD_OF_KEY.get(error.key) if isinstance(error, ConfigError) else None
         if key in self.active:
             self.fields[key].set_error(error.message)  # type: ignore[union-attr]
-            self._say(f"{self._label(key)}: {error.message}", error=True)  # type: ignore[union-attr]
+            self._say("")
         else:
             self._say(str(error), error=True)
-
-    @staticmethod
-    def _label(key: str) -> str:
-        return {"inner_steps": "Inner steps", "inner_lr": "Inner LR"}.get(key, key.capitalize())
 
     def _say(self, text: str, error: bool = False) -> None:
         self.status.setStyleSheet("color: #c02020;" if error else "")
@@ -322,7 +321,9 @@ class EvaluateDialog(QDialog):
         passes = 1 + (len(REGRESSION_SHOTS) if self.config.task_kind == "regression" else 0)
         self.progress.setRange(0, opts["episodes"] * passes)
         self.progress.setValue(0)
-        self.histogram.setVisible(False)
+        self.progress.setTextVisible(True)
+        self.histogram.show_scores([], "accuracy")
+        self.histogram.setTitle("")
         self._say(f"evaluating step {checkpoint.step} on {opts['episodes']} test episodes…")
         self.job = EvaluationJob(self.catalog, self.run.id, checkpoint, opts)
         self.job.progress.connect(self._progress)
@@ -363,7 +364,6 @@ class EvaluateDialog(QDialog):
                 f"</b> over {score.episodes} episodes, checkpoint of step {self._step} (stored)"
             )
             self.histogram.show_scores(score.episode_scores.tolist(), score.metric)
-            self.histogram.setVisible(True)
         else:
             self.show_error(error)
         self.finished_evaluation.emit(self.run.id, score, error)
