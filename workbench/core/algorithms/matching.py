@@ -31,6 +31,7 @@ from pydantic import Field
 from torch import nn
 
 from workbench.core.algorithms.base import Algorithm, step_values
+from workbench.core.errors import ConfigError
 from workbench.core.params import AlgorithmParams, Count, TaskShape
 from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
@@ -116,9 +117,10 @@ class MatchingNetworks(Algorithm):
         if params.fce:
             dim = getattr(model, "embedding_dim", None)
             if not isinstance(dim, int):
-                raise ValueError(
-                    "Matching Networks' FCE needs an embedding network that states its width"
-                    " (`embedding_dim`, as Conv-4 does)"
+                raise ConfigError(
+                    "algorithm.fce",
+                    "FCE needs an embedding network that states its width (`embedding_dim`,"
+                    " as conv4 does)",
                 )
             self.fce = FullContextEmbedding(dim)
 

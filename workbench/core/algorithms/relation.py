@@ -44,6 +44,7 @@ from pydantic import Field
 from torch import nn
 
 from workbench.core.algorithms.base import Algorithm, step_values
+from workbench.core.errors import ConfigError
 from workbench.core.params import AlgorithmParams, Count, Real, TaskShape
 from workbench.core.registry import ALGORITHMS
 from workbench.core.task_threads import task_workers
@@ -234,7 +235,9 @@ class RelationNetworks(Algorithm):
     def __init__(self, params: RelationParams, model: nn.Module, kind: TaskKind) -> None:
         conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
         if conv is None:
-            raise ValueError("Relation Networks need a convolutional learner (Conv-4): images in")
+            raise ConfigError(
+                "model.name", "relation needs a convolutional learner (conv4) on image datasets"
+            )
         bn = _has_batch_norm(model)
         mode, momentum = params.batch_norm, params.bn_momentum
         encoder = RelationEncoder(conv.in_channels, conv.out_channels, bn, mode, momentum)
