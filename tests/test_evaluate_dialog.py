@@ -167,3 +167,11 @@ def test_an_evaluation_without_episode_scores_shows_without_a_histogram(  # type
     assert view.table.rowCount() == 1 and "80.00 ± 2.00 %" in view.caption.text()
     assert view.histogram.counts.sum() == 0
     assert "no per-episode scores" in view.histogram.getPlotItem().titleLabel.text
+    # a newer one with its scores is shown first; the older one picked stays picked on refresh
+    cat.add_evaluation(run.id, "test", "accuracy", 0.5, 0.49, 2, episode_scores=[0.0, 1.0])
+    window.browser.show_details()
+    assert view.table.rowCount() == 2 and int(view.histogram.counts.sum()) == 2
+    view.table.selectRow(0)
+    window.browser.show_details(keep_items=True)  # a poll while runs train
+    assert view.selected().id == cat.evaluations(run.id)[0].id
+    assert view.histogram.counts.sum() == 0

@@ -152,9 +152,10 @@ def evaluate_checkpoint(
     (`core.evaluate.evaluate_protocol`, the automatic test's), under `evaluation_config`'s
     overrides, and store the score with its protocol and per-episode scores.
 
-    Nothing is stored unless every episode was scored and `should_stop` still says no at the
-    end: a cancelled evaluation leaves no row. `progress(done, total)` hears the episodes
-    scored (on the calling thread)."""
+    Nothing is stored unless every episode was scored and `should_stop`, asked once more
+    (last) just before storing, still says no: a cancelled evaluation leaves no row, and a
+    caller can tell from that last answer whether it was stored. `progress(done, total)`
+    hears the episodes scored over all the protocol's passes (on the calling thread)."""
     rec = resolve_checkpoint(catalog, run_id, which)
     algo, config = load_model(catalog, run_id, rec, device)
     config = evaluation_config(config, episodes, shape, inner_lr)

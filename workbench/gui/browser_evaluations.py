@@ -39,11 +39,17 @@ class EvaluationsView(QSplitter):
         self.table.itemSelectionChanged.connect(self._show_selected)
 
     def show_run(self, run_id: int) -> None:
-        """Fill the table with the run's evaluations and show the latest one."""
+        """Fill the table with the run's evaluations and show the latest, or the older one
+        the user picked (a refresh while runs train keeps it; a new evaluation is shown when
+        the latest was)."""
+        before = self.selected()
+        older = before is not None and before is not self.records[-1]
         self.records = self.catalog.evaluations(run_id)
         self.table.show_run(run_id)
-        if self.records:
-            self.table.selectRow(len(self.records) - 1)
+        ids = [e.id for e in self.records]
+        if ids:
+            keep = older and before.run_id == run_id and before.id in ids  # type: ignore[union-attr]
+            self.table.selectRow(ids.index(before.id) if keep else len(ids) - 1)  # type: ignore[union-attr]
         self._show_selected()
 
     def clear(self) -> None:
