@@ -122,18 +122,19 @@ def identity_embedding() -> nn.Module:
     return nn.Sequential(nn.Flatten(), lin)
 
 
-def test_matching_step_is_the_cross_entropy_of_the_attention() -> None:
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_matching_step_is_the_cross_entropy_of_the_attention(scale: float) -> None:
     """Identity embedding: the step's loss is -mean log P(y | x̂, S) with P from the cosines by
-    hand (query (3, 4) of class 1: 0.6 / 0.8; query (2, -1) of class 0: 2/sqrt 5 / -1/sqrt 5)."""
-    algo = MatchingNetworks(
-        ALGORITHMS.get("matching").Params(), identity_embedding(), "classification"
-    )  # type: ignore[arg-type]
+    hand (query (3, 4) of class 1: 0.6 / 0.8; query (2, -1) of class 0: 2/sqrt 5 / -1/sqrt 5),
+    each multiplied by `cosine_scale` before the softmax."""
+    params = ALGORITHMS.get("matching").Params(cosine_scale=scale)
+    algo = MatchingNetworks(params, identity_embedding(), "classification")  # type: ignore[arg-type]
     sx = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]], dtype=F64)[None]
     qx = torch.tensor([[[3.0, 4.0]], [[2.0, -1.0]]], dtype=F64)[None]
     batch = EpisodeBatch(sx, torch.tensor([[0, 1]]), qx, torch.tensor([[1, 0]]), 2)
     out = algo.meta_train_step(batch, TaskShape(ways=2))
-    p1 = math.exp(0.8) / (math.exp(0.6) + math.exp(0.8))
-    a, b = 2 / math.sqrt(5), -1 / math.sqrt(5)
+    p1 = math.exp(0.8 * scale) / (math.exp(0.6 * scale) + math.exp(0.8 * scale))
+    a, b = 2 / math.sqrt(5) * scale, -1 / math.sqrt(5) * scale
     p0 = math.exp(a) / (math.exp(a) + math.exp(b))
     assert out["loss"] == pytest.approx(-(math.log(p1) + math.log(p0)) / 2, rel=1e-12)
     assert out["accuracy"] == 1.0
