@@ -22,8 +22,10 @@ The paper's Omniglot numbers (Table 1) are without FCE; it reports FCE on miniIm
 
 `cosine_scale` multiplies the cosines before the softmax; 1 (the default) is the paper. Cosines
 in [-1, 1] make a soft attention (5-way 1-shot: at most 0.65 on one example) that trains slowly,
-as reimplementations found; a larger scale is the usual remedy (glyphs 5-way 1-shot, 60 steps:
-72.6 % at 1, 82.1 % at 10). Like every setting it is recorded in the run's config.
+as reimplementations found; a larger scale is the usual remedy. Measured here, 5-way 1-shot:
+glyphs, 60 steps, 72.6 % at 1 and 82.1 % at 10; Omniglot with the preset's settings, 1,500
+steps, 85.0 % at 1 (validation 81.0 / 82.8 / 83.0 % at 500 / 1,000 / 1,500) and 95.5 % at 10.
+Like every setting it is recorded in the run's config.
 """
 
 from __future__ import annotations
