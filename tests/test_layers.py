@@ -91,3 +91,20 @@ def test_core_imports_run_one_way() -> None:
         assert deps <= allowed.get(name, {"workbench.core.errors"}), f"{name} imports {deps}"
     config_deps = imported_modules(ROOT / "core" / "config.py")
     assert not any(m.startswith(f"workbench.core.{p}") for m in config_deps for p in pieces)
+
+
+def test_the_cli_help_names_every_built_in_algorithm_and_dataset() -> None:
+    """`run --help` lists the built-ins without importing torch: the written-out list must
+    hold exactly what the registries have (with no plugins loaded)."""
+    import os
+
+    code = (
+        "from workbench.cli import BUILT_IN; from workbench.core.registry import ALGORITHMS,"
+        " DATASETS; print(sorted(BUILT_IN['algorithm']) == sorted(ALGORITHMS.names()),"
+        " sorted(BUILT_IN['dataset']) == sorted(DATASETS.names()))"
+    )
+    env = {**os.environ, "WORKBENCH_PLUGINS": ""}
+    r = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=1800, env=env
+    )
+    assert r.stdout.split() == ["True", "True"], r.stdout + r.stderr

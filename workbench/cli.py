@@ -27,6 +27,15 @@ INT64_MAX = 2**63 - 1  # SQLite integers, torch seeds: larger ones overflow deep
 CHECKPOINT_NAMES = ("best", "final", "latest")
 
 
+# the registered names, written out so `--help` stays fast (no torch import); a test checks
+# them against the registries
+BUILT_IN = {
+    "algorithm": ["maml", "fomaml", "meta-sgd", "anil", "reptile", "meta-lstm", "protonet",
+                  "matching", "relation", "pretrain-finetune"],
+    "dataset": ["sinusoid", "glyphs", "omniglot", "image-folder", "cifar-fs", "fc100", "cub"],
+}  # fmt: skip
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """USER_ERRORS plus the catalog's CatalogError (not a catalog, newer version, read-only,
     damaged), imported only when a command ran: `workbench.catalog` loads SQLAlchemy and
@@ -165,9 +174,11 @@ def parser() -> Parser:
     r.add_argument(
         "--algorithm",
         type=name_arg,
-        help="maml, fomaml, meta-sgd, anil, meta-lstm, protonet, pretrain-finetune",
+        help=f"{', '.join(BUILT_IN['algorithm'])}, or a plugin's",
     )
-    r.add_argument("--dataset", type=name_arg, help="sinusoid, glyphs, omniglot, image-folder")
+    r.add_argument(
+        "--dataset", type=name_arg, help=f"{', '.join(BUILT_IN['dataset'])}, or a plugin's"
+    )
     _add_task_flags(r)
     r.add_argument("--meta-batch", type=ANY_INT, help="tasks per meta-update")
     r.add_argument("--steps", type=ANY_INT, help="meta-training steps")

@@ -3,7 +3,9 @@
 An algorithm is a subclass of `Algorithm` with a `Params` schema (a subclass of
 `AlgorithmParams` whose `name` defaults to the registered name), registered with
 `@register_algorithm("my-algo")`. It holds everything that is meta-learned (its parameters are
-what the engine's Adam updates) and implements two methods:
+what the outer update changes: the engine's Adam with a halving schedule, unless the algorithm
+overrides `outer_optimizer(params)` and `outer_lr(step, steps)` to own it, as Reptile does)
+and implements two methods:
 
 - `meta_train_step(batch, shape) -> dict[str, float]`: accumulate the meta-gradient of the mean
   query loss over the batch's tasks into `.grad` (call `.backward()`; the engine zeroes the

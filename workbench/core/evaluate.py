@@ -188,6 +188,9 @@ def protocol_of(config: RunConfig) -> dict[str, Any]:
     inner_lr = getattr(config.algorithm, "eval_inner_lr", None)
     if inner_lr is not None:
         protocol["inner_lr"] = inner_lr
+    transductive = getattr(config.algorithm, "transductive", None)
+    if transductive is not None:  # Reptile's two evaluations differ by about 2 points
+        protocol["transductive"] = transductive
     return protocol
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError
+from workbench.core.registry import ALGORITHMS
 
 FLOAT = 4  # bytes of an fp32 element (bf16 autocast keeps fp32 weights and many fp32 maps)
 GIB = 2**30
@@ -176,7 +177,7 @@ def _parts(config: RunConfig, input_shape: tuple[int, ...], device: str) -> dict
     kind = config.task_kind
     tr, ev = config.train, config.eval
     classification = kind == "classification"
-    uses_head = algo != "protonet"
+    uses_head = ALGORITHMS.get(algo).uses_head  # an embedding network (ProtoNet, Matching)
     out_dim = (tr.ways if classification else 1) if uses_head else 0
     net = _learner(config, input_shape, out_dim)
     a = net.maps * FLOAT  # bytes of all of one example's maps
@@ -293,7 +294,7 @@ def _halved(config: RunConfig) -> dict[str, RunConfig]:
             out[key] = _with(config, key, max(floor, value // 2))
 
     if config.task_kind == "classification":
-        same_ways = config.algorithm.name != "protonet"  # a head fixes both phases' ways
+        same_ways = ALGORITHMS.get(config.algorithm.name).same_ways  # a head fixes both
         if tr.ways > 2:
             lowered = _with(config, "train.ways", max(2, tr.ways // 2))
             out["train.ways"] = (

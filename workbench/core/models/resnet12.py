@@ -58,7 +58,7 @@ POOLS = 4  # one 2x2 max-pool per block: inputs need at least 2**4 pixels a side
 # learner parameter, 12.4M coordinates here (about 1 GB a state in fp32, held for every inner
 # step of every task in the meta-graph). Config validation refuses the rest (`config._compatible`).
 SUPPORTED_ALGORITHMS = frozenset(
-    {"protonet", "maml", "fomaml", "anil", "meta-sgd", "pretrain-finetune", "reptile"}
+    {"protonet", "matching", "maml", "fomaml", "anil", "meta-sgd", "pretrain-finetune", "reptile"}
 )
 
 
