@@ -39,7 +39,9 @@ from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import cached, stat_signature
 from workbench.core.tasks.sampler import ClassImages
 from workbench.core.tasks.sources import (
+    archive_head,
     class_list,
+    describe_safely,
     digests,
     download_dir,
     fetch,
@@ -297,25 +299,12 @@ class Cifar100Spec(DatasetSpec):
         return tasks
 
     def describe(self, cfg: DatasetConfig) -> str:
-        try:
-            return self._describe(cfg)
-        except (ConfigError, DataError, OSError) as exc:
-            return f"{self.name}: {exc}"
-        except Exception as exc:  # describe must never raise
-            return f"{self.name}: could not inspect the data ({exc})"
+        return describe_safely(self.name, lambda: self._describe(cfg))
 
     def _describe(self, cfg: DatasetConfig) -> str:
         src = find_sources(cfg)
-        if src is None:
-            action = (
-                "will be downloaded (dataset.download=true)"
-                if cfg.download
-                else "set --data-dir or dataset.download=true"
-            )
-            head = f"{self.name}: no {ARCHIVE} found in {where_text(cfg, SUB)}; {action}"
-        elif src.kind == "archive":
-            mb = src.path.stat().st_size / 1e6
-            head = f"{self.name}: {src.path} ({mb:,.0f} MB; checked against the published MD5 when loaded)"
+        if src is None or src.kind == "archive":
+            head = archive_head(self.name, cfg, ARCHIVE, SUB, src.path if src else None)
         else:
             head = f"{self.name}: unpacked {src.path} (not verified)"
         counts = [

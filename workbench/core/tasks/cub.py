@@ -38,7 +38,9 @@ from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import cached, decode_images, stat_signature
 from workbench.core.tasks.sampler import ClassImages
 from workbench.core.tasks.sources import (
+    archive_head,
     class_list,
+    describe_safely,
     digests,
     download_dir,
     fetch,
@@ -302,26 +304,13 @@ class CubSpec(DatasetSpec):
         return tasks
 
     def describe(self, cfg: DatasetConfig) -> str:
-        try:
-            return self._describe(cfg)
-        except (ConfigError, DataError, OSError) as exc:
-            return f"cub: {exc}"
-        except Exception as exc:  # describe must never raise
-            return f"cub: could not inspect the data ({exc})"
+        return describe_safely("cub", lambda: self._describe(cfg))
 
     def _describe(self, cfg: DatasetConfig) -> str:
         src = find_sources(cfg)
-        if src is None:
-            action = (
-                "will be downloaded (dataset.download=true, 1.1 GB)"
-                if cfg.download
-                else "set --data-dir or dataset.download=true"
-            )
-            head = f"cub: no {ARCHIVE} found in {where_text(cfg, SUB)}; {action}"
-            n_classes = N_CLASSES
-        elif src.kind == "archive":  # not opened: listing a 1.1 GB .tgz means inflating it all
-            mb = src.path.stat().st_size / 1e6
-            head = f"cub: {src.path} ({mb:,.0f} MB; checked against the published MD5 when loaded)"
+        if src is None or src.kind == "archive":  # not opened: listing the .tgz inflates it all
+            path = src.path if src else None
+            head = archive_head("cub", cfg, ARCHIVE, SUB, path, ", 1.1 GB")
             n_classes = N_CLASSES
         else:
             folders = [p for p in (src.path / "images").iterdir() if p.is_dir()]

@@ -14,6 +14,7 @@ import logging
 import os
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from typing import IO
 
 from workbench.core.errors import ConfigError, DataError
@@ -57,6 +58,33 @@ def where_text(cfg: DatasetConfig, sub: str) -> str:
     if data_base(cfg) is None:
         text += f" (no data dir set, ${DATA_ENV} unset)"
     return text
+
+
+def describe_safely(name: str, describe: Callable[[], str]) -> str:
+    """A dataset's one-line description for the form; it never raises (the form shows it as
+    the user picks the dataset): a known problem is said as itself, anything else as such."""
+    try:
+        return describe()
+    except (ConfigError, DataError, OSError) as exc:
+        return f"{name}: {exc}"
+    except Exception as exc:  # describe must never raise
+        return f"{name}: could not inspect the data ({exc})"
+
+
+def archive_head(
+    name: str, cfg: DatasetConfig, archive: str, sub: str, path: Path | None, size_note: str = ""
+) -> str:
+    """How a description starts for a one-archive dataset: the archive found (its size, and that
+    it is checked when loaded), else where it was looked for and what to do."""
+    if path is None:
+        action = (
+            f"will be downloaded (dataset.download=true{size_note})"
+            if cfg.download
+            else "set --data-dir or dataset.download=true"
+        )
+        return f"{name}: no {archive} found in {where_text(cfg, sub)}; {action}"
+    mb = path.stat().st_size / 1e6
+    return f"{name}: {path} ({mb:,.0f} MB; checked against the published MD5 when loaded)"
 
 
 # ---- download -------------------------------------------------------------------------------
