@@ -13,8 +13,8 @@ import hashlib
 import logging
 import os
 import urllib.request
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import IO
 
 from workbench.core.errors import ConfigError, DataError
