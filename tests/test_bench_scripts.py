@@ -69,6 +69,10 @@ def run_tiny(script: str, timeout: int = HANG_GUARD_S) -> str:
         ),
         ("track_overhead.py", ["caller's time per `log` call", "µs", "writer's commit"]),
         (
+            "algorithm_steps.py",
+            ["| maml | 1 |", "| reptile |", "| matching |", "| relation |", "20-way 1-shot"],
+        ),
+        (
             "profile_step.py --write",
             ["| maml-5w1s-q1-so |", "| maml-5w1s-q1-fo |", "| protonet-60w5s |", "convolution"],
         ),
