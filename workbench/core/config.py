@@ -301,10 +301,11 @@ _ALGO_START: dict[str, dict[str, Any]] = {
     # Meta-SGD adapts in one step, at training and at test (Li et al. 2017, Sec. 3)
     "meta-sgd": {"train": {"inner_steps": 1}, "eval": {"inner_steps": 1}},
     # Reptile: the official Omniglot 5-way settings (Adam 0.001 on minibatches of 10 from 10
-    # shots a class, 5 inner steps, meta-batch 5; 50 inner steps at test)
+    # shots a class, 5 inner steps, meta-batch 5, one query a class for the step's score; 50
+    # inner steps at test)
     "reptile": {
         "algorithm": {"inner_lr": 0.001},
-        "train": {"shots": 10, "meta_batch": 5, "inner_steps": 5},
+        "train": {"shots": 10, "queries": 1, "meta_batch": 5, "inner_steps": 5},
         "eval": {"inner_steps": 50},
     },
     # metric-based: no inner loop, one episode a step (as ProtoNet)
