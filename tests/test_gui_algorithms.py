@@ -1,0 +1,108 @@
+"""The newer algorithms (Matching, Relation, Reptile) trained from the app as a user does: picked
+in the form's algorithm list, their generated fields set, Start clicked; the run finishes in the
+catalog with the algorithm's own settings recorded, and its curves stream into the live view.
+Glyphs (built in) always; Omniglot when its archives are beside the project."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import Qt  # noqa: E402
+
+from workbench.catalog import Catalog  # noqa: E402
+from workbench.core.tasks import cache  # noqa: E402
+from workbench.gui.main_window import MainWindow  # noqa: E402
+
+HANG_MS = 600_000  # only stops a hung test; a busy machine never reaches it
+OMNIGLOT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
+
+# the algorithm's own fields as the user sets them in its generated part of the form
+OWN = {
+    "matching": {"algorithm.fce": True, "algorithm.fce_steps": 2},
+    "relation": {"algorithm.batch_norm": "running", "algorithm.bn_momentum": 0.5},
+    "reptile": {"algorithm.inner_optimizer": "sgd", "algorithm.transductive": False},
+}
+SMALL = {"steps": 6, "val_every": 3, "val_episodes": 4, "test_episodes": 6, "ckpt_every": 3,
+         "train.meta_batch": 2, "model.width": 16}  # fmt: skip
+
+
+@pytest.fixture
+def catalog(tmp_path: Path):
+    cat = Catalog.open(tmp_path / "runs.db")
+    yield cat
+    cat.close()
+
+
+@pytest.fixture
+def window(qtbot, catalog: Catalog):
+    win = MainWindow(catalog, restore=False)
+    win.confirm = lambda *_: True
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    win.shutdown()
+
+
+def pick(win: MainWindow, key: str, text: str) -> None:
+    """Choose an entry of a drop-down list by its text, as a click on it does."""
+    combo = win.form.editors[key]
+    index = combo.findText(text)
+    assert index >= 0, f"{text!r} not offered in {key}"
+    combo.setCurrentIndex(index)
+
+
+def train_from_form(qtbot, win: MainWindow, catalog: Catalog, algorithm: str, dataset: str):
+    pick(win, "dataset.name", dataset)
+    pick(win, "algorithm.name", algorithm)
+    for key, value in {**OWN[algorithm], **SMALL}.items():
+        assert key in win.form.editors, f"{key} not in the form of {algorithm}"
+        win.form.set_field(key, value)
+    assert win.form.valid, win.form.error_label.text()
+    with qtbot.waitSignal(win.queue.jobStarted, timeout=HANG_MS):
+        qtbot.mouseClick(win.start_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not win.queue.running and not win.queue.pending, timeout=HANG_MS)
+    (run,) = catalog.list_runs()
+    assert run.status == "finished", run.error
+    assert run.algorithm == algorithm and run.step == SMALL["steps"]
+    recorded = run.config["algorithm"]
+    for key, value in OWN[algorithm].items():
+        assert recorded[key.split(".", 1)[1]] == value, key  # e.g. FCE on, in the run itself
+    assert run.summary["val_accuracy"].count == 2
+    test = run.summary["test_accuracy"].latest
+    assert test is not None and 0 <= test <= 1
+    qtbot.waitUntil(lambda: win.live.point_count("loss") == SMALL["steps"], timeout=HANG_MS)
+    assert win.live.point_count("val") == 2
+    assert any(f"finished at step {SMALL['steps']}" in m for _, m in win.log.entries)
+    return run
+
+
+@pytest.mark.parametrize("algorithm", sorted(OWN))
+def test_the_app_trains_it_on_glyphs(
+    qtbot, window: MainWindow, catalog: Catalog, algorithm: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
+    train_from_form(qtbot, window, catalog, algorithm, "glyphs")
+
+
+@pytest.fixture(scope="module")
+def omniglot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One decode of Omniglot shared by the three runs."""
+    if not (OMNIGLOT_DIR / "images_background.zip").is_file():
+        pytest.skip(f"Omniglot archives not found at {OMNIGLOT_DIR}")
+    return tmp_path_factory.mktemp("omniglot-cache")
+
+
+@pytest.mark.parametrize("algorithm", sorted(OWN))
+def test_the_app_trains_it_on_omniglot(
+    qtbot, window: MainWindow, catalog: Catalog, algorithm: str, omniglot_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv(cache.CACHE_ENV, str(omniglot_cache))
+    window.form.data_dir.setCurrentText(str(OMNIGLOT_DIR.parent))
+    run = train_from_form(qtbot, window, catalog, algorithm, "omniglot")
+    assert run.config["dataset"]["data_dir"] == str(OMNIGLOT_DIR.parent)
