@@ -1,10 +1,14 @@
 """The newer algorithms (Matching, Relation, Reptile) trained from the app as a user does: picked
 in the form's algorithm list, their generated fields set, Start clicked; the run finishes in the
 catalog with the algorithm's own settings recorded, and its curves stream into the live view.
-Glyphs (built in) always; Omniglot when its archives are beside the project."""
+Glyphs (built in) always; Omniglot when its archives are beside the project, from the app and
+from the CLI's paper presets."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +110,28 @@ def test_the_app_trains_it_on_omniglot(
     window.form.data_dir.setCurrentText(str(OMNIGLOT_DIR.parent))
     run = train_from_form(qtbot, window, catalog, algorithm, "omniglot")
     assert run.config["dataset"]["data_dir"] == str(OMNIGLOT_DIR.parent)
+
+
+@pytest.mark.parametrize("preset", ["matching-omniglot-5w1s", "relation-omniglot-5w1s",
+                                    "reptile-omniglot-5w1s"])  # fmt: skip
+def test_the_cli_starts_its_paper_preset_on_omniglot(
+    preset: str, omniglot_cache: Path, tmp_path: Path
+) -> None:
+    """The same algorithms from the command line, on real Omniglot with the paper's settings
+    (a few steps: learning is what bench/accuracy.py measures)."""
+    db = tmp_path / "r.db"
+    got = subprocess.run(
+        [sys.executable, "-m", "workbench", "run", "--preset", preset, "--data-dir",
+         str(OMNIGLOT_DIR.parent), "--steps", "2", "--db", str(db), "--set", "val_every=0",
+         "--set", "test_episodes=4", "--set", "threads=1", "--quiet"],
+        capture_output=True, text=True, timeout=1800,
+        env={**os.environ, cache.CACHE_ENV: str(omniglot_cache)},
+    )  # fmt: skip
+    assert got.returncode == 0, got.stderr[-3000:]
+    assert "finished at step 2" in got.stdout, got.stdout
+    cat = Catalog.open(db)
+    try:
+        (run,) = cat.list_runs()
+        assert run.config["dataset"]["name"] == "omniglot" and run.status == "finished"
+    finally:
+        cat.close()
