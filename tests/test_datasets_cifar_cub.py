@@ -124,7 +124,7 @@ def put_cifar(root: Path, cifar: dict[str, object], monkeypatch: pytest.MonkeyPa
     archive = root / "cifar-100" / cifar100.ARCHIVE
     archive.parent.mkdir(parents=True)
     archive.write_bytes(cifar["archive"])  # type: ignore[arg-type]
-    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setattr(cifar100.OFFICIAL, "md5", hashlib.md5(archive.read_bytes()).hexdigest())
     return archive
 
 
@@ -175,7 +175,7 @@ def put_cub(root: Path, data: bytes, monkeypatch: pytest.MonkeyPatch) -> Path:
     archive = root / "cub" / cub.ARCHIVE
     archive.parent.mkdir(parents=True)
     archive.write_bytes(data)
-    monkeypatch.setattr(cub, "ARCHIVE_MD5", hashlib.md5(data).hexdigest())
+    monkeypatch.setattr(cub.OFFICIAL, "md5", hashlib.md5(data).hexdigest())
     return archive
 
 
@@ -344,7 +344,7 @@ def test_cifar_archive_checksums(
         spec.build(cfg, "train")
 
     archive = put_cifar(tmp_path, cifar, monkeypatch)
-    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", "03b5dce01913d631647c71ecec9e9cb8")
+    monkeypatch.setattr(cifar100.OFFICIAL, "md5", "03b5dce01913d631647c71ecec9e9cb8")
     with pytest.raises(DataError) as bad:  # not the official bytes, and nothing vouches for it
         spec.build(cfg, "train")
     assert str(archive) in str(bad.value) and "03b5dce01913d631647c71ecec9e9cb8" in str(bad.value)
@@ -366,7 +366,7 @@ def test_cifar_download_verified(
     url, www = server
     (www / cifar100.ARCHIVE).write_bytes(cifar["archive"])  # type: ignore[arg-type]
     monkeypatch.setenv(cifar100.URL_ENV, url + cifar100.ARCHIVE)
-    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", hashlib.md5(cifar["archive"]).hexdigest())  # type: ignore[arg-type]
+    monkeypatch.setattr(cifar100.OFFICIAL, "md5", hashlib.md5(cifar["archive"]).hexdigest())  # type: ignore[arg-type]
     data_dir = tmp_path / "data"
     cfg = DatasetConfig(name="fc100", data_dir=str(data_dir), download=True)
     assert "will be downloaded" in DATASETS.get("fc100")().describe(cfg)
@@ -381,10 +381,10 @@ def test_cifar_download_verified(
     assert fs.num_classes == 16
 
     # a corrupted download is refused, naming the file and the checksum, and nothing is kept
-    monkeypatch.setattr(cifar100, "ARCHIVE_MD5", "03b5dce01913d631647c71ecec9e9cb8")
+    monkeypatch.setattr(cifar100.OFFICIAL, "md5", "03b5dce01913d631647c71ecec9e9cb8")
     bad = tmp_path / "bad"
     with pytest.raises(DataError) as err:
-        cifar100.download(bad)
+        cifar100.OFFICIAL.download(bad)
     assert "MD5 mismatch for cifar-100-binary.tar.gz" in str(err.value)
     assert "expected 03b5dce01913d631647c71ecec9e9cb8" in str(err.value)
     assert list(bad.iterdir()) == []
@@ -474,7 +474,7 @@ def test_cub_download_and_corrupted_archive(
     (www / cub.ARCHIVE).write_bytes(cub_archive)
     monkeypatch.setenv(cub.URL_ENV, url + cub.ARCHIVE)
     monkeypatch.setenv(sources.DATA_ENV, str(tmp_path / "env-data"))  # the default data dir
-    monkeypatch.setattr(cub, "ARCHIVE_MD5", hashlib.md5(cub_archive).hexdigest())
+    monkeypatch.setattr(cub.OFFICIAL, "md5", hashlib.md5(cub_archive).hexdigest())
     cfg = DatasetConfig(name="cub", download=True, image_size=8, channels=3)
     train = DATASETS.get("cub")().build(cfg, "train")
     assert train.num_classes == 100
@@ -483,13 +483,13 @@ def test_cub_download_and_corrupted_archive(
 
     # a local archive that is not the official one is refused, naming file and checksum
     archive.write_bytes(cub_archive[:-10] + bytes(10))
-    monkeypatch.setattr(cub, "ARCHIVE_MD5", "97eceeb196236b17998738112f37df78")
+    monkeypatch.setattr(cub.OFFICIAL, "md5", "97eceeb196236b17998738112f37df78")
     with pytest.raises(DataError) as err:
         DATASETS.get("cub")().build(cfg, "train")
     assert str(archive) in str(err.value) and "97eceeb196236b17998738112f37df78" in str(err.value)
     # and so is a corrupted download, which leaves nothing behind
     with pytest.raises(DataError, match="MD5 mismatch for CUB_200_2011.tgz"):
-        cub.download(tmp_path / "bad")
+        cub.OFFICIAL.download(tmp_path / "bad")
     assert list((tmp_path / "bad").iterdir()) == []
 
 

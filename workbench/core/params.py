@@ -39,6 +39,9 @@ Real = Annotated[float, BeforeValidator(_not_bool)]
 Seed = Annotated[int, BeforeValidator(_not_bool), AfterValidator(_int64)]
 LayerSize = Annotated[int, BeforeValidator(_not_bool), Field(ge=1, le=4096)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
+# an inner-loop step size; the validation/test one may be None: the meta-training one's
+StepSize = Annotated[float, Field(gt=0, le=100)]
+EvalStepSize = Annotated[float | None, Field(gt=0, le=100)]
 
 
 class StrictModel(BaseModel):

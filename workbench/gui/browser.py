@@ -40,7 +40,7 @@ from workbench.gui.browser_model import (
 )
 from workbench.gui.browser_sync import TableSync
 from workbench.gui.browser_table import RunTableView
-from workbench.gui.worker import EvalWorker
+from workbench.gui.evaluate_dialog import EvaluationJob
 
 # re-exported: they lived here before the browser was split, and callers import them from here
 __all__ = ["ExperimentsBrowser", "IGNORED_IN_GROUP", "flatten", "group_key", "mean_band"]
@@ -132,8 +132,6 @@ class ExperimentsBrowser(QWidget):
         self.resume_button = a.resume_button
         self.resume_detached_button = a.resume_detached_button
         self.eval_button = a.eval_button
-        self.episodes_spin = a.episodes_spin
-        self.cancel_eval_button = a.cancel_eval_button
         self.clone_button = a.clone_button
         self.delete_button = a.delete_button
         self.metric_combo = c.metric_combo
@@ -155,7 +153,7 @@ class ExperimentsBrowser(QWidget):
         return self.action_bar.eval_thread
 
     @property
-    def eval_worker(self) -> EvalWorker | None:
+    def eval_worker(self) -> EvaluationJob | None:
         return self.action_bar.eval_worker
 
     @property

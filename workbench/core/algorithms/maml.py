@@ -21,7 +21,7 @@ from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name
 from workbench.core.models import call
 from workbench.core.models.double_backward import closed_form_double_backward
 from workbench.core.models.layout import memory_format
-from workbench.core.params import AlgorithmParams, TaskShape
+from workbench.core.params import AlgorithmParams, EvalStepSize, StepSize, TaskShape
 from workbench.core.registry import ALGORITHMS
 from workbench.core.task_threads import map_units, sum_in_order, units_of
 from workbench.core.tasks.base import EpisodeBatch
@@ -85,17 +85,12 @@ class _Adapted(torch.autograd.Function):
 
 class MAMLParams(AlgorithmParams):
     name: Literal["maml"] = "maml"
-    inner_lr: float = Field(
+    inner_lr: StepSize = Field(
         0.4,
-        gt=0,
-        le=100,
         description="Inner-loop step size alpha during meta-training (0.4 Omniglot 5-way, 0.01 sinusoid)",
     )
-    eval_inner_lr: float | None = Field(
-        None,
-        gt=0,
-        le=100,
-        description="Inner-loop step size at validation/test (empty: same as inner_lr)",
+    eval_inner_lr: EvalStepSize = Field(
+        None, description="Inner-loop step size at validation/test (empty: same as inner_lr)"
     )
     first_order: bool = Field(
         False,

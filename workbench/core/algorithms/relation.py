@@ -88,8 +88,24 @@ def _pool(h: torch.Tensor) -> torch.Tensor:
     return F.max_pool2d(h, 2) if min(h.shape[-2:]) >= 2 else h
 
 
-def _block(c_in: int, c_out: int, padding: int, norm: nn.Module) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=padding), norm, nn.ReLU())
+def _blocks(
+    c_in: int,
+    width: int,
+    paddings: tuple[int, ...],
+    batch_norm: bool,
+    mode: BatchNormMode,
+    momentum: float,
+) -> nn.ModuleList:
+    """Blocks of 3x3 conv, batch norm and ReLU, one for each padding: the first from `c_in`
+    channels, the rest from `width`."""
+    return nn.ModuleList(
+        nn.Sequential(
+            nn.Conv2d(c_in if i == 0 else width, width, 3, padding=padding),
+            _norm(width, batch_norm, mode, momentum),
+            nn.ReLU(),
+        )
+        for i, padding in enumerate(paddings)
+    )
 
 
 def init_as_official(module: nn.Module) -> None:
@@ -122,15 +138,7 @@ class RelationEncoder(nn.Module):
         momentum: float = 1.0,
     ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            _block(
-                in_channels if i == 0 else width,
-                width,
-                0 if i < 2 else 1,
-                _norm(width, batch_norm, mode, momentum),
-            )
-            for i in range(4)
-        )
+        self.blocks = _blocks(in_channels, width, (0, 0, 1, 1), batch_norm, mode, momentum)
         self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,12 +167,7 @@ class RelationModule(nn.Module):
         momentum: float = 1.0,
     ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(
-            [
-                _block(2 * width, width, 1, _norm(width, batch_norm, mode, momentum)),
-                _block(width, width, 1, _norm(width, batch_norm, mode, momentum)),
-            ]
-        )
+        self.blocks = _blocks(2 * width, width, (1, 1), batch_norm, mode, momentum)
         self.fc1 = nn.Linear(width, hidden)
         self.fc2 = nn.Linear(hidden, 1)
 

@@ -43,7 +43,7 @@ from torch import nn
 
 from workbench.core.algorithms.base import Algorithm, loss_and_score, score_name, step_values
 from workbench.core.models import call
-from workbench.core.params import AlgorithmParams, Count, Real, TaskShape
+from workbench.core.params import AlgorithmParams, Count, EvalStepSize, Real, StepSize, TaskShape
 from workbench.core.registry import ALGORITHMS
 from workbench.core.tasks.base import EpisodeBatch, TaskKind
 
@@ -72,17 +72,12 @@ class ReptileParams(AlgorithmParams):
         "adam",
         description="Inner-loop optimiser: Adam with beta1 = 0 (the paper's) or plain SGD",
     )
-    inner_lr: float = Field(
+    inner_lr: StepSize = Field(
         0.001,
-        gt=0,
-        le=100,
         description="Inner step size: Adam's (official 0.001 Omniglot 5-way, 0.0005 20-way) or SGD's alpha",
     )
-    eval_inner_lr: float | None = Field(
-        None,
-        gt=0,
-        le=100,
-        description="Inner step size at validation/test (empty: same as inner_lr)",
+    eval_inner_lr: EvalStepSize = Field(
+        None, description="Inner step size at validation/test (empty: same as inner_lr)"
     )
     inner_batch: Count = Field(
         10,

@@ -22,43 +22,33 @@ overrides it, e.g. a mirror) and keeps it only if its MD5 matches.
 
 from __future__ import annotations
 
-import logging
-import os
 import tarfile
 from abc import abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
-from workbench.core.errors import ConfigError, DataError
+from workbench.core.errors import DataError
 from workbench.core.params import DatasetConfig
 from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import cached, stat_signature
 from workbench.core.tasks.sampler import ClassImages
 from workbench.core.tasks.sources import (
+    ArchiveSource,
+    OfficialArchive,
     archive_head,
     class_list,
     describe_safely,
     digests,
-    download_dir,
-    fetch,
+    paper_shape_note,
     read_names,
-    search_dirs,
-    verify_archive,
-    where_text,
 )
-
-log = logging.getLogger(__name__)
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"
 URL_ENV = "WORKBENCH_CIFAR100_URL"
 ARCHIVE = "cifar-100-binary.tar.gz"
-ARCHIVE_MD5 = (
-    "03b5dce01913d631647c71ecec9e9cb8"  # published on https://www.cs.toronto.edu/~kriz/cifar.html
-)
 FOLDER = "cifar-100-binary"  # what the archive unpacks to
 SUB = "cifar-100"  # the data dir's sub-folder for it
 FILES = ("train.bin", "test.bin", "fine_label_names.txt", "coarse_label_names.txt")
@@ -70,65 +60,29 @@ VERSION = 1  # bump when decoding changes so stale cache entries are not reused
 PAPER_SHAPE = (32, 3)  # image_size, channels the papers train on
 
 
-@dataclass
-class Sources:
-    """The archive, or the folder holding the four unpacked files."""
-
-    kind: Literal["archive", "folder"]
-    path: Path
-
-
-# ---- finding and fetching -------------------------------------------------------------------
-def find_sources(cfg: DatasetConfig) -> Sources | None:
-    for d in search_dirs(cfg, SUB):
-        if (d / ARCHIVE).is_file():
-            return Sources("archive", d / ARCHIVE)
-        for folder in (d / FOLDER, d):
-            if all((folder / n).is_file() for n in FILES):
-                return Sources("folder", folder)
-    return None
-
-
-def download(dest: Path, url: str | None = None) -> Sources:
-    """Fetch the archive into dest, kept only if its MD5 is the published one."""
-    url = url or os.environ.get(URL_ENV) or URL
-    log.info("downloading %s to %s", url, dest)
-    fetch(url, dest / ARCHIVE, ARCHIVE_MD5)
-    return Sources("archive", dest / ARCHIVE)
-
-
-def locate(cfg: DatasetConfig, dataset: str) -> Sources:
-    """The archive or folder, downloading when allowed; a ConfigError says where we looked."""
-    found = find_sources(cfg)
-    if found is not None:
-        return found
-    if cfg.download:
-        return download(download_dir(cfg, SUB))
-    hint = ""
-    for d in search_dirs(cfg, SUB):
-        if (d / "cifar-100-python").exists():
-            hint = (
-                f"; {d / 'cifar-100-python'} is the pickled python version, which is never read "
-                "(unpickling runs code): use the binary version"
-            )
-    raise ConfigError(
-        "dataset.data_dir",
-        f"{dataset} needs CIFAR-100's binary archive: no {ARCHIVE} or unpacked {FOLDER}/ found in "
-        f"{where_text(cfg, SUB)}{hint}; set --data-dir or dataset.download=true",
-    )
-
-
-def verify(src: Sources, dataset: str) -> str:
-    """Refuse an archive that is not the official one; say what was (not) checked."""
-    if src.kind == "archive":
-        return verify_archive(src.path, ARCHIVE_MD5, "CIFAR-100 binary")
-    note = f"unpacked folder {src.path}: not verified (no checksums for unpacked files)"
-    log.info("%s: %s", dataset, note)
-    return note
+# ---- finding, fetching and verifying the archive --------------------------------------------
+OFFICIAL = OfficialArchive(
+    label="CIFAR-100 binary",
+    archive=ARCHIVE,
+    folder=FOLDER,
+    sub=SUB,
+    url=URL,
+    url_env=URL_ENV,
+    # published on https://www.cs.toronto.edu/~kriz/cifar.html
+    md5="03b5dce01913d631647c71ecec9e9cb8",
+    unpacked=lambda folder: all((folder / n).is_file() for n in FILES),  # the four files
+    needs="CIFAR-100's binary archive",
+    never_read=(
+        "cifar-100-python",
+        "the pickled python version, which is never read (unpickling runs code): use the "
+        "binary version",
+    ),
+)
+find_sources = OFFICIAL.find  # (provenance records what it finds)
 
 
 # ---- reading and checking -------------------------------------------------------------------
-def read_files(src: Sources) -> dict[str, bytes]:
+def read_files(src: ArchiveSource) -> dict[str, bytes]:
     """The four files' bytes, from the tar.gz stream (one pass, nothing written) or the folder."""
     if src.kind == "folder":
         return {n: (src.path / n).read_bytes() for n in FILES}
@@ -230,7 +184,7 @@ def to_images(pixels: np.ndarray, size: int, channels: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
-def decode(src: Sources, size: int, channels: int) -> dict[str, Any]:
+def decode(src: ArchiveSource, size: int, channels: int) -> dict[str, Any]:
     p = parse(read_files(src))
     return {
         "images": to_images(p["pixels"], size, channels),
@@ -241,7 +195,7 @@ def decode(src: Sources, size: int, channels: int) -> dict[str, Any]:
     }
 
 
-def load_decoded(src: Sources, size: int, channels: int) -> dict[str, Any]:
+def load_decoded(src: ArchiveSource, size: int, channels: int) -> dict[str, Any]:
     """{"images", "starts" [101], "fine_names", "coarse_names", "coarse_of" [100]}, from the
     cache after the first time (keyed by the archive's SHA256, or the files' sizes and times)."""
     if src.kind == "archive":
@@ -282,8 +236,8 @@ class Cifar100Spec(DatasetSpec):
     def build(self, cfg: DatasetConfig, split: Split) -> TaskDistribution:
         path = class_list(cfg, self.name, self.split_names, split)
         names = read_names(path)  # a bad split fails before the archive is read
-        src = locate(cfg, self.name)
-        note = verify(src, self.name)
+        src = OFFICIAL.locate(cfg, self.name)
+        note = OFFICIAL.verify(src, self.name)
         data = load_decoded(src, cfg.image_size, cfg.channels)
         fine = self.fine_classes(names, data, path)
         starts = data["starts"]
@@ -313,10 +267,4 @@ class Cifar100Spec(DatasetSpec):
         ]
         how = self.split_names[0] if cfg.split in ("default", *self.split_names) else cfg.split
         line = f"{head}; split {how}: {'/'.join(map(str, counts))} {self.unit}"
-        if (cfg.image_size, cfg.channels) != PAPER_SHAPE:
-            line += (
-                f"; images {cfg.image_size}x{cfg.image_size} "
-                f"{'RGB' if cfg.channels == 3 else 'grayscale'} (the papers use 32x32 RGB: "
-                "dataset.image_size=32, dataset.channels=3)"
-            )
-        return line
+        return line + paper_shape_note(cfg, PAPER_SHAPE)

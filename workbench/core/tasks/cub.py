@@ -21,43 +21,33 @@ line.
 from __future__ import annotations
 
 import io
-import logging
-import os
 import re
 import tarfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import torch
 
-from workbench.core.errors import ConfigError, DataError
+from workbench.core.errors import DataError
 from workbench.core.params import DatasetConfig
 from workbench.core.registry import DATASETS
 from workbench.core.tasks.base import DatasetSpec, Split, TaskDistribution
 from workbench.core.tasks.cache import cached, decode_images, stat_signature
 from workbench.core.tasks.sampler import ClassImages
 from workbench.core.tasks.sources import (
+    ArchiveSource,
+    OfficialArchive,
     archive_head,
     class_list,
     describe_safely,
     digests,
-    download_dir,
-    fetch,
+    paper_shape_note,
     read_names,
-    search_dirs,
-    verify_archive,
-    where_text,
 )
-
-log = logging.getLogger(__name__)
 
 URL = "https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1"
 URL_ENV = "WORKBENCH_CUB_URL"
 ARCHIVE = "CUB_200_2011.tgz"
-ARCHIVE_MD5 = (
-    "97eceeb196236b17998738112f37df78"  # the published one (torchvision-style loaders check it)
-)
 FOLDER = "CUB_200_2011"
 SUB = "cub"
 N_CLASSES, N_IMAGES = 200, 11_788
@@ -69,52 +59,20 @@ SPLIT_NAMES = ("chen",)
 PAPER_SHAPE = (84, 3)
 
 
-@dataclass
-class Sources:
-    """The archive, or the unpacked folder holding images/ (and classes.txt)."""
-
-    kind: Literal["archive", "folder"]
-    path: Path
-
-
-# ---- finding and fetching -------------------------------------------------------------------
-def find_sources(cfg: DatasetConfig) -> Sources | None:
-    for d in search_dirs(cfg, SUB):
-        if (d / ARCHIVE).is_file():
-            return Sources("archive", d / ARCHIVE)
-        for folder in (d / FOLDER, d):
-            if (folder / "images").is_dir():
-                return Sources("folder", folder)
-    return None
-
-
-def download(dest: Path, url: str | None = None) -> Sources:
-    """Fetch the archive (1.1 GB) into dest, kept only if its MD5 is the published one."""
-    url = url or os.environ.get(URL_ENV) or URL
-    log.info("downloading %s to %s", url, dest)
-    fetch(url, dest / ARCHIVE, ARCHIVE_MD5)
-    return Sources("archive", dest / ARCHIVE)
-
-
-def locate(cfg: DatasetConfig) -> Sources:
-    found = find_sources(cfg)
-    if found is not None:
-        return found
-    if cfg.download:
-        return download(download_dir(cfg, SUB))
-    raise ConfigError(
-        "dataset.data_dir",
-        f"no {ARCHIVE} or unpacked {FOLDER}/ (images/ and classes.txt) found in "
-        f"{where_text(cfg, SUB)}; set --data-dir or dataset.download=true",
-    )
-
-
-def verify(src: Sources) -> str:
-    if src.kind == "archive":
-        return verify_archive(src.path, ARCHIVE_MD5, "CUB-200-2011")
-    note = f"unpacked folder {src.path}: not verified (no checksums for unpacked files)"
-    log.info("cub: %s", note)
-    return note
+# ---- finding, fetching and verifying the archive --------------------------------------------
+OFFICIAL = OfficialArchive(
+    label="CUB-200-2011",
+    archive=ARCHIVE,  # 1.1 GB
+    folder=FOLDER,
+    sub=SUB,
+    url=URL,
+    url_env=URL_ENV,
+    # the published one (torchvision-style loaders check it)
+    md5="97eceeb196236b17998738112f37df78",
+    unpacked=lambda folder: (folder / "images").is_dir(),
+    folder_note=" (images/ and classes.txt)",
+)
+find_sources = OFFICIAL.find  # (provenance records what it finds)
 
 
 # ---- reading --------------------------------------------------------------------------------
@@ -208,7 +166,7 @@ def decode_folder(
     return {"keys": [(p.parent.name, p.name) for p in files], "images": images}, listed
 
 
-def decode(src: Sources, size: int, channels: int) -> dict[str, Any]:
+def decode(src: ArchiveSource, size: int, channels: int) -> dict[str, Any]:
     """All images uint8 [N, C, size, size] grouped by class in class order, files sorted."""
     if src.kind == "archive":
         raw, listed = decode_archive(src.path, size, channels)
@@ -231,7 +189,7 @@ def decode(src: Sources, size: int, channels: int) -> dict[str, Any]:
     }
 
 
-def source_signature(src: Sources) -> Any:
+def source_signature(src: ArchiveSource) -> Any:
     if src.kind == "archive":
         return digests(src.path)[0]
     files = sorted(p for p in (src.path / "images").glob("*/*") if p.is_file())
@@ -239,7 +197,7 @@ def source_signature(src: Sources) -> Any:
     return stat_signature(files + extra, src.path)
 
 
-def load_decoded(src: Sources, size: int, channels: int) -> dict[str, Any]:
+def load_decoded(src: ArchiveSource, size: int, channels: int) -> dict[str, Any]:
     """{"images", "classes", "starts"}, from the cache after the first time."""
     parts = {"dataset": "cub-200-2011", "version": VERSION, "source": source_signature(src),
              "size": size, "channels": channels}  # fmt: skip
@@ -291,8 +249,8 @@ class CubSpec(DatasetSpec):
     def build(self, cfg: DatasetConfig, split: Split) -> TaskDistribution:
         if cfg.split not in ("default", *SPLIT_NAMES):
             class_list(cfg, "cub", SPLIT_NAMES, split)  # a bad split fails before decoding
-        src = locate(cfg)
-        note = verify(src)
+        src = OFFICIAL.locate(cfg, "cub")
+        note = OFFICIAL.verify(src, "cub")
         data = load_decoded(src, cfg.image_size, cfg.channels)
         classes: list[str] = data["classes"]
         picked = split_classes(cfg, classes, split, src.path)
@@ -328,10 +286,4 @@ class CubSpec(DatasetSpec):
                       for s in ("train", "val", "test")]  # fmt: skip
             how = cfg.split
         line = f"{head}; split {how}: {'/'.join(map(str, counts))} classes; bounding boxes not used"
-        if (cfg.image_size, cfg.channels) != PAPER_SHAPE:
-            line += (
-                f"; images {cfg.image_size}x{cfg.image_size} "
-                f"{'RGB' if cfg.channels == 3 else 'grayscale'} (the papers use 84x84 RGB: "
-                "dataset.image_size=84, dataset.channels=3)"
-            )
-        return line
+        return line + paper_shape_note(cfg, PAPER_SHAPE)

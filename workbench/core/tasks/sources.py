@@ -14,8 +14,9 @@ import logging
 import os
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from workbench.core.errors import ConfigError, DataError
 from workbench.core.params import DatasetConfig
@@ -85,6 +86,22 @@ def archive_head(
         return f"{name}: no {archive} found in {where_text(cfg, sub)}; {action}"
     mb = path.stat().st_size / 1e6
     return f"{name}: {path} ({mb:,.0f} MB; checked against the published MD5 when loaded)"
+
+
+def paper_shape_note(cfg: DatasetConfig, paper: tuple[int, int]) -> str:
+    """What a description adds when the images asked for are not the papers' (image_size,
+    channels): what they are, and the settings that give the papers' ("" when they are)."""
+    if (cfg.image_size, cfg.channels) == paper:
+        return ""
+    size, channels = paper
+
+    def colour(c: int) -> str:
+        return "RGB" if c == 3 else "grayscale"
+
+    return (
+        f"; images {cfg.image_size}x{cfg.image_size} {colour(cfg.channels)} (the papers use "
+        f"{size}x{size} {colour(channels)}: dataset.image_size={size}, dataset.channels={channels})"
+    )
 
 
 # ---- download -------------------------------------------------------------------------------
@@ -168,6 +185,79 @@ def verify_archive(path: Path, official_md5: str, dataset: str) -> str:
         )
     log.info("%s %s", dataset, note)
     return note
+
+
+# ---- a dataset published as one archive -----------------------------------------------------
+@dataclass
+class ArchiveSource:
+    """Where a one-archive dataset's files are: the archive, or the folder it unpacks to."""
+
+    kind: Literal["archive", "folder"]
+    path: Path
+
+
+@dataclass
+class OfficialArchive:
+    """A dataset published as one archive with an MD5 (CIFAR-100's binary version, CUB): where
+    it is looked for, where it is downloaded from, and how it is checked. Not frozen: the tests
+    set `md5` to that of the small archive they build."""
+
+    label: str  # the dataset in verification notes and errors ("CIFAR-100 binary")
+    archive: str  # the archive's file name
+    folder: str  # the folder it unpacks to
+    sub: str  # the data dir's sub-folder for it
+    url: str
+    url_env: str  # an environment variable that overrides url (a mirror)
+    md5: str  # the published checksum
+    unpacked: Callable[[Path], bool]  # whether a folder holds the unpacked files
+    needs: str = ""  # locate's message starts "<dataset> needs <needs>: " when set
+    folder_note: str = ""  # what an unpacked folder holds, for locate's message
+    never_read: tuple[str, str] | None = None  # (a folder, why it is not read), a hint
+
+    def find(self, cfg: DatasetConfig) -> ArchiveSource | None:
+        """The archive, else an unpacked folder, in the first search dir that has either."""
+        for d in search_dirs(cfg, self.sub):
+            if (d / self.archive).is_file():
+                return ArchiveSource("archive", d / self.archive)
+            for folder in (d / self.folder, d):
+                if self.unpacked(folder):
+                    return ArchiveSource("folder", folder)
+        return None
+
+    def download(self, dest: Path, url: str | None = None) -> ArchiveSource:
+        """Fetch the archive into dest, kept only if its MD5 is the published one."""
+        url = url or os.environ.get(self.url_env) or self.url
+        log.info("downloading %s to %s", url, dest)
+        fetch(url, dest / self.archive, self.md5)
+        return ArchiveSource("archive", dest / self.archive)
+
+    def locate(self, cfg: DatasetConfig, dataset: str) -> ArchiveSource:
+        """The archive or folder, downloading when allowed; a ConfigError says where we looked."""
+        found = self.find(cfg)
+        if found is not None:
+            return found
+        if cfg.download:
+            return self.download(download_dir(cfg, self.sub))
+        lead = f"{dataset} needs {self.needs}: " if self.needs else ""
+        hint = ""
+        if self.never_read is not None:
+            name, why = self.never_read
+            for d in search_dirs(cfg, self.sub):
+                if (d / name).exists():
+                    hint = f"; {d / name} is {why}"
+        raise ConfigError(
+            "dataset.data_dir",
+            f"{lead}no {self.archive} or unpacked {self.folder}/{self.folder_note} found in "
+            f"{where_text(cfg, self.sub)}{hint}; set --data-dir or dataset.download=true",
+        )
+
+    def verify(self, src: ArchiveSource, dataset: str) -> str:
+        """Refuse an archive that is not the official one; say what was (not) checked."""
+        if src.kind == "archive":
+            return verify_archive(src.path, self.md5, self.label)
+        note = f"unpacked folder {src.path}: not verified (no checksums for unpacked files)"
+        log.info("%s: %s", dataset, note)
+        return note
 
 
 # ---- class lists ----------------------------------------------------------------------------
