@@ -22,7 +22,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPlainTextEdit,
     QPushButton,
-    QSpinBox,
     QWidget,
 )
 
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 class ActionBar(QWidget):
     """The buttons above the runs table and their handlers; it also owns the Evaluate dialog,
-    one at a time, so Evaluate and Cancel eval know whether an evaluation runs."""
+    one at a time, so Evaluate knows whether an evaluation runs."""
 
     def __init__(self, browser: ExperimentsBrowser) -> None:
         super().__init__(browser)
@@ -75,13 +74,6 @@ class ActionBar(QWidget):
             "best) with its test protocol or another task shape, in the background",
             self.open_evaluation,
         )
-        # the dialog has the episodes and its own Cancel; these stay (hidden) for scripts
-        self.episodes_spin = QSpinBox(minimum=1, maximum=100_000, value=600, suffix=" episodes")
-        self.episodes_spin.setVisible(False)
-        self.cancel_eval_button = button(
-            "Cancel eval", "Stop the running evaluation", self.cancel_evaluation
-        )
-        self.cancel_eval_button.setVisible(False)
         self.clone_button = button(
             "Clone", "Copy the run's configuration into the setup panel", self.clone_selected
         )

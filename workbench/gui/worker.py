@@ -8,7 +8,6 @@ that a fast run neither floods the GUI's event queue nor keeps taking the GIL fr
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -263,63 +262,6 @@ class TrainingWorker(QObject):
 
     def cancel(self) -> None:
         self.trainer.cancel()
-
-
-class EvalWorker(QObject):
-    """Evaluates one checkpoint on N test episodes and stores the result (cancellable)."""
-
-    progress = Signal(str)
-    done = Signal(object, object)  # EvaluationRecord-like dict | None, error text | None
-
-    def __init__(
-        self,
-        catalog: Catalog,
-        run_id: int,
-        checkpoint: CheckpointRecord,
-        episodes: int,
-        device: str = "auto",
-    ) -> None:
-        super().__init__()
-        self.catalog = catalog
-        self.run_id = run_id
-        self.checkpoint = checkpoint
-        self.episodes = episodes
-        self.device = device
-        self._stop = threading.Event()
-
-    def cancel(self) -> None:
-        self._stop.set()
-
-    @Slot()
-    def run(self) -> None:
-        from workbench.api import evaluate_checkpoint
-
-        try:
-            self.progress.emit(
-                f"evaluating run {self.run_id} @ step {self.checkpoint.step} on {self.episodes} test episodes ({self.device})"
-            )
-            score = evaluate_checkpoint(
-                self.catalog,
-                self.run_id,
-                self.checkpoint,
-                self.episodes,
-                device=self.device,
-                should_stop=self._stop.is_set,
-            )  # stored in the catalog unless cancelled part-way
-            if self._stop.is_set():
-                self.done.emit(None, "evaluation cancelled")
-                return
-            self.done.emit(
-                {
-                    "metric": score.metric,
-                    "mean": score.mean,
-                    "ci95": score.ci95,
-                    "episodes": score.episodes,
-                },
-                None,
-            )
-        except Exception as exc:
-            self.done.emit(None, f"{type(exc).__name__}: {exc}")
 
 
 def start_in_thread(worker: QObject, name: str) -> QThread:
