@@ -77,7 +77,7 @@ def drawn(tab, key: str, i: int = 0) -> tuple[np.ndarray, np.ndarray]:  # type: 
 def test_one_run_fills_four_panels_with_the_catalogs_points(qtbot, cat: Catalog) -> None:  # type: ignore[no-untyped-def]
     rid = add_run(cat, 1)
     tab = browser(qtbot, cat, [rid]).tabs.curves
-    assert placed(tab) == ["Meta-train loss", "Query accuracy (after adaptation)",
+    assert placed(tab) == ["Meta-train loss", "Query accuracy",
                            "Validation accuracy ± 95% CI", "Meta learning rate"]  # fmt: skip
     for key, name in (("val", "val_accuracy"), ("lr", "meta_lr")):  # drawn unsmoothed
         steps, values, _ = cat.metrics(rid, name)

@@ -46,7 +46,7 @@ def _spec(key: str, title: str, metric: Callable[[str], str], smooth: bool = Tru
 
 PANELS: dict[str, PanelSpec] = {
     "loss": _spec("loss", "Meta-train loss", lambda k: "loss"),
-    "score": _spec("score", "Query {kind} (after adaptation)", lambda k: k),
+    "score": _spec("score", "Query {kind}", lambda k: k),
     "val": _spec("val", "Validation {kind} ± 95% CI", lambda k: f"val_{k}", smooth=False),
     "lr": _spec("lr", "Meta learning rate", lambda k: "meta_lr", smooth=False),
 }

@@ -114,7 +114,7 @@ class LivePlots(RunListMixin, QWidget):
         lay.addWidget(self.split, 1)
         self.plots: dict[str, pg.PlotItem] = {}
         self._add_plot("loss", "Meta-train loss", 0, 0)
-        self._add_plot("score", "Query MSE (after adaptation)", 0, 1)
+        self._add_plot("score", "Query MSE", 0, 1)
         self._add_plot("val", "Validation MSE ± 95% CI", 1, 0, colspan=2)
         self._add_plot("lr", "Meta learning rate", 2, 0)
         self._add_plot("speed", "Steps / s", 2, 1)
@@ -241,7 +241,7 @@ class LivePlots(RunListMixin, QWidget):
     def set_metric(self, metric: str) -> None:
         self.score_metric = metric
         name = "accuracy" if metric == "accuracy" else "MSE"
-        self.plots["score"].setTitle(f"Query {name} (after adaptation)")
+        self.plots["score"].setTitle(f"Query {name}")  # after adaptation, where there is one
         self.plots["val"].setTitle(f"Validation {name} ± 95% CI")
 
     def set_reference(self, value: float | None) -> None:
