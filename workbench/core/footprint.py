@@ -3,15 +3,17 @@
 Why: a configuration that needs more memory than the machine has is otherwise found only
 after the run was recorded (often after training steps), or it takes the machine down. The
 estimate is analytic, from the config alone (no data, no weights allocated): the learner's
-parameter count (built on the meta device), its activation sizes per example, the examples
-of a task, how many tasks are in flight at once (MAML's task threads and batched groups), the
-inner steps second-order MAML keeps in its graph, the evaluation draws, the meta-batch
-tensors, the decoded dataset cache and a fixed process overhead. Its constants were fitted to
+parameter count (built on the meta device), its activation sizes per example (as the model
+describes them: `models.ActivationSizes`), the examples of a task, how many tasks are in
+flight at once (MAML's task threads and batched groups), the inner steps second-order MAML
+keeps in its graph, the evaluation draws, the meta-batch tensors, the decoded dataset cache
+and a fixed process overhead. Its constants were fitted to
 the RSS high-water marks measured by `bench/memory_peaks.py` (every preset within 2x).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,6 +23,8 @@ from typing import Any
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError
 from workbench.core.registry import ALGORITHMS
+
+log = logging.getLogger(__name__)
 
 FLOAT = 4  # bytes of an fp32 element (bf16 autocast keeps fp32 weights and many fp32 maps)
 GIB = 2**30
@@ -92,27 +96,32 @@ def _param_count(config: RunConfig, input_shape: tuple[int, ...], out_dim: int) 
 
 
 def _learner(config: RunConfig, input_shape: tuple[int, ...], out_dim: int) -> _Learner:
-    m = config.model
-    name = m.name if m.name != "auto" else ("mlp" if config.task_kind == "regression" else "conv4")
+    """The learner's maps from its builder's `activation_sizes` (`models.ActivationSizes`:
+    Conv-4, MLP, ResNet-12 and any model plugin that declares it); a model without it is
+    estimated as an MLP over the flattened input (the `model.hidden` sizes), with a note."""
+    from workbench.core.models import activation_sizes, model_name
+
     inputs = math.prod(input_shape)
-    sizes: list[int] = [inputs]
-    if name == "conv4" and len(input_shape) == 3:
-        w, s = m.width, input_shape[1]
-        bn = 1 if m.batch_norm == "batch" else 0
-        for _ in range(4):
-            if m.downsample == "stride":
-                s = (s + 1) // 2
-                sizes += [w * s * s] * (2 + bn)  # conv, batch norm, ReLU
-            else:
-                sizes += [w * s * s] * (1 + bn)  # conv, batch norm (same size)
-                s //= 2
-                sizes += [w * s * s] * 4  # max-pool, its int64 indices (2x), ReLU
-        sizes.append(out_dim)
-    else:  # MLP over the flattened input
-        for h in m.hidden:
-            sizes += [h, h]
-        sizes.append(max(out_dim, 1))
+    maps = activation_sizes(config.model, input_shape, out_dim, config.task_kind)
+    if maps is None:
+        _note_undescribed(model_name(config.model, config.task_kind))
+        maps = [*(h for h in config.model.hidden for _ in range(2)), max(out_dim, 1)]
+    sizes = [inputs, *maps]
     return _Learner(sum(sizes), max(sizes), inputs, _param_count(config, input_shape, out_dim))
+
+
+_NOTED: set[str] = set()
+
+
+def _note_undescribed(name: str) -> None:
+    """Log, once per model, that its memory estimate is a guess."""
+    if name not in _NOTED:
+        _NOTED.add(name)
+        log.warning(
+            "model %r declares no activation_sizes: its peak memory is estimated as an MLP's "
+            "(model.hidden) over the flattened input, which may be far too low",
+            name,
+        )
 
 
 # ---- the dataset ---------------------------------------------------------------------------
@@ -311,6 +320,10 @@ def _halved(config: RunConfig) -> dict[str, RunConfig]:
     half("eval.inner_steps", ev.inner_steps, 1)
     half("model.width", m.width, 64)
     half("dataset.image_size", config.dataset.image_size, 84)
+    if any(w > usual for w, usual in zip(m.resnet_widths, RESNET_WIDTHS, strict=False)):
+        out["model.resnet_widths"] = _with(
+            config, "model.resnet_widths", [max(8, w // 2) for w in m.resnet_widths]
+        )
     if any(h > 40 for h in m.hidden):
         out["model.hidden"] = _with(config, "model.hidden", [max(40, h // 2) for h in m.hidden])
     threads = _threads(config)
@@ -322,6 +335,7 @@ def _halved(config: RunConfig) -> dict[str, RunConfig]:
 # usual values of the task shape (the papers'): a key far above its usual value is preferred
 # as the driver over one that saves as much when halved (halving the ways halves nearly
 # everything, so it would otherwise always be named)
+RESNET_WIDTHS = (64, 160, 320, 640)  # MetaOptNet's ResNet-12: halved only above these
 USUAL = {"meta_batch": 32, "ways": 5, "queries": 5, "shots": 5, "inner_steps": 5}
 
 

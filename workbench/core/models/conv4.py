@@ -115,6 +115,30 @@ class Conv4(nn.Module):
     task_group = task_group
 
 
+def activation_sizes(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> list[int]:
+    """Per image, the maps of one training forward (`models.ActivationSizes`): per layer the
+    conv, its batch norm and ReLU outputs; with max-pools the pooled map, its int64 indices
+    (2 floats) and the ReLU after it; the head's logits."""
+    if len(input_shape) != 3:
+        return [max(out_dim, 1)]
+    w, s = cfg.width, input_shape[1]
+    bn = 1 if cfg.batch_norm == "batch" else 0
+    sizes: list[int] = []
+    for _ in range(4):
+        if cfg.downsample == "stride":
+            s = (s + 1) // 2
+            sizes += [w * s * s] * (2 + bn)  # conv, batch norm, ReLU
+        else:
+            sizes += [w * s * s] * (1 + bn)  # conv, batch norm (same size)
+            s //= 2
+            sizes += [w * s * s] * 4  # max-pool, its int64 indices (2x), ReLU
+    sizes.append(out_dim)
+    return sizes
+
+
 @MODELS.register("conv4")
 def build_conv4(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> nn.Module:
     return Conv4(cfg, input_shape, out_dim)
+
+
+build_conv4.activation_sizes = activation_sizes  # type: ignore[attr-defined]

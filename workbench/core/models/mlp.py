@@ -39,6 +39,18 @@ def build_mlp(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> n
     return MLP(*layers)
 
 
+def activation_sizes(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> list[int]:
+    """Per example, the maps of one forward (`models.ActivationSizes`): each hidden layer's
+    linear and ReLU outputs, then the output."""
+    sizes: list[int] = []
+    for h in cfg.hidden:
+        sizes += [h, h]
+    return [*sizes, max(out_dim, 1)]
+
+
+build_mlp.activation_sizes = activation_sizes  # type: ignore[attr-defined]
+
+
 def _prod(shape: tuple[int, ...]) -> int:
     n = 1
     for s in shape:

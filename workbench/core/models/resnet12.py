@@ -90,6 +90,29 @@ def _conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, padding: int
     return F.conv2d(x, w, b, 1, padding)
 
 
+def activation_sizes(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> list[int]:
+    """Per image, the maps a training forward keeps for its backward (`models.ActivationSizes`;
+    checked against autograd's saved tensors): the channels-last copy of a multi-channel input;
+    per block at its input's size conv1's output, [bn1's], the LeakyReLU's, conv2's, [bn2's],
+    the LeakyReLU's, [conv3's and the shortcut conv's, which their batch norms keep] and the
+    residual sum (bn3's and the shortcut batch norm's outputs only feed the sum, which keeps
+    neither); at the pooled size the max-pool's output, its int64 indices (2 floats) and the
+    last LeakyReLU's; with `drop_rate` > 0 one more pooled map (dropout's or DropBlock's);
+    the embedding and the head's logits."""
+    channels, height, width = input_shape
+    bn = 1 if cfg.batch_norm == "batch" else 0
+    sizes: list[int] = [channels * height * width] if cfg.channels_last and channels > 1 else []
+    c = channels
+    for w in cfg.resnet_widths:
+        sizes += [w * height * width] * (5 + 4 * bn)
+        height, width = height // 2, width // 2
+        sizes += [w * height * width] * (5 if cfg.drop_rate > 0 else 4)
+        c = w
+    sizes.append(c if cfg.resnet_pool == "avg" else c * height * width)
+    sizes.append(out_dim)
+    return sizes
+
+
 # a conv, its (weight, bias or None) keys, its batch norm or None, that one's (weight, bias) keys
 Unit = tuple[nn.Conv2d, tuple[str, str | None], BatchStatNorm2d | None, tuple[str, str] | None]
 
@@ -136,6 +159,8 @@ class ResNet12(nn.Module):
     # read by config validation for any registered model that declares them
     supported_algorithms: ClassVar[frozenset[str]] = SUPPORTED_ALGORITHMS
     dataset_kinds: ClassVar[frozenset[str]] = frozenset({"classification"})  # images
+    # read by the memory check (`core/footprint.py`)
+    activation_sizes = staticmethod(activation_sizes)
 
     def __init__(self, cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: int) -> None:
         super().__init__()
