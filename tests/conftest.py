@@ -65,5 +65,24 @@ def _no_running_qthreads(monkeypatch: pytest.MonkeyPatch) -> object:
         pytest.fail(f"QThread(s) still running after the test: {', '.join(leaked)}")
 
 
+# the main window most GUI tests drive (a module's own `catalog` or `window` fixture overrides)
+@pytest.fixture
+def catalog(tmp_path):  # type: ignore[no-untyped-def]
+    from workbench.catalog import Catalog
+
+    cat = Catalog.open(tmp_path / "runs.db")
+    yield cat
+    cat.close()
+
+
+@pytest.fixture
+def window(qtbot, catalog):  # type: ignore[no-untyped-def]
+    from gui_fixtures import make_window
+
+    win = make_window(qtbot, catalog)
+    yield win
+    win.shutdown()
+
+
 # PostgreSQL: one server for the session (`pg_server`) and a fresh database per test (`pg_url`)
 from postgres_fixture import pg_server, pg_url  # noqa: E402, F401

@@ -11,10 +11,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from gui_fixtures import make_window  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 from test_eval_protocol import tiny_run  # noqa: E402
-from test_gui_detached import make_window  # noqa: E402
 
 from workbench.catalog import Catalog  # noqa: E402
 from workbench.exports import format_score  # noqa: E402

@@ -28,24 +28,6 @@ LONG = {**SMALL, "steps": 1_000_000, "val_every": 0, "ckpt_every": 0}
 HANG_MS = 600_000
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    cat = Catalog.open(tmp_path / "runs.db")
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def window(qtbot, catalog: Catalog):
-    win = MainWindow(catalog, restore=False)
-    win.confirm = lambda *_: True
-    win.browser.confirm = lambda *_: True
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.shutdown()
-
-
 def fill(win: MainWindow, values: dict) -> None:
     for key, value in values.items():
         win.form.set_field(key, value)

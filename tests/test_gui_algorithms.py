@@ -34,23 +34,6 @@ SMALL = {"steps": 6, "val_every": 3, "val_episodes": 4, "test_episodes": 6, "ckp
          "train.meta_batch": 2, "model.width": 16}  # fmt: skip
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    cat = Catalog.open(tmp_path / "runs.db")
-    yield cat
-    cat.close()
-
-
-@pytest.fixture
-def window(qtbot, catalog: Catalog):
-    win = MainWindow(catalog, restore=False)
-    win.confirm = lambda *_: True
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.shutdown()
-
-
 def pick(win: MainWindow, key: str, text: str) -> None:
     """Choose an entry of a drop-down list by its text, as a click on it does."""
     combo = win.form.editors[key]

@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from gui_fixtures import make_window  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from workbench import launcher  # noqa: E402
@@ -91,15 +92,6 @@ def children() -> Iterator[list[int]]:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def make_window(qtbot, catalog: Catalog, restore: bool = False) -> MainWindow:  # type: ignore[no-untyped-def]
-    win = MainWindow(catalog, restore=restore)
-    win.confirm = lambda *_: True
-    win.browser.confirm = lambda *_: True
-    qtbot.addWidget(win)
-    win.show()
-    return win
 
 
 @pytest.fixture

@@ -27,13 +27,6 @@ LRS = [0.003, 0.01, 0.03, 0.1]
 OBJECTIVES = {0: 0.9, 1: 0.2, 2: 0.5}  # trial number -> val_mse (3 is still running)
 
 
-@pytest.fixture
-def catalog(tmp_path: Path):
-    cat = Catalog.open(tmp_path / "runs.db")
-    yield cat
-    cat.close()
-
-
 def make_sweep(cat: Catalog, steps: int = 50) -> tuple[int, list[int]]:
     """A grid over 4 inner learning rates: trials 0-2 finished with a val_mse curve each,
     trial 3 running. Returns the sweep id and the trial ids."""
@@ -76,16 +69,6 @@ def tab(win: MainWindow, text: str) -> int:
 
 def button(widget, text: str) -> QPushButton:
     return next(b for b in widget.findChildren(QPushButton) if b.text() == text)
-
-
-@pytest.fixture
-def window(qtbot, catalog: Catalog):
-    win = MainWindow(catalog, restore=False)
-    win.confirm = lambda *_: True
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    win.shutdown()
 
 
 def test_the_sweeps_tab_shows_trials_best_first_and_a_polyline_per_trial(
