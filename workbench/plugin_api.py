@@ -30,7 +30,11 @@ example: `workbench/resources/examples/plugin_plain_fomaml.py`.
 
 Datasets (`register_dataset`, a `DatasetSpec` whose `build(cfg, split)` returns a
 `TaskDistribution`) and models (`register_model`, a builder `(model_cfg, input_shape, out_dim)
--> nn.Module`) register the same way.
+-> nn.Module`) register the same way. A model builder may also carry
+`build.activation_sizes = fn`, `fn(model_cfg, input_shape, out_dim) -> list[int]`: per example,
+the elements of each tensor a training forward keeps for backward (see `ActivationSizes` in
+workbench/core/models/__init__.py). The memory check before a run uses it; without it the
+estimate guesses as for an MLP and says so once, and a run too big to fit is not refused.
 """
 
 from __future__ import annotations
