@@ -696,3 +696,20 @@ def test_the_training_tab_is_current_when_the_user_returns_to_it(qtbot, window: 
     assert f"step {step}/" in window.sb_step.text()
     window.stop()
     wait_idle(qtbot, window)
+
+
+def test_the_window_fits_a_1366_px_screen_with_nothing_cut_off(qtbot, window: MainWindow) -> None:
+    """A laptop's 1366-px-wide screen: the window can be that narrow (frame included), and the
+    live plot grid then still fits its view (a long panel title once made it wider, cut off)."""
+    from PySide6.QtCore import QSizeF
+
+    assert window.minimumSizeHint().width() <= 1366 - 16
+    window.resize(1366 - 16, 740)
+    window.tabs.setCurrentIndex(0)
+    window.live.set_metric("accuracy")
+    qtbot.wait(50)
+    grid = window.live.view.ci  # pyqtgraph's GraphicsLayout of the panels
+    need = grid.effectiveSizeHint(Qt.SizeHint.MinimumSize, QSizeF(-1, -1)).width()
+    assert need <= window.live.view.width(), (need, window.live.view.width())
+    export = window.browser.action_bar.export_button.menu()
+    assert [a.text() for a in export.actions()] == ["Metrics as CSV…", "Curves as PNG…"]

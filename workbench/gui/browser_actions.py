@@ -20,8 +20,10 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QInputDialog,
     QLineEdit,
+    QMenu,
     QPlainTextEdit,
     QPushButton,
+    QToolButton,
     QWidget,
 )
 
@@ -87,12 +89,20 @@ class ActionBar(QWidget):
         self.delete_button = button(
             "Delete…", "Delete the selected runs with their checkpoint files", self.delete_selected
         )
-        button(
-            "Export CSV…",
-            "All metric points of the selected runs, one row per point",
-            self.export_csv,
+        # the exports share one menu button, so the row fits a 1366-px screen
+        self.export_button = QToolButton(text="Export")
+        self.export_button.setStyleSheet("QToolButton { padding-right: 14px; }")  # the arrow
+        self.export_button.setToolTip("Export the selected runs' metrics or the curve plot")
+        self.export_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        menu = QMenu(self.export_button)
+        csv = menu.addAction("Metrics as CSV…", self.export_csv)
+        csv.setToolTip("All metric points of the selected runs, one row per point")
+        menu.addAction("Curves as PNG…", self.export_png).setToolTip(
+            "The curve plot as a PNG image"
         )
-        button("Export PNG…", "The curve plot as a PNG image", self.export_png)
+        menu.setToolTipsVisible(True)
+        self.export_button.setMenu(menu)
+        bar.addWidget(self.export_button)
         bar.addStretch(1)
 
     def update_for(self, recs: list[RunRecord]) -> None:

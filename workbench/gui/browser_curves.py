@@ -147,7 +147,10 @@ class CurvesTab(QWidget):
         self.log_check.setChecked(bool(self.state["log"]))
         self.log_check.toggled.connect(lambda on: self._option("log", on))
         bar.addWidget(self.log_check)
-        self.group_check = QCheckBox("Mean ± std over seed groups")
+        self.group_check = QCheckBox("Seed mean ± std")
+        self.group_check.setToolTip(
+            "Runs that differ only by seed drawn as one curve: their mean, and ± std as a band"
+        )
         self.group_check.toggled.connect(lambda _: self.redraw(refit=True))
         bar.addWidget(self.group_check)
         self.panels_button = QToolButton(text="Panels")

@@ -26,6 +26,7 @@ class FilterBar(QWidget):
         self.text_filter = QLineEdit(
             placeholderText="Search name, notes, tags, id…", clearButtonEnabled=True
         )
+        self.text_filter.setMinimumWidth(120)  # the combos shrink first in a narrow window
         self.text_filter.textChanged.connect(lambda _: self.changed.emit())
         bar.addWidget(self.text_filter, 2)
         self.status_filter = self._combo(bar, "Status", ["", *STATUSES])
@@ -40,12 +41,12 @@ class FilterBar(QWidget):
     def _combo(self, bar: QHBoxLayout, label: str, items: list[str]) -> QComboBox:
         bar.addWidget(QLabel(label))
         c = QComboBox()
-        c.setMinimumContentsLength(7)
+        c.setMinimumContentsLength(5)
         c.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         for it in items:
             c.addItem(it or "any", it)
         c.currentIndexChanged.connect(lambda _: self.changed.emit())
-        bar.addWidget(c)
+        bar.addWidget(c, 1)
         return c
 
     def filters(self) -> Filters:
