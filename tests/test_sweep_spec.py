@@ -191,3 +191,31 @@ def test_median_pruner_stops_a_trial_worse_than_the_finished_ones() -> None:
         search.tell(number, 0.85)
     number, _point = search.ask()  # type: ignore[misc]
     assert search.prune(number, 1, 0.2)  # far below the median at the same step: pruned
+
+
+def test_a_base_or_config_file_naming_only_what_it_changes_starts_where_the_form_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """{"dataset": {"name": "sinusoid"}} means sinusoid's usual shape (10 shots, meta-batch
+    25), not the bare field defaults (5-way 1-shot, meta-batch 32); a complete config is kept
+    as it is; the CLI's --config reads a file the same way."""
+    from workbench.cli import main
+
+    partial = {"algorithm": {"name": "maml", "inner_lr": 0.02}, "dataset": {"name": "sinusoid"},
+               "train": {"meta_batch": 4}, "steps": 7}  # fmt: skip
+    base = base_config(
+        parse_spec({"parameters": [{"key": "seed", "values": [1]}], "base": partial})
+    )
+    start = default_config("maml", "sinusoid").to_dict()
+    assert base["train"] == {**start["train"], "meta_batch": 4}
+    assert base["eval"] == start["eval"] and base["algorithm"]["inner_lr"] == 0.02
+    assert base["steps"] == 7
+    whole = default_config("protonet", "glyphs").to_dict()
+    whole["train"]["meta_batch"] = 3
+    assert base_config(parse_spec({"parameters": [{"key": "seed", "values": [1]}],
+                                   "base": whole})) == whole  # fmt: skip
+    path = tmp_path / "partial.json"
+    path.write_text(json.dumps(partial))
+    assert main(["run", "--config", str(path), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["train"]["shots"] == 10 and printed["train"]["meta_batch"] == 4

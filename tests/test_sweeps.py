@@ -24,6 +24,7 @@ def spec(tmp_path: Path, steps: int, **more: object) -> Path:
         "base": {
             "algorithm": {"name": "maml"},
             "dataset": {"name": "sinusoid"},
+            "train": {"meta_batch": 4},  # small: a test's trials train in seconds
             "steps": steps,
             "val_every": 25,
             "val_episodes": 10,

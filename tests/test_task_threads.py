@@ -223,3 +223,20 @@ def test_tasks_too_small_to_share_stay_on_one_thread() -> None:
         assert glyphs.workers(images) == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_openmp_threads_wait_passively_unless_the_user_says_otherwise() -> None:
+    """`import workbench` sets OMP_WAIT_POLICY=PASSIVE before torch loads OpenMP (spinning
+    threads stall every op when another process wants the core: bench/omp_wait.py); a user's
+    own setting is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, workbench, torch; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert got.stdout.strip() == "PASSIVE", got.stderr
+    got = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                         capture_output=True, text=True)  # fmt: skip
+    assert got.stdout.strip() == "ACTIVE", got.stderr

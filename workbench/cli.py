@@ -332,7 +332,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.preset:
         data = get_preset(args.preset).run_config().to_dict()
     elif args.config is not None:
-        data = RunConfig.from_json(_read_config(args.config)).to_dict()
+        data = RunConfig.from_json(_read_config(args.config), partial=True).to_dict()
     else:
         data = default_config(args.algorithm or "maml", args.dataset or "sinusoid").to_dict()
         args.algorithm = args.dataset = None

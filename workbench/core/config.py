@@ -181,7 +181,8 @@ class RunConfig(StrictModel):
             raise _config_error(exc) from None
 
     @classmethod
-    def from_json(cls, text: str) -> RunConfig:
+    def from_json(cls, text: str, partial: bool = False) -> RunConfig:
+        """From JSON text; `partial`: what it leaves out comes from `from_partial`'s start."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -194,7 +195,25 @@ class RunConfig(StrictModel):
             raise ConfigError("config", "not valid JSON (nested too deeply)") from None
         if not isinstance(data, dict):
             raise ConfigError("config", "must be a JSON object")
-        return cls.from_dict(data)
+        return cls.from_partial(data) if partial else cls.from_dict(data)
+
+    @classmethod
+    def from_partial(cls, data: dict[str, Any]) -> RunConfig:
+        """A config file or sweep base that states only what it changes: the rest comes from
+        the form's and CLI's starting point for the algorithm and dataset it names
+        (`default_config`), not from the bare field defaults, which are Omniglot's (5-way
+        1-shot, meta-batch 32) and wrong for sinusoid. A complete config is unchanged."""
+
+        def name(section: str, default: str) -> str:
+            value = data.get(section)
+            got = value.get("name", default) if isinstance(value, dict) else default
+            return got if isinstance(got, str) else default
+
+        try:
+            start = default_config(name("algorithm", "maml"), name("dataset", "sinusoid"))
+        except ConfigError:  # an unknown name: from_dict says so, naming the key
+            return cls.from_dict(data)
+        return cls.from_dict(_merged(start.to_dict(), data))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -239,6 +258,17 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:  # not JSON, or an integer of more than 4,300 digits: keep the text
         return text
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """base with over's values, sections merged key by key (lists and values replaced)."""
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def apply_overrides(data: dict[str, Any], assignments: list[str]) -> dict[str, Any]:

@@ -194,10 +194,11 @@ def _lookup(point: Point, base: dict[str, Any], key: str) -> Any:
 
 
 def base_config(spec: SweepSpec, catalog: Any = None) -> dict[str, Any]:
-    """The base configuration's dict: given, a preset's, a run's (needs the catalog), or the
-    default (MAML on sinusoid)."""
+    """The base configuration's dict: given (what it leaves out as the form starts its
+    algorithm and dataset), a preset's, a run's (needs the catalog), or the default (MAML on
+    sinusoid)."""
     if spec.base is not None:
-        return RunConfig.from_dict(spec.base).to_dict()
+        return RunConfig.from_partial(spec.base).to_dict()
     if spec.preset is not None:
         from workbench.core.presets import get_preset
 
