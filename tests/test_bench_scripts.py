@@ -73,6 +73,17 @@ def run_tiny(script: str, timeout: int = HANG_GUARD_S) -> str:
             ["| maml | 1 |", "| reptile |", "| matching |", "| relation |", "20-way 1-shot"],
         ),
         (
+            "omp_wait.py",
+            [
+                "OMP_WAIT_POLICY=unset at torch import",
+                "OMP_WAIT_POLICY=PASSIVE at torch import",
+                "| MLP 25x40 @ 40x40, 2nd order | quiet | 2 |",
+                "| MLP 25x40 @ 40x40, 2nd order | loaded | 2 |",
+                "| Conv-4 w8 14x14 5w1s q5 mb2, 2nd order | quiet | 2 |",
+                "| Conv-4 w8 14x14 5w1s q5 mb2, 2nd order | loaded | 2 |",
+            ],
+        ),
+        (
             "profile_step.py --write",
             ["| maml-5w1s-q1-so |", "| maml-5w1s-q1-fo |", "| protonet-60w5s |", "convolution"],
         ),
