@@ -64,6 +64,9 @@ def train_from_form(qtbot, win: MainWindow, catalog: Catalog, algorithm: str, da
     qtbot.waitUntil(lambda: win.live.point_count("loss") == SMALL["steps"], timeout=HANG_MS)
     assert win.live.point_count("val") == 2
     assert any(f"finished at step {SMALL['steps']}" in m for _, m in win.log.entries)
+    shown = win.adapt.last  # the episode view: every query with the label the run predicts
+    assert shown is not None and shown["kind"] == "classification"
+    assert shown["pred"] is not None and len(shown["pred"]) == len(shown["query_y"])
     return run
 
 

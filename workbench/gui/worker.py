@@ -188,10 +188,10 @@ class QtBridge(Listener):
         batch = self._episode(cfg, shape)
         on_dev = batch.to(device)
         logits = None
-        if hasattr(algo, "logits"):
+        try:
             with torch.no_grad():
-                logits = algo.logits(on_dev, 0)
-        else:
+                logits = algo.query_scores(on_dev, 0)  # no adaptation steps (metric-based)
+        except NotImplementedError:
             try:
                 out = algo.predict_after(on_dev, on_dev.query_x, [shape.inner_steps], shape)
                 logits = out[shape.inner_steps][0]

@@ -116,6 +116,11 @@ class Algorithm(nn.Module, ABC):
         """Outputs of the model on x [B, M, ...] after each number of adaptation steps (for plots)."""
         raise NotImplementedError
 
+    def query_scores(self, batch: EpisodeBatch, i: int) -> torch.Tensor:
+        """Task i's query scores [Q, ways], whose argmax is the prediction, for an algorithm
+        without adaptation steps (the app's view of one episode shows its predictions)."""
+        raise NotImplementedError
+
 
 def loss_and_score(
     kind: str, out: torch.Tensor, y: torch.Tensor

@@ -158,6 +158,9 @@ class MatchingNetworks(Algorithm):
             sims = sims * self.cosine_scale
         return matching_log_probs(sims, batch.support_y[i], batch.ways)
 
+    def query_scores(self, batch: EpisodeBatch, i: int) -> torch.Tensor:
+        return self.log_probs(batch, i)
+
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
         losses, accs = [], []

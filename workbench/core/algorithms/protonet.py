@@ -51,6 +51,9 @@ class ProtoNet(Algorithm):
         z = self.model(torch.cat([batch.support_x[i], batch.query_x[i]]))
         return prototype_logits(z[:ns], batch.support_y[i], z[ns:], batch.ways)
 
+    def query_scores(self, batch: EpisodeBatch, i: int) -> torch.Tensor:
+        return self.logits(batch, i)
+
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
         losses, accs = [], []

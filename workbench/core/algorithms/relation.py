@@ -256,6 +256,9 @@ class RelationNetworks(Algorithm):
         classes = class_feature_sums(support, batch.support_y[i], batch.ways)
         return self.relation.scores(classes, queries)
 
+    def query_scores(self, batch: EpisodeBatch, i: int) -> torch.Tensor:
+        return self.scores(batch, i)
+
     def meta_train_step(self, batch: EpisodeBatch, shape: TaskShape) -> dict[str, float]:
         n = len(batch)
         losses, accs = [], []
