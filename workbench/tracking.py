@@ -15,7 +15,9 @@ heartbeat kept, checkpoints written in two phases with their sha256
 (`core.checkpoint.save_two_phase`). Its status is honest: finished when the block ends,
 failed with the exception's first line, cancelled on Ctrl-C (or a stop from the app or
 `workbench stop`, delivered as KeyboardInterrupt in the main thread), interrupted when the
-process is killed. Pause from the app holds the next `log` until resumed.
+process is killed. A Ctrl-C that arrives while a checkpoint is saved (which first writes the
+queued points on the caller's thread) or while the run ends is held until that is done, so the
+points already logged are never dropped half-written. Pause from the app holds the next `log` until resumed.
 
 The config is any JSON-able dict; it is never validated as a built-in run's configuration.
 Importing this module imports neither Qt nor torch (torch only when a checkpoint is saved).
@@ -24,12 +26,14 @@ Importing this module imports neither Qt nor torch (torch only when a checkpoint
 from __future__ import annotations
 
 import _thread
+import contextlib
 import json
 import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -77,11 +81,15 @@ class TrackedRun:
         self._holds: set[str] = set()
         # a stop from the app reaches the script as KeyboardInterrupt (`cancel`); a process
         # started in the background (`cmd &`, nohup) inherits SIGINT ignored, and Python then
-        # raises nothing for it: the run takes Python's handler while it lasts
-        self._sigint = None
+        # raises nothing for it: the run takes Python's handler while it lasts, one that holds
+        # the interrupt while the queued points are written on this thread (`_uninterrupted`)
+        self._sigint: Any = None
+        self._ctrl_c_held = 0  # nesting of sections that hold Ctrl-C
+        self._ctrl_c_waiting = False  # a Ctrl-C came while held
         if threading.current_thread() is threading.main_thread():
-            if signal.getsignal(signal.SIGINT) in (signal.SIG_IGN, signal.SIG_DFL, None):
-                self._sigint = signal.signal(signal.SIGINT, signal.default_int_handler)
+            current = signal.getsignal(signal.SIGINT)
+            if current in (signal.SIG_IGN, signal.SIG_DFL, None, signal.default_int_handler):
+                self._sigint = signal.signal(signal.SIGINT, self._on_sigint)
         self.writer = CatalogListener(self.catalog, self.run_id, owner=self.owner)
         self.writer.attach(self)
         self.writer.on_start(
@@ -111,10 +119,11 @@ class TrackedRun:
         state = {"state_dict": state_dict, "step": int(step),
                  "config_json": json.dumps(self.config, default=str)}  # fmt: skip
         folder = self.catalog.checkpoint_dir(self.run_id, create=True)
-        saved = save_two_phase(
-            folder, self.writer, kind, int(step), state, metrics or {},
-            keep if kind == "periodic" else 1,
-        )  # fmt: skip
+        with self._uninterrupted():  # it first writes the queued points on this thread
+            saved = save_two_phase(
+                folder, self.writer, kind, int(step), state, metrics or {},
+                keep if kind == "periodic" else 1,
+            )  # fmt: skip
         return saved.path
 
     def evaluation(
@@ -168,6 +177,27 @@ class TrackedRun:
         self.aborted = reason
         self.cancel()
 
+    # ---- Ctrl-C ------------------------------------------------------------------------
+    def _on_sigint(self, _signum: int, _frame: object) -> None:
+        if self._ctrl_c_held:
+            self._ctrl_c_waiting = True
+            return
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def _uninterrupted(self) -> Iterator[None]:
+        """Hold Ctrl-C (and a stop, delivered the same way) until the block is done: the
+        writer pops queued points before it writes them, and an exception between the two
+        would drop them. The interrupt is raised as soon as the block ends."""
+        self._ctrl_c_held += 1
+        try:
+            yield
+        finally:
+            self._ctrl_c_held -= 1
+            if not self._ctrl_c_held and self._ctrl_c_waiting:
+                self._ctrl_c_waiting = False
+                raise KeyboardInterrupt
+
     # ---- the block ---------------------------------------------------------------------
     def __enter__(self) -> TrackedRun:
         return self
@@ -184,6 +214,7 @@ class TrackedRun:
         else:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             end = RunFinished("failed", self.step, f"{type(exc).__name__}: {first}".rstrip(": "))
+        self._ctrl_c_held += 1  # a second Ctrl-C must not cut the last writes short
         try:
             self.writer.on_finish(end)
         finally:
@@ -191,6 +222,8 @@ class TrackedRun:
             self.catalog.close()
             if self._sigint is not None:
                 signal.signal(signal.SIGINT, self._sigint)
+        if self._ctrl_c_waiting and exc is None:  # pressed while the run's end was written
+            raise KeyboardInterrupt
         return False  # the script's exception goes on
 
 
