@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         help="alternating headless/GUI pairs per workload (default 5)",
     )
     p.add_argument(
-        "--tiny", action="store_true", help="a few steps, 2 pairs: checks that the script works"
+        "--tiny", action="store_true", help="a few steps, 1 pair: checks that the script works"
     )
     p.add_argument("--only", choices=list(WORKLOADS), help="measure one workload")
     p.add_argument(
@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         "--write", action="store_true", help="write the gui-overhead section of bench/RESULTS.md"
     )
     args = p.parse_args(argv)
-    pairs = 2 if args.tiny else args.pairs
+    pairs = 1 if args.tiny else args.pairs
     tmp = Path(tempfile.mkdtemp(prefix="wb-gui-overhead-"))
     QSettings.setPath(QSettings.Format.IniFormat, QSettings.Scope.UserScope, str(tmp / "settings"))
     app = QApplication.instance() or QApplication(["workbench"])
