@@ -17,7 +17,8 @@ failed with the exception's first line, cancelled on Ctrl-C (or a stop from the 
 `workbench stop`, delivered as KeyboardInterrupt in the main thread), interrupted when the
 process is killed. A Ctrl-C that arrives while a checkpoint is saved (which first writes the
 queued points on the caller's thread) or while the run ends is held until that is done, so the
-points already logged are never dropped half-written. Pause from the app holds the next `log` until resumed.
+points already logged are never dropped half-written. Pause from the app holds the next `log`
+until resumed.
 
 The config is any JSON-able dict; it is never validated as a built-in run's configuration.
 Importing this module imports neither Qt nor torch (torch only when a checkpoint is saved).

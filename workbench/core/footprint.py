@@ -22,6 +22,7 @@ from typing import Any
 
 from workbench.core.config import RunConfig
 from workbench.core.errors import ConfigError
+from workbench.core.params import ModelConfig
 from workbench.core.registry import ALGORITHMS
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,13 @@ def _learner(config: RunConfig, input_shape: tuple[int, ...], out_dim: int) -> _
     """The learner's maps from its builder's `activation_sizes` (`models.ActivationSizes`:
     Conv-4, MLP, ResNet-12 and any model plugin that declares it); a model without it is
     estimated as an MLP over the flattened input (the `model.hidden` sizes), with a note."""
-    from workbench.core.models import activation_sizes, model_name
+    from workbench.core.models import activation_sizes, mlp, model_name
 
     inputs = math.prod(input_shape)
     maps = activation_sizes(config.model, input_shape, out_dim, config.task_kind)
     if maps is None:
         _note_undescribed(model_name(config.model, config.task_kind))
-        maps = [*(h for h in config.model.hidden for _ in range(2)), max(out_dim, 1)]
+        maps = mlp.activation_sizes(config.model, input_shape, out_dim)
     sizes = [inputs, *maps]
     return _Learner(sum(sizes), max(sizes), inputs, _param_count(config, input_shape, out_dim))
 
@@ -320,7 +321,8 @@ def _halved(config: RunConfig) -> dict[str, RunConfig]:
     half("eval.inner_steps", ev.inner_steps, 1)
     half("model.width", m.width, 64)
     half("dataset.image_size", config.dataset.image_size, 84)
-    if any(w > usual for w, usual in zip(m.resnet_widths, RESNET_WIDTHS, strict=False)):
+    usual_widths = ModelConfig().resnet_widths  # MetaOptNet's: halved only above these
+    if any(w > usual for w, usual in zip(m.resnet_widths, usual_widths, strict=False)):
         out["model.resnet_widths"] = _with(
             config, "model.resnet_widths", [max(8, w // 2) for w in m.resnet_widths]
         )
@@ -335,7 +337,6 @@ def _halved(config: RunConfig) -> dict[str, RunConfig]:
 # usual values of the task shape (the papers'): a key far above its usual value is preferred
 # as the driver over one that saves as much when halved (halving the ways halves nearly
 # everything, so it would otherwise always be named)
-RESNET_WIDTHS = (64, 160, 320, 640)  # MetaOptNet's ResNet-12: halved only above these
 USUAL = {"meta_batch": 32, "ways": 5, "queries": 5, "shots": 5, "inner_steps": 5}
 
 

@@ -102,13 +102,12 @@ def activation_sizes(cfg: ModelConfig, input_shape: tuple[int, ...], out_dim: in
     channels, height, width = input_shape
     bn = 1 if cfg.batch_norm == "batch" else 0
     sizes: list[int] = [channels * height * width] if cfg.channels_last and channels > 1 else []
-    c = channels
     for w in cfg.resnet_widths:
         sizes += [w * height * width] * (5 + 4 * bn)
         height, width = height // 2, width // 2
         sizes += [w * height * width] * (5 if cfg.drop_rate > 0 else 4)
-        c = w
-    sizes.append(c if cfg.resnet_pool == "avg" else c * height * width)
+    last = cfg.resnet_widths[-1]
+    sizes.append(last if cfg.resnet_pool == "avg" else last * height * width)
     sizes.append(out_dim)
     return sizes
 
