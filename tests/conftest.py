@@ -85,4 +85,6 @@ def window(qtbot, catalog):  # type: ignore[no-untyped-def]
 
 
 # PostgreSQL: one server for the session (`pg_server`) and a fresh database per test (`pg_url`)
+# the real Omniglot archives, when beside the project (`omniglot_cache` skips without them)
+from omniglot_fixture import omniglot_cache  # noqa: E402, F401
 from postgres_fixture import pg_server, pg_url  # noqa: E402, F401

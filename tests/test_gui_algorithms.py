@@ -15,6 +15,7 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
+from omniglot_fixture import OMNIGLOT_DIR  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 
 from workbench.catalog import Catalog  # noqa: E402
@@ -22,7 +23,6 @@ from workbench.core.tasks import cache  # noqa: E402
 from workbench.gui.main_window import MainWindow  # noqa: E402
 
 HANG_MS = 600_000  # only stops a hung test; a busy machine never reaches it
-OMNIGLOT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 
 # the algorithm's own fields as the user sets them in its generated part of the form
 OWN = {
@@ -77,14 +77,6 @@ def test_the_app_trains_it_on_glyphs(
 ) -> None:  # fmt: skip
     monkeypatch.setenv(cache.CACHE_ENV, str(tmp_path / "cache"))
     train_from_form(qtbot, window, catalog, algorithm, "glyphs")
-
-
-@pytest.fixture(scope="module")
-def omniglot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One decode of Omniglot shared by the three runs."""
-    if not (OMNIGLOT_DIR / "images_background.zip").is_file():
-        pytest.skip(f"Omniglot archives not found at {OMNIGLOT_DIR}")
-    return tmp_path_factory.mktemp("omniglot-cache")
 
 
 @pytest.mark.parametrize("algorithm", sorted(OWN))

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from omniglot_fixture import OMNIGLOT_DIR
 from PIL import Image
 
 from workbench.core.config import DatasetConfig, TaskShape
@@ -26,8 +27,6 @@ from workbench.core.errors import ConfigError, DataError
 from workbench.core.tasks import DATASETS, cache, glyphs, image_folder, omniglot
 from workbench.core.tasks.base import EpisodeBatch
 from workbench.core.tasks.sampler import ClassImages
-
-OMNIGLOT_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "omniglot"
 
 
 @pytest.fixture(autouse=True)
@@ -293,14 +292,6 @@ def test_glyphs_splits_and_not_trivial() -> None:
 
 
 # ---- Omniglot: the real archives ------------------------------------------------------------
-@pytest.fixture(scope="module")
-def omniglot_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One decode of the 32,460 images shared by the Omniglot tests (seconds, not tens)."""
-    if not (OMNIGLOT_DIR / "images_background.zip").is_file():
-        pytest.skip(f"Omniglot archives not found at {OMNIGLOT_DIR}")
-    return tmp_path_factory.mktemp("omniglot-cache")
-
-
 @pytest.fixture
 def real_omniglot(omniglot_cache: Path, monkeypatch: pytest.MonkeyPatch) -> DatasetConfig:
     monkeypatch.setenv(cache.CACHE_ENV, str(omniglot_cache))
