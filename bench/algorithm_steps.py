@@ -29,10 +29,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from bench.results import stamp, write_section  # noqa: E402
+from workbench.core.algorithms.base import Algorithm  # noqa: E402
 from workbench.core.config import RunConfig, default_config  # noqa: E402
 from workbench.core.engine import build_algorithm, load_datasets  # noqa: E402
 from workbench.core.episode_stream import EpisodeStream  # noqa: E402
 from workbench.core.registry import ALGORITHMS  # noqa: E402
+from workbench.core.tasks.base import EpisodeBatch  # noqa: E402
 
 SHAPES = {  # name -> train shape (Omniglot: MAML's 1 query a class; 15 for the metric family)
     "5-way 1-shot": {"ways": 5, "shots": 1, "queries": 15, "meta_batch": 8},
@@ -49,6 +51,16 @@ def config_for(algo: str, shape: dict[str, int], tiny: bool) -> RunConfig:
     return cfg.with_overrides(sets)
 
 
+def algorithm_and_batch(cfg: RunConfig) -> tuple[Algorithm, EpisodeBatch]:
+    """The config's algorithm (seeded) on CPU and one training meta-batch drawn once, so every
+    timed step works on the same episodes."""
+    dist = load_datasets(cfg)["train"]
+    torch.manual_seed(0)
+    algo = build_algorithm(cfg, dist.input_shape, torch.device("cpu"))
+    stream = EpisodeStream(dist, cfg.train, cfg.train.meta_batch, torch.Generator().manual_seed(0))
+    return algo, stream.next()
+
+
 def measure(shape: dict[str, int], rounds: int, tiny: bool) -> dict[str, tuple[list[float], int]]:
     """Per algorithm: the step times (s) and its training inner steps."""
     algos, batches, inner = {}, {}, {}
@@ -56,13 +68,8 @@ def measure(shape: dict[str, int], rounds: int, tiny: bool) -> dict[str, tuple[l
         if name in SKIP:
             continue
         cfg = config_for(name, shape, tiny)
-        dist = load_datasets(cfg)["train"]
-        torch.manual_seed(0)
-        algos[name] = (build_algorithm(cfg, dist.input_shape, torch.device("cpu")), cfg)
-        stream = EpisodeStream(
-            dist, cfg.train, cfg.train.meta_batch, torch.Generator().manual_seed(0)
-        )
-        batches[name] = stream.next()
+        algo, batches[name] = algorithm_and_batch(cfg)
+        algos[name] = (algo, cfg)
         inner[name] = cfg.train.inner_steps
     times: dict[str, list[float]] = {n: [] for n in algos}
     order = list(algos)

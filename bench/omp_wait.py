@@ -75,9 +75,8 @@ def child(policy: str, threads: int, tiny: bool) -> int:
     import torch  # first, before workbench (which sets OMP_WAIT_POLICY if it is unset)
 
     import workbench  # noqa: F401
+    from bench.algorithm_steps import algorithm_and_batch
     from workbench.core.config import default_config
-    from workbench.core.engine import build_algorithm, load_datasets
-    from workbench.core.episode_stream import EpisodeStream
 
     torch.set_num_threads(threads)
     gomp = loaded_libgomp()
@@ -100,13 +99,8 @@ def child(policy: str, threads: int, tiny: bool) -> int:
         ["train.ways=5", "train.shots=1", "eval.ways=5", "algorithm.first_order=false",
          f"threads={threads}", *(TINY_CONV if tiny else CONV)]
     )  # fmt: skip
-    dist = load_datasets(cfg)["train"]
-    torch.manual_seed(0)
-    algo = build_algorithm(cfg, dist.input_shape, torch.device("cpu"))
+    algo, batch = algorithm_and_batch(cfg)
     algo.train()
-    batch = EpisodeStream(
-        dist, cfg.train, cfg.train.meta_batch, torch.Generator().manual_seed(0)
-    ).next()
 
     def conv_step() -> None:
         algo.zero_grad(set_to_none=True)
